@@ -1,0 +1,53 @@
+"""Projected gradient descent (Madry et al.) in L∞ or L2."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from caat_app.attacks._common import (
+    LossFn,
+    attack_mode,
+    check_norm,
+    project,
+    random_init,
+    step_direction,
+    summed_cross_entropy,
+)
+
+
+def pgd(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps: float,
+    alpha: float,
+    steps: int,
+    norm: str = "linf",
+    targeted: bool = False,
+    random_start: bool = True,
+    loss_fn: LossFn | None = None,
+    clip: tuple[float, float] = (0.0, 1.0),
+) -> Tensor:
+    """Return detached adversarial images inside the ε-ball around ``x`` and inside ``clip``.
+
+    Untargeted ascends ``loss_fn(logits, y)`` (summed cross-entropy by default);
+    targeted descends it towards the classes ``y``.
+    """
+    check_norm(norm)
+    x = x.detach()
+    if eps == 0 or steps == 0:
+        return x.clone()
+    objective = loss_fn if loss_fn is not None else summed_cross_entropy
+    sign = -1.0 if targeted else 1.0
+    lo, hi = clip
+    x_adv = (x + random_init(x, eps, norm)).clamp(lo, hi) if random_start else x.clone()
+    with attack_mode(model), torch.enable_grad():
+        for _ in range(steps):
+            x_adv.requires_grad_(True)
+            loss = objective(model(x_adv), y)
+            (grad,) = torch.autograd.grad(loss, x_adv)
+            x_adv = x_adv.detach() + (sign * alpha) * step_direction(grad, norm)
+            x_adv = (x + project(x_adv - x, eps, norm)).clamp(lo, hi)
+    return x_adv.detach()

@@ -1,0 +1,447 @@
+"""The `caat` command line.
+
+Commands that do not train (`runs`, `show`, `export`, `cancel`) never import torch:
+the training stack is imported inside the commands that need it. Every expected
+error is printed as one line on stderr with exit code 2, and is detected before
+anything is written to the store.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import signal
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from caat_app.config import RunConfig, build_config, load_config_file
+from caat_app.errors import CaatError
+from storage import Run, RunStatus, Store, StoreError, resolve_db_url
+
+app = typer.Typer(
+    name="caat",
+    help="Conflict-Aware Adversarial Training: train, measure the gradient conflict, compare.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+# Piped output is not cut to 80 columns: a script reading a table wants whole cells.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False)
+
+STATUS_STYLE = {
+    "queued": "cyan",
+    "running": "yellow",
+    "finished": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+    "diverged": "red",
+}
+
+DbOption = typer.Option(
+    None, "--db", help="store: SQLAlchemy URL or SQLite file path (default: $CAAT_DB, $CAAT_HOME)"
+)
+
+
+def open_store(db: str | None) -> Store:
+    return Store.open(resolve_db_url(db))
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) >= 1e4 or 0 < abs(value) < 1e-3 else (
+            f"{value:.{digits}f}".rstrip("0").rstrip(".") if value != int(value) else f"{value:g}"
+        )
+    return str(value)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def run_record(run: Run) -> dict[str, Any]:
+    """A run as plain JSON-able data (what `--json` prints)."""
+    data = run.model_dump(mode="json")
+    data["config"] = json.loads(run.config)
+    return data
+
+
+def _status_text(status: str) -> Text:
+    return Text(status, style=STATUS_STYLE.get(status, ""))
+
+
+def _method_text(run: Run) -> str:
+    symbol = "γ" if run.method == "caat" else "λ"
+    return f"{run.method} {symbol}={_fmt(run.param)}"
+
+
+# --------------------------------------------------------------------------- train
+
+
+@app.command()
+def train(
+    method: str | None = typer.Option(None, help="vanilla (weight λ) or caat (threshold γ)"),
+    lam: float | None = typer.Option(None, help="Vanilla AT: weight of the adversarial loss"),
+    gamma: float | None = typer.Option(None, help="CA-AT: cosine threshold γ in (-1, 1]"),
+    projection: str | None = typer.Option(None, help="global (the paper) or layer"),
+    dataset: str | None = typer.Option(None, help="digits (embedded), mnist, cifar10, cifar100"),
+    model: str | None = typer.Option(None, help="linear, cnn, resnet18, resnet34, wrn28-10"),
+    bn: str | None = typer.Option(None, help="BatchNorm: standard or batchstats"),
+    loss: str | None = typer.Option(None, help="adversarial loss: ce, trades, clp"),
+    beta: float | None = typer.Option(None, help="TRADES / CLP weight (default 6 / 0.5)"),
+    attack: str | None = typer.Option(None, help="training attack: pgd or fgsm"),
+    norm: str | None = typer.Option(None, help="budget norm: linf or l2"),
+    eps: str | None = typer.Option(None, help="budget ε, e.g. 0.3 or 8/255"),
+    alpha: str | None = typer.Option(None, help="attack step (default ε/4), e.g. 2/255"),
+    attack_steps: int | None = typer.Option(None, help="PGD steps while training"),
+    eval_steps: int | None = typer.Option(None, help="PGD steps of the per-epoch evaluation"),
+    epochs: int | None = typer.Option(None),
+    batch_size: int | None = typer.Option(None),
+    lr: float | None = typer.Option(None, help="peak learning rate of the one-cycle schedule"),
+    momentum: float | None = typer.Option(None),
+    weight_decay: float | None = typer.Option(None),
+    seed: int | None = typer.Option(None),
+    device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N"),
+    bf16: bool | None = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (CUDA)"),
+    augment: bool | None = typer.Option(None, "--augment/--no-augment"),
+    eval_n: int | None = typer.Option(None, help="val/test images evaluated per epoch (0: all)"),
+    max_nonfinite: int | None = typer.Option(None, help="skipped steps before `diverged`"),
+    log_every: int | None = typer.Option(None, help="steps between metric copies"),
+    data_dir: str | None = typer.Option(None, help="data set folder (default $CAAT_DATA)"),
+    download: bool | None = typer.Option(None, "--download/--no-download"),
+    preset: str | None = typer.Option(None, help="e.g. paper-cifar10-r18; options override it"),
+    name: str | None = typer.Option(None, help="run name"),
+    config: Path | None = typer.Option(None, "--config", help="TOML file of these options"),
+    db: str | None = DbOption,
+    detach: bool = typer.Option(False, "--detach", help="train in a worker process, return now"),
+) -> None:
+    """Train one run (Vanilla AT or CA-AT) and stream its metrics into the store."""
+    options = {k: v for k, v in locals().items() if k not in {"config", "db", "detach"}}
+    file_values = load_config_file(config) if config is not None else {}
+    cfg = build_config(options, file_values)
+    status = start_runs([cfg], db=db, detach=detach)
+    if status and any(s == "failed" for s in status):
+        raise typer.Exit(1)
+
+
+def check_runnable(cfg: RunConfig) -> None:
+    """Fail early (no store write) when the data or the device is missing."""
+    from caat_app.data import ensure_available
+    from caat_app.train import resolve_device
+
+    resolve_device(cfg.device)
+    ensure_available(cfg.dataset, root=Path(cfg.data_dir) if cfg.data_dir else None,
+                     download=cfg.download)
+
+
+def create_run(store: Store, cfg: RunConfig) -> int:
+    return store.create_run(
+        name=cfg.default_name(),
+        config=cfg.model_dump(mode="json"),
+        method=cfg.method,
+        param=cfg.param,
+        dataset=cfg.dataset,
+        model=cfg.model,
+        eps=cfg.eps,
+        epochs_total=cfg.epochs,
+    )
+
+
+def start_runs(configs: list[RunConfig], *, db: str | None, detach: bool) -> list[str]:
+    """Check, record and train (or hand to workers) each config; returns the statuses."""
+    for cfg in configs:
+        check_runnable(cfg)
+    store = open_store(db)
+    ids = [create_run(store, cfg) for cfg in configs]
+    if detach:
+        from caat_app.launcher import launch_worker
+
+        for run_id in ids:
+            run = store.get_run(run_id)
+            assert run is not None
+            proc = launch_worker(store.url, run_id, Path(run.run_dir))
+            out.print(Text(f"run {run_id} ({run.name}) started in worker pid {proc.pid}"))
+            out.print(Text(f"  log: {Path(run.run_dir) / 'worker.log'}"))
+        out.print(Text("follow it with: caat runs, caat show RUN"))
+        return []
+    statuses = [train_foreground(store, run_id) for run_id in ids]
+    if len(ids) == 1:
+        show_run(store.find_run(str(ids[0])))
+    return statuses
+
+
+def train_foreground(store: Store, run_id: int) -> str:
+    """Train in this process with a live progress bar; Ctrl-C cancels cleanly."""
+    from caat_app.progress import ProgressSink
+    from caat_app.worker import StopFlag, execute_run
+
+    run = store.get_run(run_id)
+    assert run is not None
+    out.print(Text(f"run {run_id} ({run.name}) in {store.url}"))
+    flag = StopFlag()
+    previous = signal.signal(signal.SIGINT, flag.set)
+    try:
+        with ProgressSink(out, run.name, run.epochs_total) as progress:
+            status = execute_run(store, run_id, flag, progress)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    out.print(Text(f"run {run_id} {status}", style=STATUS_STYLE.get(status, "")))
+    return status
+
+
+# --------------------------------------------------------------------------- inspect
+
+
+@app.command()
+def runs(
+    db: str | None = DbOption,
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    limit: int | None = typer.Option(None, min=1, help="newest N runs"),
+) -> None:
+    """List the runs in the store, newest first."""
+    store = open_store(db)
+    rows = store.list_runs(limit=limit)
+    if as_json:
+        print(json.dumps([run_record(r) for r in rows], indent=2))
+        return
+    if not rows:
+        out.print(Text(f"no runs in {store.url} yet: try `caat demo` or `caat train`"))
+        return
+    table = Table(title=Text(f"runs in {store.url} (SA/AA: best epoch on validation, %)"),
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("id", "name", "status", "method", "data", "ε", "epoch", "SA", "AA", "φ", "μ"):
+        left = col in {"name", "status", "method", "data"}
+        table.add_column(col, justify="left" if left else "right", no_wrap=col != "name",
+                         min_width=12 if col == "name" else None)
+    for r in rows:
+        table.add_row(
+            str(r.id),
+            Text(r.name),
+            _status_text(r.status),
+            Text(_method_text(r)),
+            Text(f"{r.dataset}/{r.model}"),
+            _fmt(r.eps, 3),
+            f"{r.epochs_done}/{r.epochs_total}",
+            _pct(r.best_val_clean),
+            _pct(r.best_val_adv),
+            _fmt(r.last_phi, 2),
+            _fmt(r.last_mu, 2),
+        )
+    out.print(table)
+
+
+def show_run(run: Run) -> None:
+    table = Table(title=Text(f"run {run.id}: {run.name}"), title_justify="left", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    table.add_row("status", _status_text(run.status))
+    for key in ("method", "dataset", "model", "eps", "epochs_done", "epochs_total",
+                "steps_done", "nonfinite_steps", "best_epoch"):
+        table.add_row(key, Text(_fmt(getattr(run, key))))
+    for key in ("best_val_clean", "best_val_adv", "best_test_clean", "best_test_adv",
+                "last_val_clean", "last_val_adv", "last_test_clean", "last_test_adv",
+                "last_phi", "last_mu"):
+        table.add_row(key, Text(_fmt(getattr(run, key))))
+    for key in ("created_at", "started_at", "finished_at", "heartbeat_at"):
+        value = getattr(run, key)
+        table.add_row(key, Text(value.isoformat(timespec="seconds") if value else "-"))
+    table.add_row("run_dir", Text(run.run_dir))
+    out.print(table)
+    cfg = Table(title="config", title_justify="left", show_header=False)
+    cfg.add_column("option", style="bold")
+    cfg.add_column("value")
+    for key, value in json.loads(run.config).items():
+        cfg.add_row(key, Text(_fmt(value) if value is not None else "-"))
+    out.print(cfg)
+    if run.error:
+        out.print(Text("error:", style="bold red"))
+        out.print(Text(run.error))
+
+
+@app.command()
+def show(
+    run: str = typer.Argument(..., help="run id or name"),
+    db: str | None = DbOption,
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """A run's status, config and final metrics."""
+    record = open_store(db).find_run(run)
+    if as_json:
+        print(json.dumps(run_record(record), indent=2))
+    else:
+        show_run(record)
+
+
+def _ordered(row: dict[str, Any], key: str) -> dict[str, Any]:
+    """The series' own key first, so a CSV reads naturally."""
+    return {"run_id": row.pop("run_id"), key: row.pop(key), **row}
+
+
+def _rows_csv(rows: Iterable[dict[str, Any]]) -> str:
+    rows = list(rows)
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return buf.getvalue()
+
+
+@app.command()
+def export(
+    run: str = typer.Argument(..., help="run id or name"),
+    fmt: str = typer.Option("json", "--format", help="json (steps and epochs) or csv"),
+    series: str = typer.Option("steps", help="csv only: steps or epochs"),
+    output: Path | None = typer.Option(None, "--output", "-o", help="file (default: stdout)"),
+    db: str | None = DbOption,
+) -> None:
+    """Write a run's step and epoch series as JSON or CSV."""
+    if fmt not in {"json", "csv"}:
+        raise CaatError(f"--format: unknown {fmt!r}; choose one of json, csv")
+    if series not in {"steps", "epochs"}:
+        raise CaatError(f"--series: unknown {series!r}; choose one of steps, epochs")
+    store = open_store(db)
+    record = store.find_run(run)
+    assert record.id is not None
+    steps = [_ordered(s.model_dump(), "step") for s in store.steps(record.id)]
+    epochs = [_ordered(e.model_dump(), "epoch") for e in store.epochs(record.id)]
+    if fmt == "json":
+        text = json.dumps({"run": run_record(record), "steps": steps, "epochs": epochs})
+    else:
+        text = _rows_csv(steps if series == "steps" else epochs)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        try:
+            output.write_text(text)
+        except OSError as exc:
+            raise CaatError(f"cannot write {output}: {exc.strerror or exc}") from None
+        err.print(Text(f"wrote {output}"))
+
+
+@app.command()
+def cancel(
+    run: str = typer.Argument(..., help="run id or name"), db: str | None = DbOption
+) -> None:
+    """Ask a running worker to stop: it checkpoints and ends `cancelled`."""
+    from caat_app.launcher import request_cancel
+
+    record = open_store(db).find_run(run)
+    if record.status not in {RunStatus.RUNNING, RunStatus.QUEUED} or record.pid is None:
+        raise CaatError(f"run {record.id} is {record.status}, not running in a worker")
+    if not request_cancel(record.pid):
+        raise CaatError(f"run {record.id}: its worker (pid {record.pid}) is gone")
+    out.print(Text(f"asked run {record.id} (pid {record.pid}) to stop"))
+
+
+# --------------------------------------------------------------------------- demo, bench
+
+
+@app.command()
+def demo(
+    epochs: int = typer.Option(15, min=1, help="epochs per run"),
+    db: str | None = DbOption,
+) -> None:
+    """Train Vanilla AT (λ=0.5) and CA-AT (γ=0.8) on digits at ε=0.3 and compare them."""
+    configs = [
+        build_config({"method": "vanilla", "lam": 0.5, "epochs": epochs, "name": "demo-vanilla"}),
+        build_config({"method": "caat", "gamma": 0.8, "epochs": epochs, "name": "demo-caat"}),
+    ]
+    for cfg in configs:
+        check_runnable(cfg)
+    store = open_store(db)
+    ids = [create_run(store, cfg) for cfg in configs]
+    for run_id in ids:
+        if train_foreground(store, run_id) == "cancelled":
+            break
+    compare_table([store.find_run(str(i)) for i in ids])
+    first, second = ids
+    out.print(
+        Text(
+            f"Open them: `caat show {first}`, `caat show {second}`, "
+            f"`caat export {second} --format csv`, or `caat runs` for every run "
+            f"(store: {store.url})."
+        )
+    )
+
+
+def compare_table(records: list[Run]) -> None:
+    table = Table(title="side by side (best epoch on validation; accuracies in %)",
+                  title_justify="left")
+    table.add_column("")
+    for r in records:
+        table.add_column(Text(f"{r.id}: {_method_text(r)}"), justify="right")
+    rows = [
+        ("status", lambda r: _status_text(r.status)),
+        ("best epoch", lambda r: _fmt(r.best_epoch)),
+        ("val SA", lambda r: _pct(r.best_val_clean)),
+        ("val AA (PGD)", lambda r: _pct(r.best_val_adv)),
+        ("test SA", lambda r: _pct(r.best_test_clean)),
+        ("test AA (PGD)", lambda r: _pct(r.best_test_adv)),
+        ("last φ", lambda r: _fmt(r.last_phi, 3)),
+        ("last μ", lambda r: _fmt(r.last_mu, 3)),
+    ]
+    for label, get in rows:
+        table.add_row(label, *[get(r) for r in records])
+    out.print(table)
+
+
+@app.command()
+def bench(
+    model: str = typer.Option("cnn", help="model to time"),
+    batch_size: int = typer.Option(128, min=2),
+    attack_steps: int = typer.Option(10, min=1),
+    steps: int = typer.Option(30, min=5, help="timed steps per repeat"),
+    repeats: int = typer.Option(5, min=1, help="interleaved repeats (the median is reported)"),
+    device: str = typer.Option("auto"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Per-step time of clean training, Vanilla AT and CA-AT, and the cost of logging."""
+    from caat_app.bench import print_report, run_bench
+
+    report = run_bench(model=model, batch_size=batch_size, attack_steps=attack_steps,
+                       steps=steps, repeats=repeats, device=device)
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_report(out, report)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    """One line on stderr, never wrapped (a person and a script both read it)."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def _is_usage_error(exc: BaseException) -> bool:
+    """Click's usage errors (typer vendors click, so match them by shape, not by import)."""
+    return type(exc).__module__.split(".")[0] in {"click", "typer"} and callable(
+        getattr(exc, "format_message", None)
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: expected errors become one line and exit code 2, never a traceback."""
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except (CaatError, StoreError) as exc:
+        _fail(str(exc))
+    except (KeyboardInterrupt, typer.Abort):
+        _fail("interrupted", 130)
+    except Exception as exc:
+        if not _is_usage_error(exc):
+            raise
+        _fail(exc.format_message())  # type: ignore[attr-defined]
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,137 @@
+"""The worker process: `python -m caat_app.worker --db URL --run ID`.
+
+It trains one stored run, streams its metrics into the store through one batched
+writer, keeps a heartbeat, and ends the run `finished`, `cancelled` (SIGTERM or
+SIGINT: a checkpoint is written first), `diverged` or `failed` (with the traceback).
+`execute_run` is also what `caat train` runs in the foreground.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from caat_app.config import config_from_json
+from caat_app.errors import CaatError
+from storage import BatchWriter, RunStatus, Store, StoreError
+
+_LIVE_FIELDS = ("val_clean", "val_adv", "test_clean", "test_adv")
+
+
+class StopFlag:
+    """Set from a signal handler, read by the trainer once per step."""
+
+    def __init__(self) -> None:
+        self.stop = False
+
+    def set(self, *_: Any) -> None:
+        self.stop = True
+
+    def install(self, *signals: signal.Signals) -> None:
+        for sig in signals:
+            signal.signal(sig, self.set)
+
+
+class StoreSink:
+    """Feeds the trainer's reports into the store's batched writer."""
+
+    def __init__(self, writer: BatchWriter, flag: StopFlag, *extra: Any) -> None:
+        self.writer = writer
+        self.flag = flag
+        self.extra = extra
+
+    def steps(self, rows: list[dict[str, Any]]) -> None:
+        last = rows[-1]
+        self.writer.add_steps(rows)
+        self.writer.set_run_fields(
+            steps_done=last["step"] + 1, last_phi=last["phi"], last_mu=last["mu"]
+        )
+        self.writer.maybe_flush()
+        for sink in self.extra:
+            sink.steps(rows)
+
+    def epoch(self, row: dict[str, Any], summary: dict[str, Any]) -> None:
+        self.writer.add_epoch(row)
+        self.writer.set_run_fields(**summary)
+        self.writer.flush()
+        for sink in self.extra:
+            sink.epoch(row, summary)
+
+    def should_stop(self) -> bool:
+        return self.flag.stop or any(sink.should_stop() for sink in self.extra)
+
+
+class LogSink:
+    """One line per epoch on stdout: the worker's log, which the dashboard tails."""
+
+    def steps(self, rows: list[dict[str, Any]]) -> None:
+        pass
+
+    def epoch(self, row: dict[str, Any], summary: dict[str, Any]) -> None:
+        print(
+            f"epoch {row['epoch']}: "
+            + "  ".join(f"{k} {row[k]:.4f}" for k in _LIVE_FIELDS)
+            + f"  {row['images_per_sec']:.0f} img/s",
+            flush=True,
+        )
+
+    def should_stop(self) -> bool:
+        return False
+
+
+def execute_run(store: Store, run_id: int, flag: StopFlag, *extra: Any) -> str:
+    """Train a queued run to its end and record the outcome; returns the final status."""
+    from caat_app.train import train
+
+    run = store.get_run(run_id)
+    if run is None:
+        raise StoreError(f"no run {run_id} in {store.url}")
+    run_dir = Path(run.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    store.mark_running(run_id, os.getpid())
+    writer = BatchWriter(store, run_id)
+    try:
+        config = config_from_json(json.loads(run.config))
+        (run_dir / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
+        result = train(config, StoreSink(writer, flag, *extra), run_dir=run_dir)
+    except BaseException as exc:
+        try:
+            writer.flush()
+        finally:
+            error = str(exc) if isinstance(exc, CaatError) else traceback.format_exc()
+            store.finish(run_id, RunStatus.FAILED, error=error)
+        raise
+    writer.flush()
+    store.finish(run_id, RunStatus(result.status), fields=result.summary)
+    return result.status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m caat_app.worker", description=__doc__)
+    parser.add_argument("--db", required=True, help="SQLAlchemy URL of the store")
+    parser.add_argument("--run", required=True, type=int, help="id of a queued run")
+    args = parser.parse_args(argv)
+    flag = StopFlag()
+    flag.install(signal.SIGTERM, signal.SIGINT)
+    try:
+        with Store.open(args.db) as store:
+            print(f"worker pid {os.getpid()}: run {args.run} in {args.db}", flush=True)
+            status = execute_run(store, args.run, flag, LogSink())
+    except (CaatError, StoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except Exception:
+        traceback.print_exc()
+        return 1
+    print(f"run {args.run} {status}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

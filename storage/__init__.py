@@ -1,0 +1,22 @@
+"""caat's run store: SQLModel tables, a SQLite-in-WAL (or any SQLAlchemy) engine, batched writes.
+
+Knows nothing of torch or Textual, so the dashboard can import it and start fast.
+"""
+
+from storage.location import caat_home, resolve_db_url
+from storage.models import SCHEMA_VERSION, EpochMetric, Run, StepMetric
+from storage.store import TERMINAL_STATUSES, BatchWriter, RunStatus, Store, StoreError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "TERMINAL_STATUSES",
+    "BatchWriter",
+    "EpochMetric",
+    "Run",
+    "RunStatus",
+    "StepMetric",
+    "Store",
+    "StoreError",
+    "caat_home",
+    "resolve_db_url",
+]

@@ -1,0 +1,33 @@
+"""Where the store lives: one place decides, so the CLI, the dashboard and workers agree."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+
+def caat_home() -> Path:
+    """The folder for caat's data; `CAAT_HOME` lets tests and users move it."""
+    env = os.environ.get("CAAT_HOME")
+    if env:
+        return Path(env).expanduser().absolute()
+    return Path(platformdirs.user_data_dir("caat"))
+
+
+def _to_url(db: str) -> str:
+    """A string with a scheme is a SQLAlchemy URL already; anything else is a SQLite file."""
+    if "://" in db:
+        return db
+    return f"sqlite:///{Path(db).expanduser().absolute()}"
+
+
+def resolve_db_url(db: str | None) -> str:
+    """Turn `--db`, `CAAT_DB` or the default into one URL, in that order of precedence."""
+    if db:
+        return _to_url(db)
+    env = os.environ.get("CAAT_DB")
+    if env:
+        return _to_url(env)
+    return f"sqlite:///{caat_home() / 'caat.db'}"

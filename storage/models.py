@@ -1,0 +1,152 @@
+"""The store's tables: one row per run, plus its step and epoch metrics."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DateTime
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+SCHEMA_VERSION = 1
+"""Bump when a table changes; a store written by a newer caat is refused, not misread."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend.
+
+    SQLite keeps no time zone, so values are stored as UTC and given their zone back
+    on the way out; comparing an aware and a naive datetime would otherwise raise.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        # SQLite's DATETIME has no zone; everything stored there is UTC by this rule.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Run(SQLModel, table=True):
+    """One training run: its config, where it is in its life, and its headline numbers.
+
+    The headline numbers are copied here so the run list needs no metric query.
+    """
+
+    __tablename__ = "run"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True)
+    status: str = Field(default="queued", index=True)
+    method: str
+    param: float | None = None  # γ for caat, λ for vanilla
+    dataset: str
+    model: str
+    eps: float
+    config: str  # JSON text of the full config
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    heartbeat_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    pid: int | None = None
+    run_dir: str = ""
+    error: str | None = None  # full traceback of a failed run
+    epochs_total: int
+    epochs_done: int = 0
+    steps_done: int = 0
+    nonfinite_steps: int = 0
+    last_phi: float | None = None
+    last_mu: float | None = None
+    best_epoch: int | None = None
+    best_val_clean: float | None = None
+    best_val_adv: float | None = None
+    best_test_clean: float | None = None
+    best_test_adv: float | None = None
+    last_val_clean: float | None = None
+    last_val_adv: float | None = None
+    last_test_clean: float | None = None
+    last_test_adv: float | None = None
+    notes: str = ""
+    tags: str = ""
+
+
+class StepMetric(SQLModel, table=True):
+    """Per-step training signals: the losses, the conflict φ/μ and the update's shape.
+
+    The floats are nullable because SQLite stores NaN as NULL, and a diverging run
+    must still be able to record the step that diverged.
+    """
+
+    __tablename__ = "step_metric"
+
+    run_id: int = Field(foreign_key="run.id", primary_key=True, ondelete="CASCADE")
+    step: int = Field(primary_key=True)
+    epoch: int
+    t: float  # seconds since the run started
+    loss_c: float | None = None
+    loss_a: float | None = None
+    acc_c: float | None = None
+    acc_a: float | None = None
+    phi: float | None = None
+    mu: float | None = None
+    norm_c: float | None = None
+    norm_a: float | None = None
+    coef_c: float | None = None
+    projected: float | None = None
+    lr: float | None = None
+    skipped: bool = False
+
+
+class EpochMetric(SQLModel, table=True):
+    """Per-epoch accuracies and throughput; written again as later evaluations complete."""
+
+    __tablename__ = "epoch_metric"
+
+    run_id: int = Field(foreign_key="run.id", primary_key=True, ondelete="CASCADE")
+    epoch: int = Field(primary_key=True)
+    train_loss_c: float | None = None
+    train_loss_a: float | None = None
+    train_clean: float | None = None
+    train_adv: float | None = None
+    val_clean: float | None = None
+    val_adv: float | None = None
+    test_clean: float | None = None
+    test_adv: float | None = None
+    images_per_sec: float | None = None
+    epoch_seconds: float | None = None
+    elapsed: float | None = None
+    lr: float | None = None
+
+
+class Meta(SQLModel, table=True):
+    """Key/value facts about the store itself, `schema_version` first of all."""
+
+    __tablename__ = "caat_meta"
+
+    key: str = Field(primary_key=True)
+    value: str
+
+
+TABLES: list[Any] = [
+    Run.__table__,  # type: ignore[attr-defined]
+    StepMetric.__table__,  # type: ignore[attr-defined]
+    EpochMetric.__table__,  # type: ignore[attr-defined]
+    Meta.__table__,  # type: ignore[attr-defined]
+]
+"""Only our tables: other SQLModel tables that happen to be imported are not ours to create."""

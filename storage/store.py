@@ -1,0 +1,497 @@
+"""The run store: the one place that reads and writes runs and their metrics."""
+
+import json
+import operator
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import Engine, Table, delete, insert, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlmodel import Session, SQLModel, select
+
+from storage.engine import _sqlite_file, make_engine, write_engine
+from storage.location import caat_home
+from storage.models import SCHEMA_VERSION, TABLES, EpochMetric, Meta, Run, StepMetric, utcnow
+
+
+class StoreError(Exception):
+    """A store problem worth showing to a person as is: one line, no traceback needed."""
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    DIVERGED = "diverged"
+
+
+TERMINAL_STATUSES: frozenset[RunStatus] = frozenset(
+    {RunStatus.FINISHED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.DIVERGED}
+)
+
+_RUN_TABLE: Table = Run.__table__  # type: ignore[attr-defined]
+_STEP_TABLE: Table = StepMetric.__table__  # type: ignore[attr-defined]
+_EPOCH_TABLE: Table = EpochMetric.__table__  # type: ignore[attr-defined]
+_RUN_FIELDS = frozenset(_RUN_TABLE.columns.keys()) - {"id"}
+
+
+def _converter(column: Any) -> Callable[[Any], Any] | None:
+    """How to turn numpy/torch scalars into what every DB driver can bind."""
+    try:
+        python_type = column.type.python_type
+    except NotImplementedError:
+        return None
+    if python_type is bool:
+        return bool
+    if python_type is int:
+        return operator.index  # refuses floats instead of silently truncating them
+    if python_type is float:
+        return float
+    return None
+
+
+def _converters(table: Table) -> dict[str, Callable[[Any], Any] | None]:
+    return {column.key: _converter(column) for column in table.columns}
+
+
+_RUN_CONVERT = _converters(_RUN_TABLE)
+_STEP_CONVERT = _converters(_STEP_TABLE)
+_EPOCH_CONVERT = _converters(_EPOCH_TABLE)
+_STEP_DEFAULTS: dict[str, Any] = {
+    name: info.default
+    for name, info in StepMetric.model_fields.items()
+    if not info.is_required() and name != "run_id"
+}
+
+
+def _coerce(
+    convert: Mapping[str, Callable[[Any], Any] | None], values: Mapping[str, Any], what: str
+) -> dict[str, Any]:
+    unknown = sorted(set(values) - set(convert))
+    if unknown:
+        raise ValueError(f"unknown {what} field(s): {', '.join(unknown)}")
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        fn = convert[key]
+        out[key] = value if value is None or fn is None else fn(value)
+    return out
+
+
+def _run_values(fields: Mapping[str, Any]) -> dict[str, Any]:
+    if "id" in fields:
+        raise ValueError("a run's id cannot be changed")
+    return _coerce(_RUN_CONVERT, fields, "run")
+
+
+def _metric_row(
+    convert: Mapping[str, Callable[[Any], Any] | None],
+    run_id: int,
+    row: Mapping[str, Any],
+    what: str,
+) -> dict[str, Any]:
+    if row.get("run_id", run_id) != run_id:
+        raise ValueError(f"a {what} row for run {row['run_id']} was given to run {run_id}")
+    values = _coerce(convert, row, what)
+    values["run_id"] = run_id
+    return values
+
+
+def _one_line(exc: BaseException) -> str:
+    """The driver's own words, without SQLAlchemy's SQL echo and background links."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        text = str(exc.orig)
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror + (f": {exc.filename}" if exc.filename else "")
+    else:
+        text = str(exc)
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _where(url: str) -> str:
+    """A store's location for messages: its file, or its URL without the password."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url
+    if parsed.get_backend_name() == "sqlite":
+        path = _sqlite_file(parsed.database)
+        return str(path) if path is not None else "an in-memory SQLite database"
+    return parsed.render_as_string(hide_password=True)
+
+
+class Store:
+    """Runs and metrics in one database, safe to share between processes.
+
+    Build it with `Store.open`; every method runs its own short transaction, so a
+    Store can be kept open for the life of a dashboard or a worker.
+    """
+
+    def __init__(self, url: str, engine: Engine) -> None:
+        self.url = url
+        self._engine = engine
+        self._writer = write_engine(engine)
+        self._where = _where(url)
+
+    # -- opening and closing ---------------------------------------------------------------
+
+    @classmethod
+    def open(cls, url: str) -> Self:
+        """Connect and make sure the schema is there and is one this code understands."""
+        where = _where(url)
+        try:
+            engine = make_engine(url)
+        except (SQLAlchemyError, OSError, ImportError, ValueError) as exc:
+            raise StoreError(f"cannot open the store at {where}: {_one_line(exc)}") from exc
+        store = cls(url, engine)
+        try:
+            store._prepare_schema()
+        except StoreError:
+            engine.dispose()
+            raise
+        except (SQLAlchemyError, OSError, ImportError) as exc:
+            engine.dispose()
+            raise StoreError(f"cannot open the store at {where}: {_one_line(exc)}") from exc
+        return store
+
+    def _prepare_schema(self) -> None:
+        # One write transaction: two processes opening a fresh file at once cannot both
+        # create tables or both insert the version row.
+        with self._writer.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # PostgreSQL has no database-wide write lock; an advisory lock serialises
+                # concurrent first opens instead.
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(2107203)")
+            SQLModel.metadata.create_all(conn, tables=TABLES)
+            meta = Meta.__table__  # type: ignore[attr-defined]
+            stored = conn.execute(
+                select(meta.c.value).where(meta.c.key == "schema_version")
+            ).scalar_one_or_none()
+            if stored is None:
+                conn.execute(insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+                return
+        try:
+            version = int(stored)
+        except ValueError:
+            raise StoreError(
+                f"the store at {self._where} has an unreadable schema version {stored!r}"
+            ) from None
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the store at {self._where} was written by a newer caat (schema version "
+                f"{version}, this caat reads {SCHEMA_VERSION}); upgrade caat or use another --db"
+            )
+        if version < SCHEMA_VERSION:
+            raise StoreError(
+                f"the store at {self._where} has schema version {version}, older than "
+                f"{SCHEMA_VERSION}, and no migration exists; use another --db"
+            )
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self._where})"
+
+    # -- sessions -------------------------------------------------------------------------
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        # A plain BEGIN: readers never take the write lock, so polling never stalls a worker.
+        with Session(self._engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        # BEGIN IMMEDIATE: the lock is waited for up front, where busy_timeout applies.
+        with Session(self._writer, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def _update_run(self, session: Session, run_id: int, values: Mapping[str, Any]) -> None:
+        result = session.execute(
+            update(Run).where(Run.id == run_id).values(**values),  # type: ignore[arg-type]
+            execution_options={"synchronize_session": False},
+        )
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            raise StoreError(f"no run {run_id} in {self._where}")
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def runs_root(self) -> Path:
+        """Where run folders go: next to a SQLite file, else in caat's home."""
+        parsed = make_url(self.url)
+        if parsed.get_backend_name() == "sqlite":
+            path = _sqlite_file(parsed.database)
+            if path is not None:
+                return path.absolute().parent / "runs"
+        return caat_home() / "runs"
+
+    def create_run(
+        self,
+        *,
+        name: str,
+        config: dict[str, Any],
+        method: str,
+        param: float | None,
+        dataset: str,
+        model: str,
+        eps: float,
+        epochs_total: int,
+    ) -> int:
+        """Record a queued run; its folder path is fixed now so every process agrees on it."""
+        run = Run(
+            name=name,
+            status=RunStatus.QUEUED.value,
+            config=json.dumps(config),
+            method=method,
+            param=None if param is None else float(param),
+            dataset=dataset,
+            model=model,
+            eps=float(eps),
+            epochs_total=operator.index(epochs_total),
+            created_at=utcnow(),
+        )
+        root = self.runs_root()
+        with self._write() as session:
+            session.add(run)
+            session.flush()
+            assert run.id is not None
+            run.run_dir = str(root / str(run.id))
+        assert run.id is not None
+        return run.id
+
+    def get_run(self, run_id: int) -> Run | None:
+        with self._read() as session:
+            return session.get(Run, run_id)
+
+    def find_run(self, ref: str) -> Run:
+        """A run by id (all digits) or by name (the newest run of that name)."""
+        with self._read() as session:
+            if ref.isascii() and ref.isdigit():
+                run = session.get(Run, int(ref))
+            else:
+                statement = select(Run).where(Run.name == ref).order_by(Run.id.desc()).limit(1)  # type: ignore[union-attr]
+                run = session.exec(statement).first()
+        if run is None:
+            raise StoreError(f"no run {ref!r} in {self._where}")
+        return run
+
+    def list_runs(self, *, limit: int | None = None, offset: int = 0) -> list[Run]:
+        """Newest first, so the first page is what a person most likely wants."""
+        statement = select(Run).order_by(Run.id.desc()).offset(offset).limit(limit)  # type: ignore[union-attr]
+        with self._read() as session:
+            return list(session.exec(statement).all())
+
+    def mark_running(self, run_id: int, pid: int) -> None:
+        """The worker has started; a rerun forgets the previous attempt's end and error."""
+        now = utcnow()
+        with self._write() as session:
+            self._update_run(
+                session,
+                run_id,
+                {
+                    "status": RunStatus.RUNNING.value,
+                    "started_at": now,
+                    "heartbeat_at": now,
+                    "pid": pid,
+                    "finished_at": None,
+                    "error": None,
+                },
+            )
+
+    def heartbeat(self, run_id: int) -> None:
+        """Proof of life: a running run whose heartbeat is old has a dead worker."""
+        with self._write() as session:
+            self._update_run(session, run_id, {"heartbeat_at": utcnow()})
+
+    def finish(
+        self,
+        run_id: int,
+        status: RunStatus,
+        *,
+        error: str | None = None,
+        fields: dict[str, Any] | None = None,
+    ) -> None:
+        """Record how a run ended; `fields` lands in the same transaction as the status."""
+        status = RunStatus(status)
+        if status not in TERMINAL_STATUSES:
+            raise ValueError(f"{status.value!r} is not a final status")
+        values = _run_values(fields or {})
+        values.update(status=status.value, finished_at=utcnow(), error=error)
+        with self._write() as session:
+            self._update_run(session, run_id, values)
+
+    def update_run(self, run_id: int, **fields: Any) -> None:
+        values = _run_values(fields)
+        if not values:
+            return
+        with self._write() as session:
+            self._update_run(session, run_id, values)
+
+    def delete_run(self, run_id: int) -> None:
+        """Delete a run; its metric rows go with it (ON DELETE CASCADE). Its folder stays."""
+        with self._write() as session:
+            result = session.execute(
+                delete(Run).where(Run.id == run_id),  # type: ignore[arg-type]
+                execution_options={"synchronize_session": False},
+            )
+            if result.rowcount == 0:  # type: ignore[attr-defined]
+                raise StoreError(f"no run {run_id} in {self._where}")
+
+    # -- metrics ---------------------------------------------------------------------------
+
+    def append_metrics(
+        self,
+        run_id: int,
+        steps: Sequence[Mapping[str, Any]] = (),
+        epochs: Sequence[Mapping[str, Any]] = (),
+        run_fields: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Write a batch in one transaction, so readers see all of it or none of it.
+
+        An epoch that is already stored is updated with the values given again; a None
+        never erases a value already there.
+        """
+        step_rows = []
+        for row in steps:
+            values = _metric_row(_STEP_CONVERT, run_id, row, "step")
+            missing = [key for key in ("step", "epoch", "t") if values.get(key) is None]
+            if missing:
+                raise ValueError(f"a step row lacks {', '.join(missing)}")
+            step_rows.append({**_STEP_DEFAULTS, **values})
+        epoch_rows = []
+        for row in epochs:
+            values = _metric_row(_EPOCH_CONVERT, run_id, row, "epoch")
+            if values.get("epoch") is None:
+                raise ValueError("an epoch row lacks epoch")
+            epoch_rows.append(values)
+        run_values = _run_values(run_fields or {})
+        run_values["heartbeat_at"] = utcnow()
+
+        with self._write() as session:
+            # The run first: a missing run is a StoreError, not a foreign-key failure.
+            self._update_run(session, run_id, run_values)
+            if step_rows:
+                session.execute(insert(StepMetric), step_rows)
+            for row in epoch_rows:
+                self._upsert_epoch(session, row)
+
+    @staticmethod
+    def _upsert_epoch(session: Session, row: dict[str, Any]) -> None:
+        # Portable select-then-write; the write transaction already holds the lock.
+        key = (EpochMetric.run_id == row["run_id"]) & (EpochMetric.epoch == row["epoch"])
+        exists = session.execute(select(EpochMetric.epoch).where(key)).first() is not None
+        if not exists:
+            session.execute(insert(EpochMetric).values(**row))
+            return
+        values = {k: v for k, v in row.items() if k not in ("run_id", "epoch") and v is not None}
+        if values:
+            session.execute(
+                update(EpochMetric).where(key).values(**values),
+                execution_options={"synchronize_session": False},
+            )
+
+    def steps(
+        self, run_id: int, *, after_step: int = -1, limit: int | None = None
+    ) -> list[StepMetric]:
+        """Step rows after `after_step`, in order: what a poller asks for each tick."""
+        statement = (
+            select(StepMetric)
+            .where(StepMetric.run_id == run_id, StepMetric.step > after_step)
+            .order_by(StepMetric.step)  # type: ignore[arg-type]
+            .limit(limit)
+        )
+        with self._read() as session:
+            return list(session.exec(statement).all())
+
+    def epochs(self, run_id: int) -> list[EpochMetric]:
+        statement = (
+            select(EpochMetric).where(EpochMetric.run_id == run_id).order_by(EpochMetric.epoch)  # type: ignore[arg-type]
+        )
+        with self._read() as session:
+            return list(session.exec(statement).all())
+
+
+class BatchWriter:
+    """Turns a stream of metric rows into a few transactions a second.
+
+    One per training process, used from one thread. Rows are only buffered by the
+    `add_*` methods; `maybe_flush` is cheap enough to call every step.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        run_id: int,
+        *,
+        interval: float = 0.5,
+        heartbeat_interval: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.interval = interval
+        self.heartbeat_interval = heartbeat_interval
+        self._steps: list[dict[str, Any]] = []
+        self._epochs: list[dict[str, Any]] = []
+        self._fields: dict[str, Any] = {}
+        self._last_flush = time.monotonic()
+        self._last_write = self._last_flush
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._steps or self._epochs or self._fields)
+
+    def add_steps(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        self._steps.extend(dict(row) for row in rows)
+
+    def add_epoch(self, row: Mapping[str, Any]) -> None:
+        self._epochs.append(dict(row))
+
+    def set_run_fields(self, **fields: Any) -> None:
+        """Later values win: only the latest state of the run row matters."""
+        self._fields.update(fields)
+
+    def maybe_flush(self) -> bool:
+        """Write if a batch is due, or a heartbeat if the run has been quiet; True if written."""
+        now = time.monotonic()
+        if self.pending and now - self._last_flush >= self.interval:
+            self.flush()
+            return True
+        if now - self._last_write >= self.heartbeat_interval:
+            self.store.heartbeat(self.run_id)
+            self._last_write = time.monotonic()
+            return True
+        return False
+
+    def flush(self) -> None:
+        """Write everything buffered now; on failure the rows stay for the next try."""
+        if not self.pending:
+            self.store.heartbeat(self.run_id)
+            self._last_write = time.monotonic()
+            return
+        self.store.append_metrics(
+            self.run_id, steps=self._steps, epochs=self._epochs, run_fields=self._fields
+        )
+        self._steps = []
+        self._epochs = []
+        self._fields = {}
+        self._last_flush = self._last_write = time.monotonic()

@@ -1,0 +1,91 @@
+"""Losses: each reduces to its plain part when the attack did nothing; gradients get through."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from caat_app.config import DEFAULT_BETA, LOSSES
+from caat_app.losses import adversarial_loss, attack_objective, clean_loss
+
+
+def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.randn(16, 10, generator=g)
+    adv = clean + 0.5 * torch.randn(16, 10, generator=g)
+    y = torch.randint(0, 10, (16,), generator=g)
+    return clean, adv, y
+
+
+def test_names_and_defaults() -> None:
+    assert LOSSES == ("ce", "trades", "clp")
+    assert set(DEFAULT_BETA) == set(LOSSES)
+
+
+def test_clean_loss_is_mean_ce() -> None:
+    clean, _, y = _batch()
+    torch.testing.assert_close(clean_loss(clean, y), F.cross_entropy(clean, y))
+
+
+def test_equal_logits_reduce_to_plain_parts() -> None:
+    clean, _, y = _batch()
+    ce = F.cross_entropy(clean, y)
+    assert adversarial_loss("trades", clean, clean.clone(), y, beta=6.0).item() == 0.0
+    torch.testing.assert_close(adversarial_loss("clp", clean, clean.clone(), y, beta=0.5), ce)
+    torch.testing.assert_close(adversarial_loss("ce", clean, clean.clone(), y, beta=0.0), ce)
+
+
+def test_values_match_definitions() -> None:
+    clean, adv, y = _batch(1)
+    kl = F.kl_div(F.log_softmax(adv, 1), F.softmax(clean, 1), reduction="batchmean")
+    torch.testing.assert_close(adversarial_loss("trades", clean, adv, y, beta=6.0), 6.0 * kl)
+    pairing = ((clean - adv) ** 2).sum(1).mean()
+    torch.testing.assert_close(
+        adversarial_loss("clp", clean, adv, y, beta=0.5), F.cross_entropy(adv, y) + 0.5 * pairing
+    )
+    torch.testing.assert_close(
+        adversarial_loss("ce", clean, adv, y, beta=3.0), F.cross_entropy(adv, y)
+    )
+
+
+@pytest.mark.parametrize("kind", LOSSES)
+def test_finite_on_extreme_logits(kind: str) -> None:
+    clean, adv, y = _batch(2)
+    value = adversarial_loss(kind, clean * 1e3, adv * 1e3, y, beta=DEFAULT_BETA[kind])
+    assert torch.isfinite(value) and value >= 0
+
+
+@pytest.mark.parametrize("kind", ["trades", "clp"])
+def test_gradient_reaches_both_logits(kind: str) -> None:
+    clean, adv, y = _batch(3)
+    clean.requires_grad_(True)
+    adv.requires_grad_(True)
+    adversarial_loss(kind, clean, adv, y, beta=DEFAULT_BETA[kind]).backward()
+    assert clean.grad is not None and clean.grad.abs().sum() > 0
+    assert adv.grad is not None and adv.grad.abs().sum() > 0
+
+
+def test_attack_objective() -> None:
+    clean, adv, y = _batch(4)
+    assert attack_objective("ce", clean) is None
+    assert attack_objective("clp", clean) is None
+    clean.requires_grad_(True)
+    objective = attack_objective("trades", clean)
+    assert objective is not None
+    adv.requires_grad_(True)
+    value = objective(adv, y)
+    expected = F.kl_div(F.log_softmax(adv, 1), F.softmax(clean, 1), reduction="sum")
+    torch.testing.assert_close(value, expected)
+    value.backward()
+    assert clean.grad is None  # the attack target is the fixed clean prediction
+    assert adv.grad is not None and adv.grad.abs().sum() > 0
+    assert objective(clean.detach(), y).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_unknown_kind() -> None:
+    clean, adv, y = _batch()
+    with pytest.raises(ValueError, match="ce, trades, clp"):
+        adversarial_loss("mart", clean, adv, y, beta=1.0)
+    with pytest.raises(ValueError, match="ce, trades, clp"):
+        attack_objective("mart", clean)
