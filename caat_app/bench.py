@@ -44,8 +44,11 @@ def _clean_step(trainer: Trainer, xb: torch.Tensor, yb: torch.Tensor, lr: float)
     trainer.opt.step(trainer.direction, lr, torch.ones((), dtype=torch.bool, device=xb.device))
 
 
-def _time_steps(fn: Any, batches: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device,
-                ) -> float:
+def _time_steps(
+    fn: Any,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+) -> float:
     _sync(device)
     start = time.perf_counter()
     for xb, yb in batches:
@@ -65,8 +68,13 @@ def run_bench(
 ) -> dict[str, Any]:
     """Time the three kinds of step; returns a JSON-able report."""
     data = load_dataset("digits")
-    common = {"model": model, "batch_size": batch_size, "attack_steps": attack_steps,
-              "device": device, "epochs": 1}
+    common = {
+        "model": model,
+        "batch_size": batch_size,
+        "attack_steps": attack_steps,
+        "device": device,
+        "epochs": 1,
+    }
     vanilla = Trainer(build_config({**common, "method": "vanilla"}), _NullSink(), data=data)
     caat = Trainer(build_config({**common, "method": "caat"}), _NullSink(), data=data)
     dev = caat.device
@@ -130,9 +138,16 @@ def _time_logging(
     """Seconds spent recording metrics over real CA-AT steps into a real store."""
     dev = trainer.device
     with tempfile.TemporaryDirectory() as tmp, Store.open(f"sqlite:///{Path(tmp) / 'b.db'}") as st:
-        run_id = st.create_run(name="bench", config={}, method="caat", param=0.8,
-                               dataset="digits", model=trainer.config.model, eps=0.3,
-                               epochs_total=1)
+        run_id = st.create_run(
+            name="bench",
+            config={},
+            method="caat",
+            param=0.8,
+            dataset="digits",
+            model=trainer.config.model,
+            eps=0.3,
+            epochs_total=1,
+        )
         writer = BatchWriter(st, run_id)
         recorder = StepRecorder(StoreSink(writer, StopFlag()), trainer.config.log_every, dev)
         spent, count = 0.0, 0
@@ -152,16 +167,24 @@ def _time_logging(
 
 
 def print_report(console: Console, report: dict[str, Any]) -> None:
-    title = (f"caat bench: {report['model']} on {report['dataset']}, batch "
-             f"{report['batch_size']}, {report['attack']}, {report['device']}")
+    title = (
+        f"caat bench: {report['model']} on {report['dataset']}, batch "
+        f"{report['batch_size']}, {report['attack']}, {report['device']}"
+    )
     table = Table(title=title, title_justify="left")
     for col in ("step", "ms / step", "images / s", "× clean", "× vanilla"):
         table.add_column(col, justify="left" if col == "step" else "right")
     ms, ips = report["ms_per_step"], report["images_per_sec"]
-    for kind, label in (("clean", "clean training"), ("vanilla", "Vanilla AT"),
-                        ("caat", "CA-AT")):
-        table.add_row(label, f"{ms[kind]:.2f}", f"{ips[kind]:.0f}",
-                      f"{ms[kind] / ms['clean']:.2f}", f"{ms[kind] / ms['vanilla']:.3f}")
+    for kind, label in (("clean", "clean training"), ("vanilla", "Vanilla AT"), ("caat", "CA-AT")):
+        table.add_row(
+            label,
+            f"{ms[kind]:.2f}",
+            f"{ips[kind]:.0f}",
+            f"{ms[kind] / ms['clean']:.2f}",
+            f"{ms[kind] / ms['vanilla']:.3f}",
+        )
     console.print(table)
-    console.print(f"metric logging: {report['logging_ms_per_step']:.3f} ms per step "
-                  f"= {100 * report['logging_overhead']:.2f}% of a CA-AT step")
+    console.print(
+        f"metric logging: {report['logging_ms_per_step']:.3f} ms per step "
+        f"= {100 * report['logging_overhead']:.2f}% of a CA-AT step"
+    )

@@ -61,8 +61,14 @@ def _fmt(value: Any, digits: int = 4) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.{digits}g}" if abs(value) >= 1e4 or 0 < abs(value) < 1e-3 else (
-            f"{value:.{digits}f}".rstrip("0").rstrip(".") if value != int(value) else f"{value:g}"
+        return (
+            f"{value:.{digits}g}"
+            if abs(value) >= 1e4 or 0 < abs(value) < 1e-3
+            else (
+                f"{value:.{digits}f}".rstrip("0").rstrip(".")
+                if value != int(value)
+                else f"{value:g}"
+            )
         )
     return str(value)
 
@@ -142,8 +148,9 @@ def check_runnable(cfg: RunConfig) -> None:
     from caat_app.train import resolve_device
 
     resolve_device(cfg.device)
-    ensure_available(cfg.dataset, root=Path(cfg.data_dir) if cfg.data_dir else None,
-                     download=cfg.download)
+    ensure_available(
+        cfg.dataset, root=Path(cfg.data_dir) if cfg.data_dir else None, download=cfg.download
+    )
 
 
 def create_run(store: Store, cfg: RunConfig) -> int:
@@ -219,12 +226,20 @@ def runs(
     if not rows:
         out.print(Text(f"no runs in {store.url} yet: try `caat demo` or `caat train`"))
         return
-    table = Table(title=Text(f"runs in {store.url} (SA/AA: best epoch on validation, %)"),
-                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(
+        title=Text(f"runs in {store.url} (SA/AA: best epoch on validation, %)"),
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
     for col in ("id", "name", "status", "method", "data", "ε", "epoch", "SA", "AA", "φ", "μ"):
         left = col in {"name", "status", "method", "data"}
-        table.add_column(col, justify="left" if left else "right", no_wrap=col != "name",
-                         min_width=12 if col == "name" else None)
+        table.add_column(
+            col,
+            justify="left" if left else "right",
+            no_wrap=col != "name",
+            min_width=12 if col == "name" else None,
+        )
     for r in rows:
         table.add_row(
             str(r.id),
@@ -247,12 +262,30 @@ def show_run(run: Run) -> None:
     table.add_column("field", style="bold")
     table.add_column("value")
     table.add_row("status", _status_text(run.status))
-    for key in ("method", "dataset", "model", "eps", "epochs_done", "epochs_total",
-                "steps_done", "nonfinite_steps", "best_epoch"):
+    for key in (
+        "method",
+        "dataset",
+        "model",
+        "eps",
+        "epochs_done",
+        "epochs_total",
+        "steps_done",
+        "nonfinite_steps",
+        "best_epoch",
+    ):
         table.add_row(key, Text(_fmt(getattr(run, key))))
-    for key in ("best_val_clean", "best_val_adv", "best_test_clean", "best_test_adv",
-                "last_val_clean", "last_val_adv", "last_test_clean", "last_test_adv",
-                "last_phi", "last_mu"):
+    for key in (
+        "best_val_clean",
+        "best_val_adv",
+        "best_test_clean",
+        "best_test_adv",
+        "last_val_clean",
+        "last_val_adv",
+        "last_test_clean",
+        "last_test_adv",
+        "last_phi",
+        "last_mu",
+    ):
         table.add_row(key, Text(_fmt(getattr(run, key))))
     for key in ("created_at", "started_at", "finished_at", "heartbeat_at"):
         value = getattr(run, key)
@@ -378,8 +411,9 @@ def demo(
 
 
 def compare_table(records: list[Run]) -> None:
-    table = Table(title="side by side (best epoch on validation; accuracies in %)",
-                  title_justify="left")
+    table = Table(
+        title="side by side (best epoch on validation; accuracies in %)", title_justify="left"
+    )
     table.add_column("")
     for r in records:
         table.add_column(Text(f"{r.id}: {_method_text(r)}"), justify="right")
@@ -411,8 +445,14 @@ def bench(
     """Per-step time of clean training, Vanilla AT and CA-AT, and the cost of logging."""
     from caat_app.bench import print_report, run_bench
 
-    report = run_bench(model=model, batch_size=batch_size, attack_steps=attack_steps,
-                       steps=steps, repeats=repeats, device=device)
+    report = run_bench(
+        model=model,
+        batch_size=batch_size,
+        attack_steps=attack_steps,
+        steps=steps,
+        repeats=repeats,
+        device=device,
+    )
     if as_json:
         print(json.dumps(report, indent=2))
     else:

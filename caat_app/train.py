@@ -410,8 +410,13 @@ class Trainer:
             if sink.should_stop():
                 status = "cancelled"
                 break
-        summary = {**best, **last, "epochs_done": epochs_done, "steps_done": step,
-                   "nonfinite_steps": recorder.nonfinite}
+        summary = {
+            **best,
+            **last,
+            "epochs_done": epochs_done,
+            "steps_done": step,
+            "nonfinite_steps": recorder.nonfinite,
+        }
         return TrainResult(status, epochs_done, step, recorder.nonfinite, summary)
 
     def evaluate(self) -> dict[str, float]:
