@@ -31,7 +31,6 @@ app = typer.Typer(
     name="caat",
     help="Conflict-Aware Adversarial Training: train, measure the gradient conflict, compare.",
     add_completion=False,
-    no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -47,6 +46,14 @@ STATUS_STYLE = {
     "cancelled": "magenta",
     "diverged": "red",
 }
+
+
+@app.callback(invoke_without_command=True)
+def _root(ctx: typer.Context) -> None:
+    """With no command: the help (the dashboard takes this place once it exists)."""
+    if ctx.invoked_subcommand is None:
+        print(ctx.get_help())
+
 
 DbOption = typer.Option(
     None, "--db", help="store: SQLAlchemy URL or SQLite file path (default: $CAAT_DB, $CAAT_HOME)"
@@ -384,7 +391,7 @@ def cancel(
 
 @app.command()
 def demo(
-    epochs: int = typer.Option(15, min=1, help="epochs per run"),
+    epochs: int = typer.Option(30, min=1, help="epochs per run"),
     db: str | None = DbOption,
 ) -> None:
     """Train Vanilla AT (λ=0.5) and CA-AT (γ=0.8) on digits at ε=0.3 and compare them."""

@@ -13,7 +13,15 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from caat_app.errors import CaatError
 
@@ -115,7 +123,7 @@ class RunConfig(BaseModel):
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(5e-4, ge=0.0)
     seed: int = Field(0, ge=0)
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    device: str = "auto"
     bf16: bool = False
     augment: bool | None = Field(None, description="None: the data set's default")
     eval_n: int = Field(0, ge=0, description="validation/test images per epoch; 0 = all")
@@ -124,6 +132,13 @@ class RunConfig(BaseModel):
     data_dir: str | None = None
     download: bool = True
     preset: str | None = None
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+            raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _check_preset(self) -> RunConfig:
