@@ -64,6 +64,12 @@ class FlatSGD:
         self.buf = torch.zeros_like(flat)
         self._started = torch.zeros((), dtype=torch.bool, device=flat.device)
 
+        # Scalars in the parameters' dtype: a float32 0.9 would round a float64 update.
+        def scalar(x: float) -> Tensor:
+            return torch.tensor(x, dtype=flat.dtype, device=flat.device)
+
+        self._one, self._zero, self._momentum = scalar(1.0), scalar(0.0), scalar(momentum)
+
     def step(self, direction: Tensor, lr: float, ok: Tensor) -> None:
         """Apply `direction` (overwritten) when `ok`; leave every state untouched otherwise.
 
@@ -73,9 +79,10 @@ class FlatSGD:
         if self.weight_decay:
             direction.add_(self.flat, alpha=self.weight_decay)
         direction.masked_fill_(~ok, 0.0)
-        m = torch.where(ok & self._started, self.momentum, torch.where(ok, 0.0, 1.0))
+        one, zero = self._one, self._zero
+        m = torch.where(ok & self._started, self._momentum, torch.where(ok, zero, one))
         self.buf.mul_(m).add_(direction)
-        self.flat.addcmul_(self.buf, torch.where(ok, -lr, 0.0))
+        self.flat.addcmul_(self.buf, torch.where(ok, -lr * one, zero))
         self._started |= ok
 
     def state_dict(self) -> dict[str, Tensor]:

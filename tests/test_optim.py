@@ -184,12 +184,6 @@ def test_follows_torch_sgd_closely_with_usual_float64_hyperparameters() -> None:
         torch.testing.assert_close(fp.flat, want, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FlatSGD.step builds lr and momentum with torch.where(ok, <float>, <float>), "
-    "which gives float32 scalars: float64 parameters get lr=0.1 and momentum=0.9 "
-    "rounded to float32 (about 1e-8 relative error per step)",
-)
 def test_follows_torch_sgd_exactly_in_float64() -> None:
     ref = _model()
     model = copy.deepcopy(ref)
