@@ -49,7 +49,11 @@ class TrainError(CaatError):
 
 
 class Sink(Protocol):
-    """Where the trainer reports; every method is called from the training thread."""
+    """Where the trainer reports; every method is called from the training thread.
+
+    `should_stop` is asked after every step and before every evaluation batch, so a
+    sink can also keep a heartbeat there.
+    """
 
     def steps(self, rows: list[dict[str, Any]]) -> None: ...
 
@@ -186,13 +190,20 @@ def evaluate(
     norm: str,
     batch_size: int,
     autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
-) -> tuple[float, float]:
-    """Clean and PGD accuracy, counted on the device and read once at the end."""
+    should_stop: Callable[[], bool] = lambda: False,
+) -> tuple[float, float] | None:
+    """Clean and PGD accuracy, counted on the device and read once at the end.
+
+    `should_stop` is asked before every batch (an evaluation of CIFAR's test set takes
+    minutes); None means it said yes.
+    """
     was_training = model.training
     model.eval()
     correct = torch.zeros(2, dtype=torch.long, device=x.device)
     try:
         for start in range(0, len(y), batch_size):
+            if should_stop():
+                return None
             xb, yb = x[start : start + batch_size], y[start : start + batch_size]
             with autocast():
                 with torch.no_grad():
@@ -385,6 +396,10 @@ class Trainer:
             train_seconds = time.perf_counter() - epoch_start
             means = recorder.epoch_means()
             evals = self.evaluate()
+            if evals is None:
+                status = "cancelled"
+                self.checkpoint("last", epoch, step)
+                break
             row = {
                 "epoch": epoch,
                 "train_loss_c": means["loss_c"],
@@ -419,24 +434,25 @@ class Trainer:
         }
         return TrainResult(status, epochs_done, step, recorder.nonfinite, summary)
 
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self) -> dict[str, float] | None:
+        """Clean and PGD accuracy on validation and test; None when stopped midway."""
         cfg = self.config
         kwargs: dict[str, Any] = {
             "eps": cfg.eps,
-            "alpha": cfg.eps / 4 if cfg.alpha is None else cfg.alpha,
+            "alpha": cfg.step_size,
             "steps": cfg.eval_steps,
             "norm": cfg.norm,
             "batch_size": max(cfg.batch_size, 256),
             "autocast": self.autocast,
+            "should_stop": self.sink.should_stop,
         }
-        val_clean, val_adv = evaluate(self.model, self.x_val, self.y_val, **kwargs)
-        test_clean, test_adv = evaluate(self.model, self.x_test, self.y_test, **kwargs)
-        return {
-            "val_clean": val_clean,
-            "val_adv": val_adv,
-            "test_clean": test_clean,
-            "test_adv": test_adv,
-        }
+        results: dict[str, float] = {}
+        for split, x, y in (("val", self.x_val, self.y_val), ("test", self.x_test, self.y_test)):
+            accuracies = evaluate(self.model, x, y, **kwargs)
+            if accuracies is None:
+                return None
+            results[f"{split}_clean"], results[f"{split}_adv"] = accuracies
+        return results
 
 
 def train(

@@ -64,6 +64,7 @@ class StoreSink:
             sink.epoch(row, summary)
 
     def should_stop(self) -> bool:
+        self.writer.maybe_flush()  # keeps the heartbeat through long evaluations
         return self.flag.stop or any(sink.should_stop() for sink in self.extra)
 
 

@@ -120,3 +120,13 @@ def test_one_cycle_rises_then_falls_to_zero() -> None:
     assert lrs[0] < 0.01 and lrs[-1] < 0.01
     assert all(a <= b for a, b in itertools.pairwise(lrs[: peak + 1]))
     assert all(a >= b for a, b in itertools.pairwise(lrs[peak:]))
+
+
+def test_stop_request_during_evaluation_is_honoured(digits, tmp_path) -> None:
+    steps_per_epoch = len(digits.y_train) // 128
+    sink = ListSink(stop_after_steps=steps_per_epoch)
+    cfg = build_config({"epochs": 3, "log_every": 100})
+    result = train(cfg, sink, data=digits, run_dir=tmp_path)
+    assert result.status == "cancelled"
+    assert result.steps_done == steps_per_epoch and sink.epoch_rows == []
+    assert (tmp_path / "last.pt").exists() and not (tmp_path / "best.pt").exists()
