@@ -38,6 +38,9 @@ app = typer.Typer(
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False)
 
+# Exit codes of a foreground `caat train` by the run's final status.
+EXIT_CODES = {"finished": 0, "cancelled": 130, "diverged": 1, "failed": 1}
+
 STATUS_STYLE = {
     "queued": "cyan",
     "running": "yellow",
@@ -144,9 +147,10 @@ def train(
     options = {k: v for k, v in locals().items() if k not in {"config", "db", "detach"}}
     file_values = load_config_file(config) if config is not None else {}
     cfg = build_config(options, file_values)
-    status = start_runs([cfg], db=db, detach=detach)
-    if status and any(s == "failed" for s in status):
-        raise typer.Exit(1)
+    store, ids, statuses = start_runs([cfg], db=db, detach=detach)
+    if statuses:
+        out.print(Text(f"config, times and more: caat show {ids[0]}"))
+        raise typer.Exit(EXIT_CODES.get(statuses[0], 0))
 
 
 def check_runnable(cfg: RunConfig) -> None:
@@ -173,8 +177,14 @@ def create_run(store: Store, cfg: RunConfig) -> int:
     )
 
 
-def start_runs(configs: list[RunConfig], *, db: str | None, detach: bool) -> list[str]:
-    """Check, record and train (or hand to workers) each config; returns the statuses."""
+def start_runs(
+    configs: list[RunConfig], *, db: str | None, detach: bool = False
+) -> tuple[Store, list[int], list[str]]:
+    """Check, record, then train each config here (or hand it to a worker).
+
+    Returns the store, the run ids and the final statuses (none when detached).
+    Everything that can be wrong with the input is found before the store is touched.
+    """
     for cfg in configs:
         check_runnable(cfg)
     store = open_store(db)
@@ -188,12 +198,17 @@ def start_runs(configs: list[RunConfig], *, db: str | None, detach: bool) -> lis
             proc = launch_worker(store.url, run_id, Path(run.run_dir))
             out.print(Text(f"run {run_id} ({run.name}) started in worker pid {proc.pid}"))
             out.print(Text(f"  log: {Path(run.run_dir) / 'worker.log'}"))
-        out.print(Text("follow it with: caat runs, caat show RUN"))
-        return []
-    statuses = [train_foreground(store, run_id) for run_id in ids]
-    if len(ids) == 1:
-        show_run(store.find_run(str(ids[0])))
-    return statuses
+        out.print(Text("follow it with: caat runs, caat show RUN, caat cancel RUN"))
+        return store, ids, []
+    statuses: list[str] = []
+    for run_id in ids:
+        statuses.append(train_foreground(store, run_id))
+        if statuses[-1] == "cancelled":  # Ctrl-C: the runs not started yet are cancelled too
+            for later in ids[len(statuses) :]:
+                store.finish(later, RunStatus.CANCELLED)
+            break
+    results_table([store.find_run(str(i)) for i in ids[: len(statuses)]])
+    return store, ids, statuses
 
 
 def train_foreground(store: Store, run_id: int) -> str:
@@ -399,14 +414,7 @@ def demo(
         build_config({"method": "vanilla", "lam": 0.5, "epochs": epochs, "name": "demo-vanilla"}),
         build_config({"method": "caat", "gamma": 0.8, "epochs": epochs, "name": "demo-caat"}),
     ]
-    for cfg in configs:
-        check_runnable(cfg)
-    store = open_store(db)
-    ids = [create_run(store, cfg) for cfg in configs]
-    for run_id in ids:
-        if train_foreground(store, run_id) == "cancelled":
-            break
-    compare_table([store.find_run(str(i)) for i in ids])
+    store, ids, statuses = start_runs(configs, db=db)
     first, second = ids
     out.print(
         Text(
@@ -415,12 +423,12 @@ def demo(
             f"(store: {store.url})."
         )
     )
+    raise typer.Exit(max(EXIT_CODES.get(status, 0) for status in statuses))
 
 
-def compare_table(records: list[Run]) -> None:
-    table = Table(
-        title="side by side (best epoch on validation; accuracies in %)", title_justify="left"
-    )
+def results_table(records: list[Run]) -> None:
+    """Runs side by side: their best epoch on validation, accuracies in %."""
+    table = Table(title="results (best epoch on validation; accuracies in %)", title_justify="left")
     table.add_column("")
     for r in records:
         table.add_column(Text(f"{r.id}: {_method_text(r)}"), justify="right")

@@ -259,7 +259,7 @@ def test_failed_run_keeps_its_traceback(db: str, monkeypatch: pytest.MonkeyPatch
 def test_demo_trains_both_methods_side_by_side(db: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli("demo", "--epochs", "1", "--db", db) == 0
     out = capsys.readouterr().out
-    assert "side by side" in out and "vanilla λ=0.5" in out and "caat γ=0.8" in out
+    assert "results" in out and "vanilla λ=0.5" in out and "caat γ=0.8" in out
     assert "caat show 1" in out
     with Store.open(f"sqlite:///{db}") as store:
         runs = store.list_runs()
