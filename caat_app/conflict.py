@@ -81,10 +81,16 @@ def _conflict_from_gram(dot: Tensor, sq_c: Tensor, sq_a: Tensor) -> Conflict:
     return Conflict(phi, mu, norm_c, norm_a)
 
 
-def conflict_stats(g_c: Tensor, g_a: Tensor, *, segments: Tensor | None = None) -> Conflict:
-    """φ, μ, ‖g_c‖, ‖g_a‖ of two flat gradients (per segment when `segments` is given)."""
-    n = int(segments.max()) + 1 if segments is not None and segments.numel() else 0
-    return _conflict_from_gram(*_gram(g_c, g_a, segments, n))
+def conflict_stats(
+    g_c: Tensor, g_a: Tensor, *, segments: Tensor | None = None, n_segments: int | None = None
+) -> Conflict:
+    """φ, μ, ‖g_c‖, ‖g_a‖ of two flat gradients (per segment when `segments` is given).
+
+    `n_segments` defaults to the largest segment id + 1 (a host sync: give it in loops).
+    """
+    if segments is not None and n_segments is None:
+        n_segments = int(segments.max()) + 1 if segments.numel() else 0
+    return _conflict_from_gram(*_gram(g_c, g_a, segments, n_segments or 0))
 
 
 def ca_at_coefficients(c: Conflict, gamma: float) -> tuple[Tensor, Tensor, Tensor]:
