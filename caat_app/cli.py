@@ -25,6 +25,7 @@ from rich.text import Text
 
 from caat_app.config import RunConfig, build_config, load_config_file
 from caat_app.errors import CaatError
+from caat_app.runs import create_run
 from storage import Run, RunStatus, Store, StoreError, resolve_db_url
 
 app = typer.Typer(
@@ -52,10 +53,21 @@ STATUS_STYLE = {
 
 
 @app.callback(invoke_without_command=True)
-def _root(ctx: typer.Context) -> None:
-    """With no command: the help (the dashboard takes this place once it exists)."""
+def _root(
+    ctx: typer.Context,
+    db: str | None = typer.Option(
+        None, "--db", help="store of the dashboard: SQLAlchemy URL or SQLite file path"
+    ),
+) -> None:
+    """With no command: the dashboard."""
     if ctx.invoked_subcommand is None:
-        print(ctx.get_help())
+        open_dashboard(db)
+
+
+def open_dashboard(db: str | None) -> None:
+    from screens.app import run_dashboard
+
+    run_dashboard(resolve_db_url(db))
 
 
 DbOption = typer.Option(
@@ -164,19 +176,6 @@ def check_runnable(cfg: RunConfig) -> None:
     )
 
 
-def create_run(store: Store, cfg: RunConfig) -> int:
-    return store.create_run(
-        name=cfg.default_name(),
-        config=cfg.model_dump(mode="json"),
-        method=cfg.method,
-        param=cfg.param,
-        dataset=cfg.dataset,
-        model=cfg.model,
-        eps=cfg.eps,
-        epochs_total=cfg.epochs,
-    )
-
-
 def start_runs(
     configs: list[RunConfig], *, db: str | None, detach: bool = False
 ) -> tuple[Store, list[int], list[str]]:
@@ -190,13 +189,16 @@ def start_runs(
     store = open_store(db)
     ids = [create_run(store, cfg) for cfg in configs]
     if detach:
-        from caat_app.launcher import launch_worker
+        from caat_app.launcher import Scheduler, list_gpus
 
+        # Claimed through the store like a dashboard's launches (so no run starts twice),
+        # but now: asking for a detached run is asking to start it, whatever else runs.
+        unlimited = Scheduler(store, gpus=list_gpus(), per_gpu=10**6, max_cpu=10**6)
+        unlimited.dispatch(only=ids)
         for run_id in ids:
             run = store.get_run(run_id)
             assert run is not None
-            proc = launch_worker(store.url, run_id, Path(run.run_dir))
-            out.print(Text(f"run {run_id} ({run.name}) started in worker pid {proc.pid}"))
+            out.print(Text(f"run {run_id} ({run.name}) started in worker pid {run.pid}"))
             out.print(Text(f"  log: {Path(run.run_dir) / 'worker.log'}"))
         out.print(Text("follow it with: caat runs, caat show RUN, caat cancel RUN"))
         return store, ids, []
@@ -231,6 +233,12 @@ def train_foreground(store: Store, run_id: int) -> str:
 
 
 # --------------------------------------------------------------------------- inspect
+
+
+@app.command()
+def tui(db: str | None = DbOption) -> None:
+    """The dashboard (the same as `caat` with no command)."""
+    open_dashboard(db)
 
 
 @app.command()
@@ -390,15 +398,13 @@ def export(
 def cancel(
     run: str = typer.Argument(..., help="run id or name"), db: str | None = DbOption
 ) -> None:
-    """Ask a running worker to stop: it checkpoints and ends `cancelled`."""
-    from caat_app.launcher import request_cancel
+    """Stop a run: a worker checkpoints and ends `cancelled`; a queued run never starts."""
+    from caat_app.runs import cancel_run
 
-    record = open_store(db).find_run(run)
-    if record.status not in {RunStatus.RUNNING, RunStatus.QUEUED} or record.pid is None:
-        raise CaatError(f"run {record.id} is {record.status}, not running in a worker")
-    if not request_cancel(record.pid):
-        raise CaatError(f"run {record.id}: its worker (pid {record.pid}) is gone")
-    out.print(Text(f"asked run {record.id} (pid {record.pid}) to stop"))
+    store = open_store(db)
+    record = store.find_run(run)
+    cancel_run(store, record)
+    out.print(Text(f"asked run {record.id} to stop"))
 
 
 # --------------------------------------------------------------------------- demo, bench

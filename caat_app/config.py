@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -172,16 +173,21 @@ class RunConfig(BaseModel):
 FIELDS = tuple(RunConfig.model_fields)
 
 
-def _describe(error: ValidationError) -> str:
-    """All of a ValidationError's complaints on one line, naming the field."""
-    parts = []
+def _complaints(error: ValidationError) -> dict[str, str]:
+    """Field → message, one per field (the first complaint about it)."""
+    found: dict[str, str] = {}
     for err in error.errors():
         where = ".".join(str(x) for x in err["loc"]) or "config"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = f"unknown option; known: {', '.join(FIELDS)}"
-        parts.append(f"{where}: {msg}")
-    return "; ".join(parts)
+        found.setdefault(where, msg)
+    return found
+
+
+def _describe(error: ValidationError) -> str:
+    """All of a ValidationError's complaints on one line, naming the field."""
+    return "; ".join(f"{field}: {msg}" for field, msg in _complaints(error).items())
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -218,6 +224,43 @@ def build_config(
         return RunConfig(**merged)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+
+
+def field_errors(options: dict[str, Any]) -> dict[str, str]:
+    """What is wrong with each field of a form, by the same rules as the CLI ({} if valid)."""
+    try:
+        build_config(options)
+    except ConfigError as exc:
+        cause = exc.__context__
+        if isinstance(cause, ValidationError):
+            return _complaints(cause)
+        return {"preset": str(exc).removeprefix("preset: ")}
+    return {}
+
+
+def _cli_value(name: str, value: Any) -> str:
+    """Budgets on the 8-bit pixel grid read best as k/255; other floats keep every digit."""
+    if name in {"eps", "alpha"}:
+        k = round(value * 255)
+        if k and abs(value * 255 - k) < 1e-9:
+            return f"{k}/255"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def command_line(cfg: RunConfig) -> str:
+    """The `caat train` call that recreates `cfg`: only what differs from the defaults."""
+    base = build_config({"dataset": cfg.dataset})
+    parts = ["caat", "train"]
+    for name in FIELDS:
+        value = getattr(cfg, name)
+        if (value == getattr(base, name) and name != "dataset") or value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else f"--no-{name.replace('_', '-')}")
+        else:
+            parts += [flag, shlex.quote(_cli_value(name, value))]
+    return " ".join(parts)
 
 
 def config_from_json(data: dict[str, Any]) -> RunConfig:

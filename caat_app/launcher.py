@@ -1,12 +1,20 @@
-"""Starting and stopping worker processes. Torch-free: the CLI and the dashboard use it."""
+"""Starting, scheduling and stopping workers. Torch-free: the CLI and the dashboard use it."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
+
+from storage import Run, RunStatus, Store, StoreError
 
 
 def worker_command(db_url: str, run_id: int) -> list[str]:
@@ -39,3 +47,235 @@ def request_cancel(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+# --------------------------------------------------------------------------- GPUs
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """One GPU as nvidia-smi numbers it (PCI bus order), which is what workers are given."""
+
+    index: int
+    name: str
+    memory_mib: int
+
+
+NVIDIA_SMI_QUERY = [
+    "nvidia-smi",
+    "--query-gpu=index,name,memory.total",
+    "--format=csv,noheader,nounits",
+]
+
+
+def parse_nvidia_smi(text: str) -> list[Gpu]:
+    """GPUs from `index, name, memory.total` CSV lines; lines that do not parse are skipped.
+
+    The name is everything between the first and the last comma, so a name with a
+    comma survives; a memory nvidia-smi cannot tell (`[N/A]`) is 0.
+    """
+    gpus = []
+    for line in text.splitlines():
+        index_text, _, rest = line.partition(",")
+        name, _, memory_text = rest.rpartition(",")
+        try:
+            index = int(index_text.strip())
+        except ValueError:
+            continue
+        try:
+            memory = int(float(memory_text.strip()))
+        except ValueError:
+            memory = 0
+        gpus.append(Gpu(index=index, name=name.strip() or "GPU", memory_mib=memory))
+    return gpus
+
+
+def list_gpus(timeout: float = 5.0) -> list[Gpu]:
+    """This machine's NVIDIA GPUs, asked of nvidia-smi (never torch, which takes seconds).
+
+    No nvidia-smi, an error or a hang: no GPUs, and runs go to the CPU.
+    """
+    if shutil.which(NVIDIA_SMI_QUERY[0]) is None:
+        return []
+    try:
+        done = subprocess.run(
+            NVIDIA_SMI_QUERY,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if done.returncode != 0:
+        return []
+    return parse_nvidia_smi(done.stdout)
+
+
+# --------------------------------------------------------------------------- scheduling
+
+
+class Launch(Protocol):
+    """What starts a worker: `launch_worker`, or a fake in tests."""
+
+    def __call__(
+        self, db_url: str, run_id: int, run_dir: Path, *, env: dict[str, str] | None = None
+    ) -> Any: ...
+
+
+_CUDA_INDEX = re.compile(r"cuda:(\d+)")
+
+
+def _device(run: Run) -> str:
+    try:
+        device = json.loads(run.config).get("device", "auto")
+    except (ValueError, AttributeError):
+        return "auto"
+    return device if isinstance(device, str) else "auto"
+
+
+class Scheduler:
+    """Starts queued runs while the machine has room: `max_cpu` CPU runs, `per_gpu` per GPU.
+
+    Device rules, from the run's config:
+    - `cpu`, or `auto` on a machine without GPUs: a CPU slot.
+    - `auto` or `cuda`: the GPU with the fewest running runs (lowest index on a tie),
+      given as `CUDA_VISIBLE_DEVICES=<index>`; inside the worker `cuda` (and `auto`)
+      then means that one visible device.
+    - `cuda:N`: waits for GPU N. The worker sees every GPU (its config names N, which
+      would not exist if only one were visible); a GPU N the machine lacks fails the run.
+    - any `cuda` with no GPU listed (no nvidia-smi): a CPU slot; the worker's own device
+      check says what is wrong if there really is no GPU.
+    Workers get `CUDA_DEVICE_ORDER=PCI_BUS_ID`, so CUDA numbers GPUs as nvidia-smi does.
+
+    Load is counted from the store (running runs and their `gpu`), so dashboards and CLIs
+    on one machine agree; runs started outside a scheduler (gpu unset) are counted where
+    their device says (`auto`/`cuda` on GPU 0). The store keeps no host name, so several
+    machines sharing one store would count each other's runs. Reap stale runs (Store.
+    reap_stale) before dispatching, or a dead worker keeps its slot until then.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        gpus: list[Gpu],
+        per_gpu: int = 1,
+        max_cpu: int = 1,
+        launch: Launch = launch_worker,
+    ) -> None:
+        if per_gpu < 1 or max_cpu < 1:
+            raise ValueError("per_gpu and max_cpu must be at least 1")
+        self.store = store
+        self.gpus = list(gpus)
+        self.per_gpu = per_gpu
+        self.max_cpu = max_cpu
+        self.launch = launch
+        self._children: list[Any] = []  # our workers' Popens, waited for so none stays a zombie
+
+    def _want(self, device: str) -> int | str:
+        """`cpu`, `gpu` (any GPU) or a GPU index, for the device a run asks for."""
+        match = _CUDA_INDEX.fullmatch(device)
+        if not self.gpus or device == "cpu":
+            return "cpu"
+        if match:
+            return int(match[1])
+        return "gpu"  # auto, cuda
+
+    def _plan(
+        self,
+        running: list[Run],
+        queued: list[Run],
+        rejected: list[tuple[int, str]],
+        only: Collection[int] | None = None,
+    ) -> list[tuple[int, int | None]]:
+        load = {gpu.index: 0 for gpu in self.gpus}
+        cpu = 0
+        for run in running:
+            where: int | str = run.gpu if run.gpu is not None else self._want(_device(run))
+            if where == "gpu":
+                where = min(load)
+            if where == "cpu":
+                cpu += 1
+            elif where in load:
+                load[where] += 1  # type: ignore[index]
+        picks: list[tuple[int, int | None]] = []
+        for run in queued:
+            assert run.id is not None
+            if only is not None and run.id not in only:
+                continue
+            want = self._want(_device(run))
+            if want == "cpu":
+                if cpu < self.max_cpu:
+                    cpu += 1
+                    picks.append((run.id, None))
+                continue
+            if want == "gpu":
+                free = [i for i in load if load[i] < self.per_gpu]
+                if not free:
+                    continue
+                index = min(free, key=lambda i: (load[i], i))
+            else:
+                assert isinstance(want, int)
+                if want not in load:
+                    have = ", ".join(str(i) for i in load)
+                    rejected.append((run.id, f"device cuda:{want}: this machine has GPU(s) {have}"))
+                    continue
+                if load[want] >= self.per_gpu:
+                    continue
+                index = want
+            load[index] += 1
+            picks.append((run.id, index))
+        return picks
+
+    def _env(self, run: Run, gpu: int | None) -> dict[str, str]:
+        if gpu is None:
+            return {}
+        env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+        if not _CUDA_INDEX.fullmatch(_device(run)):
+            env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+        return env
+
+    def dispatch(self, only: Collection[int] | None = None) -> list[int]:
+        """Start the queued runs (oldest first) that fit now; returns their ids.
+
+        `only` limits it to some runs (`caat train --detach` starts its own, no other).
+
+        A run is claimed in the store before its worker starts, so another dispatcher
+        cannot start it too; a launch that fails ends the run `failed` with the reason.
+        """
+        self._children = [p for p in self._children if getattr(p, "poll", lambda: 0)() is None]
+        rejected: list[tuple[int, str]] = []
+        claimed = self.store.claim_runs(
+            lambda running, queued: self._plan(running, queued, rejected, only)
+        )
+        for run_id, error in rejected:
+            self.store.finish_if(
+                run_id, RunStatus.FAILED, when={"status": RunStatus.QUEUED.value}, error=error
+            )
+        started = []
+        for run_id, gpu in claimed:
+            run = self.store.get_run(run_id)
+            if run is None:  # deleted in the moment since the claim
+                continue
+            try:
+                proc = self.launch(
+                    self.store.url, run_id, Path(run.run_dir), env=self._env(run, gpu)
+                )
+            except Exception as exc:
+                message = f"could not start its worker: {exc}"
+                self.store.finish_if(
+                    run_id,
+                    RunStatus.FAILED,
+                    when={"status": RunStatus.RUNNING.value, "pid": None},
+                    error=message,
+                )
+                continue
+            self._children.append(proc)
+            try:
+                self.store.update_run(run_id, pid=proc.pid)
+            except StoreError:
+                continue  # deleted meanwhile: the worker finds no run and exits
+            started.append(run_id)
+        return started

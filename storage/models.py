@@ -60,11 +60,14 @@ class Run(SQLModel, table=True):
     model: str
     eps: float
     config: str  # JSON text of the full config
-    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
     started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     heartbeat_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     pid: int | None = None
+    # Physical GPU index (nvidia-smi order) the scheduler gave the run; None: CPU, or
+    # started outside the scheduler. Per-GPU load is counted from this column.
+    gpu: int | None = None
     run_dir: str = ""
     error: str | None = None  # full traceback of a failed run
     epochs_total: int

@@ -1,16 +1,31 @@
 """The run store: the one place that reads and writes runs and their metrics."""
 
 import json
+import math
 import operator
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import unicodedata
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Engine, Table, delete, insert, update
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    Table,
+    and_,
+    delete,
+    func,
+    insert,
+    inspect,
+    or_,
+    update,
+)
+from sqlalchemy import text as sql_text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlmodel import Session, SQLModel, select
@@ -41,6 +56,31 @@ _RUN_TABLE: Table = Run.__table__  # type: ignore[attr-defined]
 _STEP_TABLE: Table = StepMetric.__table__  # type: ignore[attr-defined]
 _EPOCH_TABLE: Table = EpochMetric.__table__  # type: ignore[attr-defined]
 _RUN_FIELDS = frozenset(_RUN_TABLE.columns.keys()) - {"id"}
+
+SORTABLE_COLUMNS: tuple[str, ...] = (
+    "id",
+    "name",
+    "status",
+    "method",
+    "param",
+    "dataset",
+    "model",
+    "eps",
+    "epochs_done",
+    "best_val_clean",
+    "best_val_adv",
+    "last_phi",
+    "last_mu",
+    "created_at",
+    "started_at",
+    "finished_at",
+)
+"""Columns `list_runs` sorts by: the run table's columns, never arbitrary SQL."""
+
+SEARCH_COLUMNS: tuple[str, ...] = ("name", "method", "dataset", "model", "status", "tags")
+"""What the run list's text filter looks at."""
+
+MAX_NAME_LENGTH = 200  # the same limit as RunConfig.name
 
 
 def _converter(column: Any) -> Callable[[Any], Any] | None:
@@ -128,6 +168,118 @@ def _where(url: str) -> str:
     return parsed.render_as_string(hide_password=True)
 
 
+def _like_pattern(word: str) -> str:
+    """A LIKE pattern matching `word` anywhere, with `%`, `_` and `\\` taken literally."""
+    escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _search_clause(search: str | None) -> ColumnElement[bool] | None:
+    """Every whitespace-separated word must occur, case-insensitively, in one of the columns.
+
+    Words rather than the whole text so `cifar10 caat` finds CA-AT runs on CIFAR-10; a
+    single word is a plain substring match.
+    """
+    words = (search or "").split()
+    if not words:
+        return None
+    return and_(
+        *(
+            or_(
+                *(
+                    _RUN_TABLE.c[name].ilike(_like_pattern(word), escape="\\")
+                    for name in SEARCH_COLUMNS
+                )
+            )
+            for word in words
+        )
+    )
+
+
+def _order_by(sort: str, descending: bool) -> list[ColumnElement[Any]]:
+    if sort not in SORTABLE_COLUMNS:
+        raise ValueError(
+            f"cannot sort runs by {sort!r}; choose one of {', '.join(SORTABLE_COLUMNS)}"
+        )
+    column = _RUN_TABLE.c[sort]
+    newest = _RUN_TABLE.c.id.desc()
+    if sort == "id":
+        return [newest if descending else _RUN_TABLE.c.id.asc()]
+    order = [column.desc() if descending else column.asc(), newest]
+    if column.nullable:
+        # `IS NULL` first rather than NULLS LAST: portable to every backend, and these
+        # columns have no index a NULLS LAST ordering could have used anyway.
+        order.insert(0, column.is_(None).asc())
+    return order
+
+
+def _conditions(when: Mapping[str, Any]) -> list[ColumnElement[bool]]:
+    """Column == value for each item (None: IS NULL), for compare-and-set updates."""
+    unknown = sorted(set(when) - set(_RUN_CONVERT))
+    if unknown:
+        raise ValueError(f"unknown run field(s): {', '.join(unknown)}")
+    return [
+        _RUN_TABLE.c[key].is_(None) if value is None else _RUN_TABLE.c[key] == value
+        for key, value in when.items()
+    ]
+
+
+def _utc_text(moment: datetime | None) -> str:
+    return "never" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def lost_worker_error(reason: str, pid: int | None, last_heartbeat: datetime | None) -> str:
+    """The error text of a run whose worker vanished: what happened, which pid, when last seen."""
+    who = f"pid {pid}" if pid is not None else "pid unknown"
+    return f"{reason} ({who}, last heartbeat {_utc_text(last_heartbeat)})"
+
+
+def _breaks_lines(text: str) -> bool:
+    """Control characters and line/paragraph separators: they would split a table row."""
+    return any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in text)
+
+
+def check_name(name: str) -> str:
+    """A run name stripped, or ValueError: it is shown on one line of a table."""
+    text = name.strip()
+    if not text:
+        raise ValueError("a run name cannot be empty")
+    if len(text) > MAX_NAME_LENGTH:
+        raise ValueError(f"a run name is at most {MAX_NAME_LENGTH} characters, got {len(text)}")
+    if _breaks_lines(text):
+        raise ValueError("a run name cannot contain line breaks or control characters")
+    return text
+
+
+def normalise_tags(tags: Sequence[str]) -> list[str]:
+    """Stripped, without empties or repeats, first spelling first; a comma is refused."""
+    out: list[str] = []
+    for tag in tags:
+        if "," in tag:
+            raise ValueError(f"a tag cannot contain a comma: {tag!r}")
+        text = tag.strip()
+        if _breaks_lines(text):
+            raise ValueError(f"a tag cannot contain line breaks or control characters: {tag!r}")
+        if text and text not in out:
+            out.append(text)
+    return out
+
+
+def split_tags(text: str) -> list[str]:
+    """A run's stored `tags` text back as a list."""
+    return [tag for tag in (part.strip() for part in text.split(",")) if tag]
+
+
+def _missing_columns(conn: Any) -> list[str]:
+    """Our tables' columns that an existing database lacks, as `table.column`."""
+    inspector = inspect(conn)
+    missing = []
+    for table in TABLES:
+        have = {column["name"] for column in inspector.get_columns(table.name)}
+        missing += [f"{table.name}.{c.name}" for c in table.columns if c.name not in have]
+    return missing
+
+
 class Store:
     """Runs and metrics in one database, safe to share between processes.
 
@@ -178,6 +330,7 @@ class Store:
             if stored is None:
                 conn.execute(insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
                 return
+            missing = _missing_columns(conn)
         try:
             version = int(stored)
         except ValueError:
@@ -193,6 +346,13 @@ class Store:
             raise StoreError(
                 f"the store at {self._where} has schema version {version}, older than "
                 f"{SCHEMA_VERSION}, and no migration exists; use another --db"
+            )
+        if missing:
+            # Schema version 1 grew columns before any release; a store made by such an
+            # early build is named as such instead of failing later on "no such column".
+            raise StoreError(
+                f"the store at {self._where} lacks column(s) {', '.join(missing)}: it was made "
+                "by an earlier development build of caat; use another --db"
             )
 
     def close(self) -> None:
@@ -295,11 +455,67 @@ class Store:
             raise StoreError(f"no run {ref!r} in {self._where}")
         return run
 
-    def list_runs(self, *, limit: int | None = None, offset: int = 0) -> list[Run]:
-        """Newest first, so the first page is what a person most likely wants."""
-        statement = select(Run).order_by(Run.id.desc()).offset(offset).limit(limit)  # type: ignore[union-attr]
+    def list_runs(
+        self,
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+        search: str | None = None,
+        sort: str = "id",
+        descending: bool = True,
+    ) -> list[Run]:
+        """One page of runs, filtered and sorted in SQL so a page costs the same at any size.
+
+        The default is newest first, what a person most likely wants. `search`: every
+        word must occur (case-insensitive, `%` and `_` literal) in the name, method, data
+        set, model, status or tags. `sort`: one of SORTABLE_COLUMNS (else ValueError);
+        empty values go last either way and ties go newest first.
+        """
+        statement = self._list_statement(
+            limit=limit, offset=offset, search=search, sort=sort, descending=descending
+        )
         with self._read() as session:
             return list(session.exec(statement).all())
+
+    @staticmethod
+    def _list_statement(
+        *, limit: int | None, offset: int, search: str | None, sort: str, descending: bool
+    ) -> Any:
+        statement = select(Run)
+        clause = _search_clause(search)
+        if clause is not None:
+            statement = statement.where(clause)
+        return statement.order_by(*_order_by(sort, descending)).offset(offset).limit(limit)
+
+    def count_runs(self, *, search: str | None = None) -> int:
+        """How many runs `list_runs` would page through with the same search."""
+        statement = select(func.count()).select_from(_RUN_TABLE)
+        clause = _search_clause(search)
+        if clause is not None:
+            statement = statement.where(clause)
+        with self._read() as session:
+            return int(session.execute(statement).scalar_one())
+
+    def rename_run(self, run_id: int, name: str) -> str:
+        """Give a run a new name (stripped; ValueError if empty, too long or multi-line)."""
+        text = check_name(name)
+        with self._write() as session:
+            self._update_run(session, run_id, {"name": text})
+        return text
+
+    def set_tags(self, run_id: int, tags: Sequence[str]) -> list[str]:
+        """Replace a run's tags; stored as one comma-separated text so search can see them."""
+        if isinstance(tags, str):
+            raise TypeError("tags must be a list of strings, not one string")
+        clean = normalise_tags(tags)
+        with self._write() as session:
+            self._update_run(session, run_id, {"tags": ",".join(clean)})
+        return clean
+
+    def set_notes(self, run_id: int, text: str) -> None:
+        """Replace a run's free-text note, kept exactly as written."""
+        with self._write() as session:
+            self._update_run(session, run_id, {"notes": text})
 
     def mark_running(self, run_id: int, pid: int) -> None:
         """The worker has started; a rerun forgets the previous attempt's end and error."""
@@ -340,6 +556,133 @@ class Store:
         with self._write() as session:
             self._update_run(session, run_id, values)
 
+    def finish_if(
+        self,
+        run_id: int,
+        status: RunStatus,
+        *,
+        when: Mapping[str, Any],
+        error: str | None = None,
+    ) -> bool:
+        """End a run only if its row still matches `when` (column -> value, None: empty).
+
+        Compare-and-set: a cancel or a reap racing a worker that reports at the same
+        moment changes nothing, and the caller learns it from the False.
+        """
+        status = RunStatus(status)
+        if status not in TERMINAL_STATUSES:
+            raise ValueError(f"{status.value!r} is not a final status")
+        with self._write() as session:
+            return self._finish_where(session, run_id, status, when, error, utcnow())
+
+    @staticmethod
+    def _finish_where(
+        session: Session,
+        run_id: int,
+        status: RunStatus,
+        when: Mapping[str, Any],
+        error: str | None,
+        now: datetime,
+    ) -> bool:
+        result = session.execute(
+            update(Run)
+            .where(Run.id == run_id, *_conditions(when))  # type: ignore[arg-type]
+            .values(status=status.value, finished_at=now, error=error),
+            execution_options={"synchronize_session": False},
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def reap_stale(
+        self, *, timeout: float = 60.0, is_alive: Callable[[int], bool] | None = None
+    ) -> list[int]:
+        """Mark `failed` the running runs whose worker is gone; returns their ids.
+
+        Gone: no heartbeat (or start) for `timeout` seconds, or, when `is_alive` is given,
+        a pid it says is dead. Only pass `is_alive` for workers on this machine. The rows
+        are read without the write lock (a dashboard calls this every poll) and each is
+        then failed only if unchanged since (still running, same pid, same heartbeat), so
+        a worker that reports or finishes meanwhile wins.
+        """
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        now = utcnow()
+        cutoff = now - timedelta(seconds=timeout)
+        columns = (Run.id, Run.pid, Run.heartbeat_at, Run.started_at)
+        with self._read() as session:
+            rows = session.execute(
+                select(*columns).where(Run.status == RunStatus.RUNNING.value)
+            ).all()
+        doomed: list[tuple[int, dict[str, Any], str]] = []
+        for run_id, pid, heartbeat, started in rows:
+            last = heartbeat or started
+            if pid is not None and is_alive is not None and not is_alive(pid):
+                reason = "worker died without reporting"
+            elif last is None or last < cutoff:
+                reason = f"worker stopped reporting: no heartbeat for over {timeout:g} s"
+            else:
+                continue
+            when = {"status": RunStatus.RUNNING.value, "pid": pid, "heartbeat_at": heartbeat}
+            doomed.append((run_id, when, lost_worker_error(reason, pid, last)))
+        if not doomed:
+            return []
+        reaped = []
+        with self._write() as session:
+            for run_id, when, error in doomed:
+                if self._finish_where(session, run_id, RunStatus.FAILED, when, error, now):
+                    reaped.append(run_id)
+        return reaped
+
+    def claim_runs(
+        self, choose: Callable[[list[Run], list[Run]], Sequence[tuple[int, int | None]]]
+    ) -> list[tuple[int, int | None]]:
+        """Move queued runs to `running` before their workers start; returns (id, gpu) pairs.
+
+        `choose(running, queued)` (queued oldest first) returns the (run id, GPU index or
+        None) to start. It is called inside one write transaction, so two dashboards
+        dispatching at once see each other's claims and never exceed a GPU's limit or
+        start a run twice. A claimed run has a heartbeat (so a launcher that dies before
+        the worker starts is reaped by timeout), no pid yet and no `started_at` until the
+        worker's own `mark_running`.
+        """
+        with self._read() as session:  # the common case, nothing queued, takes no lock
+            if (
+                session.execute(select(Run.id).where(Run.status == "queued").limit(1)).first()
+                is None
+            ):
+                return []
+        now = utcnow()
+        claimed: list[tuple[int, int | None]] = []
+        with self._write() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                # No database-wide write lock there: serialise dispatchers explicitly.
+                session.execute(sql_text("SELECT pg_advisory_xact_lock(2107204)"))
+            running = list(
+                session.exec(select(Run).where(Run.status == RunStatus.RUNNING.value)).all()
+            )
+            queued = list(
+                session.exec(
+                    select(Run).where(Run.status == RunStatus.QUEUED.value).order_by(Run.id)  # type: ignore[arg-type]
+                ).all()
+            )
+            for run_id, gpu in choose(running, queued) if queued else ():
+                result = session.execute(
+                    update(Run)
+                    .where(Run.id == run_id, Run.status == RunStatus.QUEUED.value)  # type: ignore[arg-type]
+                    .values(
+                        status=RunStatus.RUNNING.value,
+                        gpu=gpu,
+                        pid=None,
+                        started_at=None,
+                        heartbeat_at=now,
+                        finished_at=None,
+                        error=None,
+                    ),
+                    execution_options={"synchronize_session": False},
+                )
+                if result.rowcount:  # type: ignore[attr-defined]
+                    claimed.append((run_id, gpu))
+        return claimed
+
     def update_run(self, run_id: int, **fields: Any) -> None:
         values = _run_values(fields)
         if not values:
@@ -347,9 +690,17 @@ class Store:
         with self._write() as session:
             self._update_run(session, run_id, values)
 
-    def delete_run(self, run_id: int) -> None:
-        """Delete a run; its metric rows go with it (ON DELETE CASCADE). Its folder stays."""
+    def delete_run(self, run_id: int, *, refuse: Collection[str] = ()) -> None:
+        """Delete a run; its metric rows go with it (ON DELETE CASCADE). Its folder stays.
+
+        A run whose status is in `refuse` is kept (StoreError), checked in the same
+        transaction so a run that starts meanwhile is never deleted under its worker.
+        """
         with self._write() as session:
+            if refuse:
+                status = session.execute(select(Run.status).where(Run.id == run_id)).scalar()
+                if status in refuse:
+                    raise StoreError(f"run {run_id} is {status}")
             result = session.execute(
                 delete(Run).where(Run.id == run_id),  # type: ignore[arg-type]
                 execution_options={"synchronize_session": False},

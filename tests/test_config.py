@@ -102,3 +102,38 @@ def test_config_round_trips_through_json() -> None:
 
     cfg = build_config({"method": "vanilla", "eps": "8/255", "name": "x"})
     assert config_from_json(cfg.model_dump(mode="json")) == cfg
+
+
+def test_field_errors_names_each_bad_field() -> None:
+    from caat_app.config import field_errors
+
+    errors = field_errors({"gamma": 2, "eps": "x", "model": "vgg", "lam": 0.3})
+    assert set(errors) == {"gamma", "eps", "model"}
+    assert "8/255" in errors["eps"]
+    assert field_errors({"gamma": 0.5}) == {}
+    assert "paper-cifar10-r18" in field_errors({"preset": "nope"})["preset"]
+
+
+def test_command_line_recreates_the_config() -> None:
+    import shlex
+
+    from caat_app.config import command_line
+
+    cfg = build_config(
+        {
+            "method": "vanilla",
+            "lam": 0.25,
+            "eps": "8/255",
+            "name": "my run",
+            "bf16": True,
+            "lr": 0.1234567891234,
+        }
+    )
+    line = command_line(cfg)
+    assert "--eps 8/255" in line and "'my run'" in line and "--bf16" in line
+    words = shlex.split(line)[2:]
+    options: dict[str, object] = {}
+    while words:
+        flag = words.pop(0).removeprefix("--").replace("-", "_")
+        options[flag] = True if not words or words[0].startswith("--") else words.pop(0)
+    assert build_config(options) == cfg

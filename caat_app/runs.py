@@ -1,0 +1,177 @@
+"""Managing runs: cancel, delete, re-launch. Torch-free: the CLI and the dashboard call it.
+
+Every operation re-reads the run from the store and changes it with a conditional
+write, so a worker that reports at the same moment is never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from caat_app.config import RunConfig
+from caat_app.errors import CaatError
+from caat_app.launcher import request_cancel
+from storage import Run, RunStatus, Store, StoreError
+from storage.store import lost_worker_error
+
+_ACTIVE = (RunStatus.RUNNING.value, RunStatus.QUEUED.value)
+
+
+def create_run(store: Store, cfg: RunConfig) -> int:
+    """Record a validated config as a queued run (the form, the CLI and sweeps share it)."""
+    return store.create_run(
+        name=cfg.default_name(),
+        config=cfg.model_dump(mode="json"),
+        method=cfg.method,
+        param=cfg.param,
+        dataset=cfg.dataset,
+        model=cfg.model,
+        eps=cfg.eps,
+        epochs_total=cfg.epochs,
+    )
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists and is not a zombie.
+
+    A worker that exited while its launcher (say, the dashboard) has not waited for it
+    stays a zombie: `kill(pid, 0)` still succeeds, but it will never report again.
+    """
+    if pid <= 0:
+        return False  # 0 and negatives name process groups, not one process
+    if sys.platform == "win32":
+        return True  # os.kill(pid, 0) would terminate it there; the heartbeat decides
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, it is just not ours
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return not Path("/proc/self/stat").exists()  # /proc is there, the pid is not
+    except OSError:
+        return True
+    # "pid (comm) state ...": comm may hold spaces and parentheses, so split at the last ")".
+    fields = stat.rpartition(")")[2].split()
+    return not fields or fields[0] not in ("Z", "X")
+
+
+def _current(store: Store, run: Run) -> Run:
+    assert run.id is not None
+    current = store.get_run(run.id)
+    if current is None:
+        raise CaatError(f"run {run.id} no longer exists")
+    return current
+
+
+def _owned_folder(store: Store, run: Run) -> Path | None:
+    """The run's folder if it is certainly caat's: `<runs root>/<run id>`, else None."""
+    if not run.run_dir:
+        return None
+    folder = Path(run.run_dir)
+    if not folder.is_absolute() or folder.name != str(run.id):
+        return None
+    try:
+        if folder.parent.resolve() != store.runs_root().resolve():
+            return None
+    except OSError:
+        return None
+    return folder
+
+
+def delete_run(store: Store, run: Run) -> Path | None:
+    """Delete a finished run: its rows, then its folder; returns the folder removed, if any.
+
+    A running or queued run is refused (cancel it first). The folder path comes from
+    the database, which anyone may have edited or pointed elsewhere, so only a folder
+    named by the run's id directly inside this store's runs folder is removed, and a
+    symbolic link there is unlinked, never followed.
+    """
+    current = _current(store, run)
+    assert current.id is not None
+    if current.status in _ACTIVE:
+        raise CaatError(f"run {current.id} is {current.status}; cancel it before deleting it")
+    try:
+        store.delete_run(current.id, refuse=_ACTIVE)
+    except StoreError as exc:
+        raise CaatError(f"cannot delete: {exc}") from None
+    folder = _owned_folder(store, current)
+    if folder is None:
+        return None
+    try:
+        if folder.is_symlink():
+            folder.unlink()
+        elif folder.is_dir():
+            shutil.rmtree(folder)
+        else:
+            return None
+    except OSError as exc:
+        raise CaatError(
+            f"run {current.id} deleted, but its folder {folder} could not be removed: "
+            f"{exc.strerror or exc}"
+        ) from None
+    return folder
+
+
+def _lost(store: Store, current: Run) -> CaatError:
+    """Record a dead worker's run as failed; the error to show the person."""
+    assert current.id is not None
+    error = lost_worker_error(
+        "worker died without reporting", current.pid, current.heartbeat_at or current.started_at
+    )
+    when = {"status": RunStatus.RUNNING.value, "pid": current.pid}
+    if store.finish_if(current.id, RunStatus.FAILED, when=when, error=error):
+        return CaatError(
+            f"run {current.id}: its worker (pid {current.pid}) had died without reporting; "
+            "marked failed"
+        )
+    return CaatError(f"run {current.id} is {_current(store, current).status}, not running")
+
+
+def cancel_run(store: Store, run: Run) -> None:
+    """Stop a run: a queued one ends `cancelled` now, a running one is sent SIGTERM.
+
+    On SIGTERM the worker checkpoints and ends the run `cancelled` itself. A worker
+    that was launched but has not started yet (no `started_at`) may die of the signal
+    before it can report, so its run is marked `cancelled` first. Run only where the
+    worker runs: the pid is checked on this machine.
+    """
+    current = _current(store, run)
+    assert current.id is not None
+    if current.status == RunStatus.QUEUED:
+        when = {"status": RunStatus.QUEUED.value}
+        if store.finish_if(current.id, RunStatus.CANCELLED, when=when):
+            return
+        current = _current(store, current)  # claimed by a scheduler meanwhile
+    if current.status != RunStatus.RUNNING:
+        raise CaatError(f"run {current.id} is {current.status}, not running")
+    pid = current.pid
+    if pid is None:
+        raise CaatError(f"run {current.id} is starting (no worker pid yet); try again in a moment")
+    if not pid_alive(pid):
+        raise _lost(store, current)
+    marked = False
+    if current.started_at is None:
+        when = {"status": RunStatus.RUNNING.value, "pid": pid, "started_at": None}
+        marked = store.finish_if(current.id, RunStatus.CANCELLED, when=when)
+    if not request_cancel(pid) and not marked:
+        raise _lost(store, current)
+
+
+def relaunch_config(run: Run) -> dict[str, Any]:
+    """The run's stored config for the launch form; without `name`, so a new one is made."""
+    try:
+        config = json.loads(run.config)
+    except ValueError:
+        raise CaatError(f"run {run.id}: its stored config is not valid JSON") from None
+    if not isinstance(config, dict):
+        raise CaatError(f"run {run.id}: its stored config is not a table of options")
+    config.pop("name", None)
+    return config

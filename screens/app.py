@@ -1,0 +1,179 @@
+"""CaatApp: the dashboard. It reads the store, starts workers, and never imports torch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+from caat_app.errors import CaatError
+from caat_app.launcher import Gpu, Scheduler, list_gpus
+from screens.modals import HelpScreen
+from storage import Run, Store, StoreError
+
+# A worker writes a heartbeat at least every 5 s; a minute of silence means it died.
+HEARTBEAT_TIMEOUT = 60.0
+
+
+class CaatApp(App[None]):
+    """Runs, a launch form and live monitors over one store."""
+
+    CSS_PATH = "caat.tcss"
+    TITLE = "caat"
+    SUB_TITLE = "Conflict-Aware Adversarial Training"
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help"),
+        Binding("ctrl+t", "toggle_dark", "Theme", show=False),
+    ]
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        poll_interval: float = 1.0,
+        gpus: list[Gpu] | None = None,
+        per_gpu: int = 1,
+        max_cpu: int = 1,
+    ) -> None:
+        super().__init__()
+        self.store = store
+        self.poll_interval = poll_interval
+        self.gpus = gpus
+        self.per_gpu = per_gpu
+        self.max_cpu = max_cpu
+        self.scheduler: Scheduler | None = None
+
+    def on_mount(self) -> None:
+        from screens.runs import RunsScreen
+
+        self.push_screen(RunsScreen())
+        self.start_housekeeping()
+        self.set_interval(max(self.poll_interval, 1.0), self.housekeeping)
+
+    @work(thread=True, exclusive=True, group="housekeeping")
+    def start_housekeeping(self) -> None:
+        """nvidia-smi takes a moment: ask it off the UI thread, once."""
+        gpus = self.gpus if self.gpus is not None else list_gpus()
+        self.gpus = gpus
+        self.scheduler = Scheduler(
+            self.store, gpus=gpus, per_gpu=self.per_gpu, max_cpu=self.max_cpu
+        )
+        self._housekeep()
+
+    @work(thread=True, exclusive=True, group="housekeeping")
+    def housekeeping(self) -> None:
+        self._housekeep()
+
+    def _housekeep(self) -> None:
+        """Mark silent workers failed, then start queued runs where there is room."""
+        from caat_app.runs import pid_alive
+
+        try:
+            for run_id in self.store.reap_stale(timeout=HEARTBEAT_TIMEOUT, is_alive=pid_alive):
+                self.call_from_thread(
+                    self.notify, f"run {run_id}: its worker died", severity="error"
+                )
+            if self.scheduler is not None:
+                self.scheduler.dispatch()
+        except (StoreError, CaatError) as exc:
+            self.call_from_thread(self.notify, str(exc), severity="error", markup=False)
+
+    # ------------------------------------------------------------------ navigation
+
+    def open_monitor(self, run_id: int) -> None:
+        from screens.monitor import MonitorScreen
+
+        self.push_screen(MonitorScreen(run_id))
+
+    def open_launch(self, values: dict[str, Any] | None = None) -> None:
+        from screens.launch import LaunchScreen
+
+        self.push_screen(LaunchScreen(values, gpus=self.gpus or []))
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_toggle_dark(self) -> None:
+        self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("New run", "Open the launch form", self.open_launch)
+        yield SystemCommand("Help", "Keys and what they do", self.action_help)
+        yield SystemCommand("Toggle theme", "Light or dark", self.action_toggle_dark)
+        from screens.runs import RunsScreen
+
+        if isinstance(screen, RunsScreen):
+            for title, action, help_text in (
+                ("Monitor run", "open", "Live charts of the selected run"),
+                ("Cancel run", "cancel_run", "Stop the selected run (asks first)"),
+                ("Delete run", "delete", "Delete the selected run (asks first)"),
+                ("Rename run", "rename", "Give the selected run a new name"),
+                ("Re-launch run", "relaunch", "Open the selected run's config in the form"),
+            ):
+                yield SystemCommand(title, help_text, getattr(screen, f"action_{action}"))
+
+    # ------------------------------------------------------------------ changes to runs
+
+    @work(thread=True, group="edit")
+    def cancel_run(self, run: Run) -> None:
+        from caat_app.runs import cancel_run
+
+        try:
+            cancel_run(self.store, run)
+        except (StoreError, CaatError) as exc:
+            self.call_from_thread(self.notify, str(exc), severity="error", markup=False)
+            return
+        self.call_from_thread(self.notify, f"run {run.id}: asked to stop", markup=False)
+
+    @work(thread=True, group="edit")
+    def delete_run(self, run: Run) -> None:
+        from caat_app.runs import delete_run
+
+        try:
+            delete_run(self.store, run)
+        except (StoreError, CaatError, OSError) as exc:
+            self.call_from_thread(self.notify, str(exc), severity="error", markup=False)
+            return
+        self.call_from_thread(self.notify, f"run {run.id} deleted", markup=False)
+
+    @work(thread=True, group="edit")
+    def edit_run(self, run: Run, method: str, value: Any) -> None:
+        """rename_run / set_tags / set_notes, with the store's one-line refusal shown."""
+        assert run.id is not None
+        try:
+            getattr(self.store, method)(run.id, value)
+        except (StoreError, ValueError) as exc:
+            self.call_from_thread(self.notify, str(exc), severity="error", markup=False)
+
+    @work(thread=True, group="edit")
+    def submit_run(self, config: Any) -> None:
+        """Record a launch-form config as a queued run, start it if there is room, monitor it."""
+        from caat_app.cli import create_run
+
+        try:
+            run_id = create_run(self.store, config)
+            if self.scheduler is not None:
+                self.scheduler.dispatch()
+        except (StoreError, CaatError) as exc:
+            self.call_from_thread(self.notify, str(exc), severity="error", markup=False)
+            return
+        self.call_from_thread(self._show_new_run, run_id)
+
+    def _show_new_run(self, run_id: int) -> None:
+        self.pop_screen()
+        self.open_monitor(run_id)
+
+
+def run_dashboard(db_url: str) -> None:
+    """Open the store (one clear line if it cannot be), then the dashboard."""
+    store = Store.open(db_url)
+    try:
+        CaatApp(store).run()
+    finally:
+        store.close()

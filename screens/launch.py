@@ -1,0 +1,184 @@
+"""The launch form: every field of a run's config, checked as the person types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Header, Input, Label, Select, Static, Switch
+
+from caat_app import config as C
+from caat_app.config import ConfigError, build_config, command_line, field_errors
+from caat_app.launcher import Gpu
+
+if TYPE_CHECKING:
+    from screens.app import CaatApp
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    label: str
+    choices: tuple[str, ...] | None = None  # a Select
+    switch: bool = False  # a Switch
+    hint: str = ""
+
+
+FIELDS = [
+    Field("name", "name", hint="empty: a name is made from the config"),
+    Field("method", "method", C.METHODS),
+    Field("gamma", "γ (CA-AT threshold)", hint="in (-1, 1]"),
+    Field("lam", "λ (Vanilla AT weight)", hint="in [0, 1]"),
+    Field("projection", "projection", C.PROJECTIONS),
+    Field("dataset", "data set", C.DATASETS),
+    Field("model", "model", C.MODELS),
+    Field("bn", "BatchNorm", C.BN_MODES),
+    Field("loss", "adversarial loss", C.LOSSES),
+    Field("beta", "β (TRADES / CLP)", hint="empty: 6 for TRADES, 0.5 for CLP"),
+    Field("attack", "attack", C.ATTACKS),
+    Field("norm", "norm", C.NORMS),
+    Field("eps", "ε", hint="a number or a fraction like 8/255"),
+    Field("alpha", "attack step", hint="empty: ε/4"),
+    Field("attack_steps", "attack steps"),
+    Field("eval_steps", "eval PGD steps"),
+    Field("epochs", "epochs"),
+    Field("batch_size", "batch size"),
+    Field("lr", "peak learning rate"),
+    Field("momentum", "momentum"),
+    Field("weight_decay", "weight decay"),
+    Field("seed", "seed"),
+    Field("device", "device"),
+    Field("bf16", "bf16 autocast (CUDA)", switch=True),
+    Field("eval_n", "eval images (0: all)"),
+    Field("max_nonfinite", "skips before diverged"),
+]
+_OMIT = {"augment", "data_dir", "download", "preset", "log_every"}
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+class LaunchScreen(Screen[None]):
+    """Submitting records the run as queued and starts a worker when there is room."""
+
+    BINDINGS = [
+        Binding("ctrl+s", "launch", "Launch"),
+        Binding("escape", "app.pop_screen", "Back"),
+    ]
+
+    def __init__(self, values: dict[str, Any] | None = None, *, gpus: list[Gpu]) -> None:
+        super().__init__()
+        defaults = build_config({"device": "cuda:0" if gpus else "cpu"})
+        start = defaults.model_dump() | dict(values or {})
+        self.initial = {k: v for k, v in start.items() if k not in _OMIT}
+        self.extra = {k: v for k, v in (values or {}).items() if k in _OMIT}
+        self.gpus = gpus
+
+    @property
+    def caat(self) -> CaatApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with VerticalScroll(id="form"):
+            for field in FIELDS:
+                with Horizontal(classes="field", id=f"row-{field.name}"):
+                    yield Label(field.label, classes="field-label")
+                    with Vertical(classes="field-input"):
+                        yield self._widget(field)
+                        yield Static(Text(field.hint), classes="hint", id=f"err-{field.name}")
+        yield Static("", id="preview")
+        with Horizontal(classes="buttons"):
+            yield Button("Launch", variant="primary", id="launch")
+            yield Button("Back", id="back")
+        yield Footer()
+
+    def _widget(self, field: Field) -> Any:
+        value = self.initial.get(field.name)
+        wid = f"f-{field.name}"
+        if field.switch:
+            return Switch(bool(value), id=wid)
+        if field.name == "device":
+            options = [("auto (CUDA when present)", "auto"), ("cpu", "cpu")]
+            options += [(f"cuda:{g.index} {g.name}", f"cuda:{g.index}") for g in self.gpus]
+            known = {v for _, v in options}
+            if value not in known:
+                options.append((str(value), str(value)))
+            return Select(options, value=value, allow_blank=False, id=wid)
+        if field.choices:
+            return Select([(c, c) for c in field.choices], value=value, allow_blank=False, id=wid)
+        return Input(_text(value), id=wid)
+
+    def on_mount(self) -> None:
+        self.validate()
+        self.query_one("#f-name", Input).focus()
+
+    def values(self) -> dict[str, Any]:
+        """The form as options for `build_config`; an empty text box means the default."""
+        out: dict[str, Any] = dict(self.extra)
+        for field in FIELDS:
+            widget = self.query_one(f"#f-{field.name}")
+            if isinstance(widget, Switch | Select):
+                out[field.name] = widget.value
+            elif isinstance(widget, Input):
+                text = widget.value.strip()
+                if text:
+                    out[field.name] = text
+        return out
+
+    def validate(self) -> dict[str, str]:
+        values = self.values()
+        errors = field_errors(values)
+        method = values.get("method", "caat")
+        self.query_one("#row-gamma").display = method == "caat"
+        self.query_one("#row-lam").display = method == "vanilla"
+        for field in FIELDS:
+            note = self.query_one(f"#err-{field.name}", Static)
+            message = errors.get(field.name)
+            note.update(Text(message or field.hint))
+            note.set_class(message is not None, "error")
+            self.query_one(f"#f-{field.name}").set_class(message is not None, "invalid")
+        preview = self.query_one("#preview", Static)
+        if errors:
+            others = {k: v for k, v in errors.items() if k not in {f.name for f in FIELDS}}
+            text = "fix the fields marked in red" + "".join(
+                f"; {k}: {v}" for k, v in others.items()
+            )
+            preview.update(Text(text, style="bold red"))
+        else:
+            preview.update(Text("$ " + command_line(build_config(values))))
+        self.query_one("#launch", Button).disabled = bool(errors)
+        return errors
+
+    @on(Input.Changed)
+    @on(Select.Changed)
+    @on(Switch.Changed)
+    def changed(self) -> None:
+        self.validate()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "launch":
+            self.action_launch()
+        else:
+            self.app.pop_screen()
+
+    def action_launch(self) -> None:
+        if self.validate():
+            self.notify("fix the fields marked in red first", severity="warning")
+            return
+        try:
+            config = build_config(self.values())
+        except ConfigError as exc:  # validate() said yes, so this is only a safety net
+            self.notify(str(exc), severity="error", markup=False)
+            return
+        self.query_one("#launch", Button).disabled = True
+        self.caat.submit_run(config)

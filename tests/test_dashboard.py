@@ -1,0 +1,278 @@
+"""The dashboard, headless (App.run_test and the Pilot), over real stores and real workers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import Button, DataTable, Input, Static
+
+from caat_app.config import build_config
+from caat_app.runs import create_run
+from screens.app import CaatApp
+from screens.launch import LaunchScreen
+from screens.monitor import MonitorScreen
+from screens.runs import RunsScreen
+from storage import RunStatus, Store
+
+T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+
+
+def fill(store: Store, specs: list[dict[str, Any]]) -> list[int]:
+    """Finished runs with fixed times and metrics (deterministic for snapshots)."""
+    ids = []
+    for i, spec in enumerate(specs):
+        cfg = build_config({k: v for k, v in spec.items() if k not in {"sa", "aa", "status"}})
+        run_id = create_run(store, cfg)
+        start = T0 + timedelta(minutes=10 * i)
+        store.update_run(
+            run_id,
+            status=spec.get("status", "finished"),
+            started_at=start,
+            finished_at=start + timedelta(minutes=3, seconds=7),
+            heartbeat_at=start + timedelta(minutes=3, seconds=7),
+            epochs_done=cfg.epochs,
+            steps_done=9 * cfg.epochs,
+            best_val_clean=spec.get("sa"),
+            best_val_adv=spec.get("aa"),
+            last_phi=0.1 * i - 0.2,
+            last_mu=0.5 + i,
+        )
+        ids.append(run_id)
+    return ids
+
+
+SPECS = [
+    {"name": "vanilla-half", "method": "vanilla", "lam": 0.5, "epochs": 30, "sa": 0.97, "aa": 0.37},
+    {"name": "caat-0.8", "method": "caat", "gamma": 0.8, "epochs": 30, "sa": 0.985, "aa": 0.33},
+    {
+        "name": "[red]markup?[/red]",
+        "method": "caat",
+        "gamma": 0.9,
+        "epochs": 10,
+        "sa": 0.95,
+        "aa": 0.2,
+        "status": "failed",
+    },
+    {
+        "name": "linear-probe",
+        "method": "vanilla",
+        "lam": 1.0,
+        "model": "linear",
+        "epochs": 5,
+        "sa": 0.9,
+        "aa": 0.41,
+        "status": "cancelled",
+    },
+]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    with Store.open(f"sqlite:///{tmp_path / 'caat.db'}") as opened:
+        yield opened
+
+
+def run_app(
+    app: CaatApp, body: Callable[[Pilot[None]], Awaitable[None]], size: tuple[int, int] = (120, 36)
+) -> None:
+    async def main() -> None:
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause()
+            await body(pilot)
+
+    asyncio.run(main())
+
+
+async def wait_for(pilot: Pilot[None], predicate: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting in the dashboard")
+        await pilot.pause(0.2)
+
+
+def table_names(app: CaatApp) -> list[str]:
+    table = app.screen.query_one(DataTable)
+    return [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+
+
+def test_runs_table_filters_sorts_and_shows_names_as_text(store: Store) -> None:
+    fill(store, SPECS)
+    app = CaatApp(store, poll_interval=0.2, gpus=[])
+
+    async def body(pilot: Pilot[None]) -> None:
+        screen = app.screen
+        assert isinstance(screen, RunsScreen)
+        await wait_for(pilot, lambda: len(table_names(app)) == 4)
+        assert table_names(app) == [
+            "linear-probe",
+            "[red]markup?[/red]",
+            "caat-0.8",
+            "vanilla-half",
+        ]  # newest first, names as text
+        await pilot.press("slash")
+        await pilot.press(*"caat")
+        await wait_for(pilot, lambda: len(table_names(app)) == 2)
+        assert set(table_names(app)) == {"caat-0.8", "[red]markup?[/red]"}
+        await pilot.press("escape")  # clears the filter
+        await wait_for(pilot, lambda: len(table_names(app)) == 4)
+        await pilot.press("s")  # sort by the first column: name
+        await wait_for(pilot, lambda: table_names(app)[0] == "vanilla-half")
+        await pilot.press("S")  # reversed
+        await wait_for(pilot, lambda: table_names(app)[0] == "[red]markup?[/red]")
+        info = str(screen.query_one("#runs-info", Static).render())
+        assert "of 4 runs" in info and "sorted by name" in info
+
+    run_app(app, body)
+
+
+def test_selection_survives_refresh(store: Store) -> None:
+    fill(store, SPECS)
+    app = CaatApp(store, poll_interval=0.1, gpus=[])
+
+    async def body(pilot: Pilot[None]) -> None:
+        await wait_for(pilot, lambda: len(table_names(app)) == 4)
+        await pilot.press("down", "down")
+        screen = app.screen
+        assert isinstance(screen, RunsScreen)
+        chosen = screen.selected_id()
+        fill(store, [{"name": "newcomer", "epochs": 1, "sa": 0.5, "aa": 0.1}])
+        await wait_for(pilot, lambda: len(table_names(app)) == 5)
+        assert screen.selected_id() == chosen  # the same run, though a row came in above
+
+    run_app(app, body)
+
+
+def test_form_rejects_bad_input_and_writes_nothing(store: Store) -> None:
+    app = CaatApp(store, poll_interval=0.2, gpus=[])
+
+    async def body(pilot: Pilot[None]) -> None:
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, LaunchScreen))
+        form = app.screen
+        gamma = form.query_one("#f-gamma", Input)
+        gamma.value = "1.5"
+        eps = form.query_one("#f-eps", Input)
+        eps.value = "8/zero"
+        await pilot.pause()
+        assert "less than or equal to 1" in str(form.query_one("#err-gamma", Static).render())
+        assert "8/255" in str(form.query_one("#err-eps", Static).render())
+        assert form.query_one("#launch", Button).disabled
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, LaunchScreen)
+        assert store.list_runs() == []
+        gamma.value = "0.7"
+        eps.value = "8/255"
+        await pilot.pause()
+        preview = str(form.query_one("#preview", Static).render())
+        assert "--gamma 0.7" in preview and "--eps 8/255" in preview
+        assert not form.query_one("#launch", Button).disabled
+        method = form.query_one("#f-method")
+        method.value = "vanilla"  # type: ignore[attr-defined]
+        await pilot.pause()
+        assert not form.query_one("#row-gamma").display and form.query_one("#row-lam").display
+
+    run_app(app, body)
+
+
+@pytest.mark.slow
+def test_launch_watch_and_cancel_a_real_run(store: Store) -> None:
+    app = CaatApp(store, poll_interval=0.3, gpus=[])
+
+    async def body(pilot: Pilot[None]) -> None:
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, LaunchScreen))
+        app.screen.query_one("#f-epochs", Input).value = "200"
+        app.screen.query_one("#f-name", Input).value = "from the form"
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, MonitorScreen))
+        monitor = app.screen
+        assert isinstance(monitor, MonitorScreen)
+        await wait_for(pilot, lambda: len(monitor.columns["step"]) >= 20, timeout=90)
+        assert monitor.run is not None and monitor.run.status == "running"
+        assert monitor.gamma == pytest.approx(0.8)
+        for chart in ("loss", "phi", "mu", "acc"):
+            assert monitor.chart(chart).last_error is None
+        await pilot.press("x")
+        assert monitor.axis == "epoch"
+        await pilot.press("c")
+        await pilot.press("y")
+        await wait_for(
+            pilot, lambda: monitor.run is not None and monitor.run.status == "cancelled", timeout=60
+        )
+        run = store.get_run(monitor.run_id)
+        assert run is not None and run.name == "from the form"
+        assert (Path(run.run_dir) / "last.pt").exists()
+
+    run_app(app, body)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_shows_as_failed(store: Store) -> None:
+    run_id = create_run(store, build_config({"epochs": 200}))
+    app = CaatApp(store, poll_interval=0.3, gpus=[])
+
+    async def body(pilot: Pilot[None]) -> None:
+        await wait_for(pilot, lambda: (store.get_run(run_id).steps_done or 0) > 0, timeout=90)
+        pid = store.get_run(run_id).pid
+        os.kill(pid, signal.SIGKILL)
+        await wait_for(pilot, lambda: store.get_run(run_id).status == RunStatus.FAILED, timeout=30)
+        assert "died" in (store.get_run(run_id).error or "")
+        await wait_for(
+            pilot, lambda: "failed" in str(app.screen.query_one(DataTable).get_row_at(0))
+        )
+
+    run_app(app, body)
+
+
+def test_dashboard_never_imports_torch() -> None:
+    code = (
+        "import sys\n"
+        "import screens.app, screens.runs, screens.launch, screens.monitor, screens.modals\n"
+        "import caat_app.cli\n"
+        "print('torch' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
+def test_snapshot_runs_screen(snap_compare: Any, tmp_path: Path, size: tuple[int, int]) -> None:
+    with Store.open(f"sqlite:///{tmp_path / 's.db'}") as snap_store:
+        fill(snap_store, SPECS)
+        app = CaatApp(snap_store, poll_interval=60, gpus=[])
+        assert snap_compare(app, terminal_size=size, run_before=_settle)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
+def test_snapshot_launch_form(snap_compare: Any, tmp_path: Path, size: tuple[int, int]) -> None:
+    with Store.open(f"sqlite:///{tmp_path / 's.db'}") as snap_store:
+        app = CaatApp(snap_store, poll_interval=60, gpus=[])
+
+        async def open_form(pilot: Pilot[None]) -> None:
+            await _settle(pilot)
+            await pilot.press("n")
+            await pilot.pause()
+            app.screen.query_one("#f-gamma", Input).value = "2"
+            await pilot.pause()
+
+        assert snap_compare(app, terminal_size=size, run_before=open_form)
+
+
+async def _settle(pilot: Pilot[None]) -> None:
+    await pilot.pause(0.3)
+    await pilot.pause()
