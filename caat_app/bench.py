@@ -24,7 +24,7 @@ from caat_app.data import load_dataset
 from caat_app.losses import clean_loss
 from caat_app.train import StepRecorder, Trainer
 from caat_app.worker import StopFlag, StoreSink
-from storage import BatchWriter, Store
+from storage import BatchWriter, RunStatus, Store
 
 
 def _sync(device: torch.device) -> None:
@@ -164,6 +164,62 @@ def _time_logging(
         writer.flush()
         spent += time.perf_counter() - start
     return spent, count
+
+
+_STARTUP_PROBE = """
+import sys
+from screens.app import CaatApp
+from screens.runs import RunsScreen
+from storage import Store
+
+async def ready(pilot):
+    while not (isinstance(pilot.app.screen, RunsScreen) and pilot.app.screen.loaded):
+        await pilot.pause(0.005)
+    pilot.app.exit()
+
+with Store.open(sys.argv[1]) as store:
+    CaatApp(store, gpus=[]).run(headless=True, auto_pilot=ready)
+print("torch" in sys.modules)
+"""
+
+
+def dashboard_startup(*, runs: int = 1000, repeats: int = 5) -> dict[str, Any]:
+    """Seconds from `python` starting to the runs table showing its first page, headless.
+
+    A fresh interpreter each time, as a person's `caat` is, over a store of `runs` runs.
+    """
+    import subprocess
+    import sys
+
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'startup.db'}"
+        with Store.open(url) as store:
+            config = build_config({}).model_dump(mode="json")
+            for i in range(runs):
+                store.create_run(
+                    name=f"run-{i}",
+                    config=config,
+                    method="caat",
+                    param=0.8,
+                    dataset="digits",
+                    model="cnn",
+                    eps=0.3,
+                    epochs_total=30,
+                )
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            proc = subprocess.run(
+                [sys.executable, "-c", _STARTUP_PROBE, url],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=True,
+            )
+            times.append(time.perf_counter() - start)
+            if proc.stdout.split()[-1:] != ["False"]:
+                raise RuntimeError("the dashboard imported torch")
+    return {"seconds": statistics.median(times), "runs_in_store": runs, "repeats": repeats}
 
 
 def print_report(console: Console, report: dict[str, Any]) -> None:

@@ -464,7 +464,7 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Per-step time of clean training, Vanilla AT and CA-AT, and the cost of logging."""
-    from caat_app.bench import print_report, run_bench
+    from caat_app.bench import dashboard_startup, print_report, run_bench
 
     report = run_bench(
         model=model,
@@ -474,6 +474,7 @@ def bench(
         repeats=repeats,
         device=device,
     )
+    report["dashboard_start"] = dashboard_startup(repeats=repeats)
     if as_json:
         print(json.dumps(report, indent=2))
     else:

@@ -14,3 +14,12 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("CAAT_DB", raising=False)
     monkeypatch.delenv("CAAT_DATA", raising=False)
     return home
+
+
+@pytest.fixture(autouse=True)
+def _utc_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Local times shown by the dashboard are UTC in tests, so snapshots do not move."""
+    import time
+
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
