@@ -407,6 +407,72 @@ def cancel(
     out.print(Text(f"asked run {record.id} to stop"))
 
 
+@app.command()
+def rename(
+    run: str = typer.Argument(..., help="run id or name"),
+    name: str = typer.Argument(..., help="the new name"),
+    db: str | None = DbOption,
+) -> None:
+    """Give a run a new name."""
+    store = open_store(db)
+    record = store.find_run(run)
+    assert record.id is not None
+    out.print(Text(f"run {record.id} is now {_store_edit(store.rename_run, record.id, name)}"))
+
+
+@app.command()
+def tag(
+    run: str = typer.Argument(..., help="run id or name"),
+    tags: list[str] = typer.Argument(None, help="tags (none: remove every tag)"),
+    db: str | None = DbOption,
+) -> None:
+    """Set a run's tags (they are searched by the dashboard's filter)."""
+    store = open_store(db)
+    record = store.find_run(run)
+    assert record.id is not None
+    kept = _store_edit(store.set_tags, record.id, tags or [])
+    out.print(Text(f"run {record.id} tags: {', '.join(kept) or '(none)'}"))
+
+
+@app.command()
+def note(
+    run: str = typer.Argument(..., help="run id or name"),
+    text: str = typer.Argument(..., help="the note ('-' reads it from stdin)"),
+    db: str | None = DbOption,
+) -> None:
+    """Attach a note to a run (replaces the one it had)."""
+    store = open_store(db)
+    record = store.find_run(run)
+    assert record.id is not None
+    _store_edit(store.set_notes, record.id, sys.stdin.read() if text == "-" else text)
+    out.print(Text(f"run {record.id}: note saved"))
+
+
+@app.command()
+def delete(
+    run: str = typer.Argument(..., help="run id or name"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask"),
+    db: str | None = DbOption,
+) -> None:
+    """Delete a finished run: its metrics and its folder."""
+    from caat_app.runs import delete_run
+
+    store = open_store(db)
+    record = store.find_run(run)
+    if not yes and not typer.confirm(f"Delete run {record.id} ({record.name}) and its folder?"):
+        raise typer.Exit(1)
+    folder = delete_run(store, record)
+    out.print(Text(f"run {record.id} deleted" + (f", and {folder}" if folder else "")))
+
+
+def _store_edit(method: Any, run_id: int, value: Any) -> Any:
+    """The store refuses bad names and tags with a ValueError: a one-line CLI error."""
+    try:
+        return method(run_id, value)
+    except ValueError as exc:
+        raise CaatError(str(exc)) from None
+
+
 # --------------------------------------------------------------------------- demo, bench
 
 

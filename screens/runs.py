@@ -19,7 +19,7 @@ from storage import Run
 if TYPE_CHECKING:
     from screens.app import CaatApp
 
-PAGE_SIZE = 200
+PAGE_SIZE = 100
 STATUS_STYLE = {
     "queued": "cyan",
     "running": "bold yellow",
@@ -108,7 +108,6 @@ class RunsScreen(Screen[None]):
         self.page = 0
         self.total = 0
         self.runs: dict[int, Run] = {}
-        self.loaded = False  # the first page has arrived (the start-up benchmark waits for it)
 
     @property
     def caat(self) -> CaatApp:
@@ -172,7 +171,6 @@ class RunsScreen(Screen[None]):
                 table.move_cursor(row=keys.index(str(selected)), scroll=False)
             table.scroll_to(scroll_x, scroll_y, animate=False)
         self.update_info()
-        self.loaded = True
 
     def on_store_failed(self, message: StoreFailed) -> None:
         self.notify(message.error, severity="error", markup=False)

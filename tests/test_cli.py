@@ -280,3 +280,22 @@ def test_bench_json_reports_the_ratios(capsys: pytest.CaptureFixture[str]) -> No
 
 def test_sigint_handler_restored_after_foreground_training(trained: str) -> None:
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_rename_tag_note_delete(trained: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli("rename", "1", "better name", "--db", trained) == 0
+    assert run_cli("tag", "better name", "baseline", "digits ", "baseline", "--db", trained) == 0
+    assert run_cli("note", "1", "λ sweep\nsecond line", "--db", trained) == 0
+    assert run_cli("show", "1", "--json", "--db", trained) == 0
+    shown = json.loads(capsys.readouterr().out.split("\n", 3)[-1])
+    assert (shown["name"], shown["tags"]) == ("better name", "baseline,digits")
+    assert shown["notes"] == "λ sweep\nsecond line"
+    assert run_cli("rename", "1", "   ", "--db", trained) == 2
+    assert run_cli("tag", "1", "a,b", "--db", trained) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2 and "Traceback" not in err
+    run_dir = Path(shown["run_dir"])
+    assert run_dir.is_dir()
+    assert run_cli("delete", "1", "--yes", "--db", trained) == 0
+    assert not run_dir.exists()
+    assert run_cli("show", "1", "--db", trained) == 2
