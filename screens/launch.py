@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ class Field:
 
 
 FIELDS = [
+    Field("preset", "preset", hint="fills the form with a paper recipe; edit it after"),
     Field("name", "name", hint="empty: a name is made from the config"),
     Field("method", "method", C.METHODS),
     Field("gamma", "γ (CA-AT threshold)", hint="in (-1, 1]"),
@@ -55,10 +57,14 @@ FIELDS = [
     Field("seed", "seed"),
     Field("device", "device"),
     Field("bf16", "bf16 autocast (CUDA)", switch=True),
+    Field("augment", "augmentation"),
     Field("eval_n", "eval images (0: all)"),
     Field("max_nonfinite", "skips before diverged"),
+    Field("log_every", "steps per metric copy"),
+    Field("data_dir", "data folder", hint="empty: $CAAT_DATA or $CAAT_HOME/data"),
+    Field("download", "download if missing", switch=True),
 ]
-_OMIT = {"augment", "data_dir", "download", "preset", "log_every"}
+_AUGMENT = {"default": None, "on": True, "off": False}
 
 
 def _text(value: Any) -> str:
@@ -77,10 +83,10 @@ class LaunchScreen(Screen[None]):
 
     def __init__(self, values: dict[str, Any] | None = None, *, gpus: list[Gpu]) -> None:
         super().__init__()
-        defaults = build_config({"device": "cuda:0" if gpus else "cpu"})
-        start = defaults.model_dump() | dict(values or {})
-        self.initial = {k: v for k, v in start.items() if k not in _OMIT}
-        self.extra = {k: v for k, v in (values or {}).items() if k in _OMIT}
+        defaults = build_config({"device": "auto" if gpus else "cpu"})
+        self.initial = defaults.model_dump() | dict(values or {})
+        self.initial["preset"] = None  # a re-launched config is already complete
+        self.dataset = str(self.initial["dataset"])
         self.gpus = gpus
 
     @property
@@ -114,6 +120,13 @@ class LaunchScreen(Screen[None]):
             if value not in known:
                 options.append((str(value), str(value)))
             return Select(options, value=value, allow_blank=False, id=wid)
+        if field.name == "preset":
+            options = [("none", "")] + [(name, name) for name in sorted(C.PRESETS)]
+            return Select(options, value="", allow_blank=False, id=wid)
+        if field.name == "augment":
+            options = [("data set default", "default"), ("on", "on"), ("off", "off")]
+            choice = next(k for k, v in _AUGMENT.items() if v == value)
+            return Select(options, value=choice, allow_blank=False, id=wid)
         if field.choices:
             return Select([(c, c) for c in field.choices], value=value, allow_blank=False, id=wid)
         return Input(_text(value), id=wid)
@@ -124,10 +137,15 @@ class LaunchScreen(Screen[None]):
 
     def values(self) -> dict[str, Any]:
         """The form as options for `build_config`; an empty text box means the default."""
-        out: dict[str, Any] = dict(self.extra)
+        out: dict[str, Any] = {}
         for field in FIELDS:
             widget = self.query_one(f"#f-{field.name}")
-            if isinstance(widget, Switch | Select):
+            if field.name == "preset":
+                if widget.value:  # type: ignore[attr-defined]
+                    out["preset"] = widget.value  # type: ignore[attr-defined]
+            elif field.name == "augment":
+                out["augment"] = _AUGMENT[widget.value]  # type: ignore[attr-defined]
+            elif isinstance(widget, Switch | Select):
                 out[field.name] = widget.value
             elif isinstance(widget, Input):
                 text = widget.value.strip()
@@ -164,6 +182,36 @@ class LaunchScreen(Screen[None]):
     @on(Switch.Changed)
     def changed(self) -> None:
         self.validate()
+
+    @on(Select.Changed, "#f-preset")
+    def preset_chosen(self, event: Select.Changed) -> None:
+        """A preset fills the form; every field stays editable afterwards."""
+        if event.value:
+            self.fill(build_config({"preset": event.value}).model_dump(), skip={"preset"})
+
+    @on(Select.Changed, "#f-dataset")
+    def dataset_chosen(self, event: Select.Changed) -> None:
+        """A new data set brings its own budget (0.3 for digit images, 8/255 for CIFAR)."""
+        if event.value == self.dataset:  # mounting the form, not a person's choice
+            return
+        self.dataset = str(event.value)
+        fresh = build_config({"dataset": event.value})
+        self.fill({"eps": fresh.eps, "alpha": fresh.alpha})
+
+    def fill(self, values: dict[str, Any], *, skip: Collection[str] = ()) -> None:
+        for field in FIELDS:
+            if field.name not in values or field.name in skip:
+                continue
+            value = values[field.name]
+            widget = self.query_one(f"#f-{field.name}")
+            if field.name == "augment":
+                widget.value = next(k for k, v in _AUGMENT.items() if v == value)  # type: ignore[attr-defined]
+            elif isinstance(widget, Switch):
+                widget.value = bool(value)
+            elif isinstance(widget, Select):
+                widget.value = value
+            elif isinstance(widget, Input):
+                widget.value = _text(value)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "launch":

@@ -187,6 +187,94 @@ def test_form_rejects_bad_input_and_writes_nothing(store: Store) -> None:
     run_app(app, body)
 
 
+def test_form_presets_and_data_set_budgets(store: Store) -> None:
+    app = CaatApp(store, poll_interval=0.2, gpus=[])
+
+    async def body(pilot: Pilot[None]) -> None:
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, LaunchScreen))
+        form = app.screen
+        assert isinstance(form, LaunchScreen)
+        assert form.values()["device"] == "cpu"  # no GPU here: the CPU by default
+        form.query_one("#f-dataset").value = "cifar10"  # type: ignore[attr-defined]
+        await pilot.pause()
+        assert build_config(form.values()).eps == pytest.approx(8 / 255)
+        form.query_one("#f-preset").value = "paper-cifar100-r34"  # type: ignore[attr-defined]
+        await pilot.pause()
+        cfg = build_config(form.values())
+        assert (cfg.dataset, cfg.model, cfg.epochs, cfg.lr) == ("cifar100", "resnet34", 200, 0.4)
+        form.query_one("#f-epochs", Input).value = "3"  # a preset is a start, not a lock
+        await pilot.pause()
+        assert build_config(form.values()).epochs == 3
+
+    run_app(app, body)
+
+
+def test_relaunch_fills_the_form_with_the_runs_config(store: Store) -> None:
+    fill(
+        store,
+        [
+            {
+                "name": "original",
+                "method": "vanilla",
+                "lam": 0.3,
+                "eps": "0.2",
+                "epochs": 7,
+                "sa": 0.9,
+                "aa": 0.2,
+            }
+        ],
+    )
+    app = CaatApp(store, poll_interval=0.2, gpus=[])
+
+    async def body(pilot: Pilot[None]) -> None:
+        await wait_for(pilot, lambda: len(table_names(app)) == 1)
+        await pilot.press("l")
+        await wait_for(pilot, lambda: isinstance(app.screen, LaunchScreen))
+        cfg = build_config(app.screen.values())  # type: ignore[attr-defined]
+        assert (cfg.method, cfg.lam, cfg.eps, cfg.epochs) == ("vanilla", 0.3, 0.2, 7)
+        assert cfg.name is None  # a re-launch gets a name of its own
+
+    run_app(app, body)
+
+
+def test_rename_tag_note_and_delete_from_the_table(store: Store) -> None:
+    (run_id,) = fill(store, [{"name": "before", "epochs": 1, "sa": 0.9, "aa": 0.2}])
+    run_dir = Path(store.get_run(run_id).run_dir)
+    run_dir.mkdir(parents=True)
+    app = CaatApp(store, poll_interval=0.1, gpus=[])
+
+    async def body(pilot: Pilot[None]) -> None:
+        await wait_for(pilot, lambda: table_names(app) == ["before"])
+        await pilot.press("r")
+        prompt = app.screen.query_one(Input)
+        prompt.value = "[b]after[/b]"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: table_names(app) == ["[b]after[/b]"])
+        await pilot.press("t")
+        app.screen.query_one(Input).value = "baseline, digits"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: store.get_run(run_id).tags == "baseline,digits")
+        await pilot.press("o")
+        await pilot.pause()
+        app.screen.query_one("TextArea").text = "a note\nwith two lines"  # type: ignore[attr-defined]
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: store.get_run(run_id).notes == "a note\nwith two lines")
+        await pilot.press("slash", *"baseline", "enter")
+        await wait_for(pilot, lambda: app.screen.total == 1)  # type: ignore[attr-defined]
+        await pilot.press("d")
+        await pilot.press("n")  # the confirmation says no: nothing happens
+        await pilot.pause(0.3)
+        assert store.get_run(run_id) is not None
+        await pilot.press("d")
+        await pilot.click("#yes")
+        await wait_for(pilot, lambda: store.get_run(run_id) is None)
+        await wait_for(pilot, lambda: table_names(app) == [])
+        assert not run_dir.exists()
+
+    run_app(app, body)
+
+
 @pytest.mark.slow
 def test_launch_watch_and_cancel_a_real_run(store: Store) -> None:
     app = CaatApp(store, poll_interval=0.3, gpus=[])
@@ -276,3 +364,84 @@ def test_snapshot_launch_form(snap_compare: Any, tmp_path: Path, size: tuple[int
 async def _settle(pilot: Pilot[None]) -> None:
     await pilot.pause(0.3)
     await pilot.pause()
+
+
+def _fill_metrics(store: Store, run_id: int, steps: int = 90, per_epoch: int = 9) -> None:
+    import math
+
+    rows = [
+        {
+            "step": s,
+            "epoch": s // per_epoch + 1,
+            "t": 0.05 * s,
+            "lr": 0.2 * (1 - s / steps),
+            "loss_c": 2.3 * math.exp(-s / 30) + 0.1,
+            "loss_a": 2.6 - s / 100,
+            "acc_c": min(0.99, s / 60),
+            "acc_a": s / 300,
+            "phi": math.sin(s / 9) * 0.5,
+            "mu": 1 + math.cos(s / 7) * 0.5,
+            "norm_c": 1.0,
+            "norm_a": 1.2,
+            "coef_c": 1.0,
+            "projected": float(math.sin(s / 9) * 0.5 <= 0.8),
+            "skipped": False,
+        }
+        for s in range(steps)
+    ]
+    epochs = [
+        {
+            "epoch": e,
+            "train_clean": 0.5 + e / 25,
+            "train_adv": e / 40,
+            "val_clean": 0.55 + e / 25,
+            "val_adv": e / 35,
+            "test_clean": 0.5 + e / 26,
+            "test_adv": e / 38,
+            "images_per_sec": 3800.0,
+            "epoch_seconds": 0.45,
+            "elapsed": 0.45 * e,
+            "lr": 0.1,
+        }
+        for e in range(1, steps // per_epoch + 1)
+    ]
+    store.append_metrics(run_id, steps=rows, epochs=epochs)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
+def test_snapshot_monitor(snap_compare: Any, tmp_path: Path, size: tuple[int, int]) -> None:
+    with Store.open(f"sqlite:///{tmp_path / 's.db'}") as snap_store:
+        (run_id,) = fill(snap_store, [{"name": "watched", "epochs": 20, "sa": 0.9, "aa": 0.3}])
+        _fill_metrics(snap_store, run_id)
+        app = CaatApp(snap_store, poll_interval=60, gpus=[])
+
+        async def open_monitor(pilot: Pilot[None]) -> None:
+            await _settle(pilot)
+            await pilot.press("enter")
+            await _settle(pilot)
+
+        assert snap_compare(app, terminal_size=size, run_before=open_monitor)
+
+
+def test_monitor_polls_only_new_rows(store: Store) -> None:
+    (run_id,) = fill(store, [{"name": "watched", "epochs": 20, "sa": 0.9, "aa": 0.3}])
+    _fill_metrics(store, run_id, steps=45)
+    app = CaatApp(store, poll_interval=0.1, gpus=[])
+
+    async def body(pilot: Pilot[None]) -> None:
+        app.open_monitor(run_id)
+        await wait_for(pilot, lambda: isinstance(app.screen, MonitorScreen))
+        monitor = app.screen
+        assert isinstance(monitor, MonitorScreen)
+        await wait_for(pilot, lambda: len(monitor.columns["step"]) == 45)
+        more = [dict(step=s, epoch=6, t=3.0, lr=0.1) for s in range(45, 50)]
+        store.append_metrics(run_id, steps=more)
+        await wait_for(pilot, lambda: len(monitor.columns["step"]) == 50)
+        assert monitor.columns["step"] == [float(s) for s in range(50)]  # no row twice
+        for key in ("x", "m", "g", "x", "x"):
+            await pilot.press(key)
+        assert (monitor.axis, monitor.smooth, monitor.log_mu) == ("step", True, True)
+        for chart in ("loss", "phi", "mu", "acc"):
+            assert monitor.chart(chart).last_error is None
+
+    run_app(app, body)
