@@ -52,22 +52,28 @@ STATUS_STYLE = {
 }
 
 
+PerGpuOption = typer.Option(1, "--per-gpu", min=1, help="dashboard: runs at once per GPU")
+MaxCpuOption = typer.Option(1, "--max-cpu", min=1, help="dashboard: CPU runs at once")
+
+
 @app.callback(invoke_without_command=True)
 def _root(
     ctx: typer.Context,
     db: str | None = typer.Option(
         None, "--db", help="store of the dashboard: SQLAlchemy URL or SQLite file path"
     ),
+    per_gpu: int = PerGpuOption,
+    max_cpu: int = MaxCpuOption,
 ) -> None:
     """With no command: the dashboard."""
     if ctx.invoked_subcommand is None:
-        open_dashboard(db)
+        open_dashboard(db, per_gpu=per_gpu, max_cpu=max_cpu)
 
 
-def open_dashboard(db: str | None) -> None:
+def open_dashboard(db: str | None, *, per_gpu: int = 1, max_cpu: int = 1) -> None:
     from screens.app import run_dashboard
 
-    run_dashboard(resolve_db_url(db))
+    run_dashboard(resolve_db_url(db), per_gpu=per_gpu, max_cpu=max_cpu)
 
 
 DbOption = typer.Option(
@@ -236,9 +242,11 @@ def train_foreground(store: Store, run_id: int) -> str:
 
 
 @app.command()
-def tui(db: str | None = DbOption) -> None:
+def tui(
+    db: str | None = DbOption, per_gpu: int = PerGpuOption, max_cpu: int = MaxCpuOption
+) -> None:
     """The dashboard (the same as `caat` with no command)."""
-    open_dashboard(db)
+    open_dashboard(db, per_gpu=per_gpu, max_cpu=max_cpu)
 
 
 @app.command()

@@ -13,7 +13,9 @@ import json
 import os
 import signal
 import sys
+import threading
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +88,33 @@ class LogSink:
         return False
 
 
+def _with_heartbeat(store: Store, run_id: int, work: Callable[[], Any], every: float = 5.0) -> Any:
+    """Run slow set-up (a data set download) in a thread while this thread keeps the heartbeat.
+
+    Without it a dashboard would take a worker that is still downloading CIFAR for dead.
+    """
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="caat-setup", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(every)
+        if thread.is_alive():
+            store.heartbeat(run_id)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 def execute_run(store: Store, run_id: int, flag: StopFlag, *extra: Any) -> str:
     """Train a queued run to its end and record the outcome; returns the final status."""
+    from caat_app.data import load_dataset
     from caat_app.train import train
 
     run = store.get_run(run_id)
@@ -100,7 +127,11 @@ def execute_run(store: Store, run_id: int, flag: StopFlag, *extra: Any) -> str:
     try:
         config = config_from_json(json.loads(run.config))
         (run_dir / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
-        result = train(config, StoreSink(writer, flag, *extra), run_dir=run_dir)
+        root = Path(config.data_dir) if config.data_dir else None
+        data = _with_heartbeat(
+            store, run_id, lambda: load_dataset(config.dataset, root=root, download=config.download)
+        )
+        result = train(config, StoreSink(writer, flag, *extra), run_dir=run_dir, data=data)
     except BaseException as exc:
         try:
             writer.flush()

@@ -170,10 +170,10 @@ class CaatApp(App[None]):
         self.open_monitor(run_id)
 
 
-def run_dashboard(db_url: str) -> None:
+def run_dashboard(db_url: str, *, per_gpu: int = 1, max_cpu: int = 1) -> None:
     """Open the store (one clear line if it cannot be), then the dashboard."""
     store = Store.open(db_url)
     try:
-        CaatApp(store).run()
+        CaatApp(store, per_gpu=per_gpu, max_cpu=max_cpu).run()
     finally:
         store.close()

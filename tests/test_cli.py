@@ -299,3 +299,25 @@ def test_rename_tag_note_delete(trained: str, capsys: pytest.CaptureFixture[str]
     assert run_cli("delete", "1", "--yes", "--db", trained) == 0
     assert not run_dir.exists()
     assert run_cli("show", "1", "--db", trained) == 2
+
+
+def test_setup_keeps_the_heartbeat(db: str) -> None:
+    from caat_app.worker import _with_heartbeat
+
+    with Store.open(f"sqlite:///{db}") as store:
+        run_id = store.create_run(
+            name="x",
+            config={},
+            method="caat",
+            param=0.8,
+            dataset="digits",
+            model="cnn",
+            eps=0.3,
+            epochs_total=1,
+        )
+        store.mark_running(run_id, os.getpid())
+        before = store.get_run(run_id).heartbeat_at
+        assert _with_heartbeat(store, run_id, lambda: time.sleep(0.35) or 42, every=0.1) == 42
+        assert store.get_run(run_id).heartbeat_at > before
+        with pytest.raises(KeyError):
+            _with_heartbeat(store, run_id, lambda: {}["missing"], every=0.1)
