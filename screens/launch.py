@@ -119,17 +119,18 @@ class LaunchScreen(Screen[None]):
             known = {v for _, v in options}
             if value not in known:
                 options.append((str(value), str(value)))
-            return Select(options, value=value, allow_blank=False, id=wid)
+            return Select(options, value=value, allow_blank=False, id=wid, compact=True)
         if field.name == "preset":
             options = [("none", "")] + [(name, name) for name in sorted(C.PRESETS)]
-            return Select(options, value="", allow_blank=False, id=wid)
+            return Select(options, value="", allow_blank=False, id=wid, compact=True)
         if field.name == "augment":
             options = [("data set default", "default"), ("on", "on"), ("off", "off")]
             choice = next(k for k, v in _AUGMENT.items() if v == value)
-            return Select(options, value=choice, allow_blank=False, id=wid)
+            return Select(options, value=choice, allow_blank=False, id=wid, compact=True)
         if field.choices:
-            return Select([(c, c) for c in field.choices], value=value, allow_blank=False, id=wid)
-        return Input(_text(value), id=wid)
+            options = [(c, c) for c in field.choices]
+            return Select(options, value=value, allow_blank=False, id=wid, compact=True)
+        return Input(_text(value), id=wid, compact=True)
 
     def on_mount(self) -> None:
         self.validate()
@@ -164,6 +165,7 @@ class LaunchScreen(Screen[None]):
             message = errors.get(field.name)
             note.update(Text(message or field.hint))
             note.set_class(message is not None, "error")
+            note.display = bool(message or field.hint)
             self.query_one(f"#f-{field.name}").set_class(message is not None, "invalid")
         preview = self.query_one("#preview", Static)
         if errors:
