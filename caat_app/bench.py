@@ -249,3 +249,9 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
         f"metric logging: {report['logging_ms_per_step']:.3f} ms per step "
         f"= {100 * report['logging_overhead']:.2f}% of a CA-AT step"
     )
+    if "dashboard_start" in report:
+        start = report["dashboard_start"]
+        console.print(
+            f"dashboard start-up: {start['seconds']:.2f} s to the first page of runs "
+            f"({start['runs_in_store']} runs in the store, median of {start['repeats']})"
+        )
