@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -81,6 +82,10 @@ SPECS = [
 def store(tmp_path: Path) -> Store:
     with Store.open(f"sqlite:///{tmp_path / 'caat.db'}") as opened:
         yield opened
+        for run in opened.list_runs():  # a failed test must not leave a worker training
+            if run.pid and run.status == "running":
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(run.pid, signal.SIGKILL)
 
 
 def run_app(
@@ -309,19 +314,62 @@ def test_launch_watch_and_cancel_a_real_run(store: Store) -> None:
 
 
 @pytest.mark.slow
-def test_a_killed_worker_shows_as_failed(store: Store) -> None:
+def test_workers_outlive_the_dashboard_and_a_killed_one_shows_as_failed(store: Store) -> None:
+    from caat_app.runs import pid_alive
+
     run_id = create_run(store, build_config({"epochs": 200}))
+
+    async def first(pilot: Pilot[None]) -> None:  # the dashboard starts the queued run
+        await wait_for(pilot, lambda: (store.get_run(run_id).steps_done or 0) > 0, timeout=90)
+
+    run_app(CaatApp(store, poll_interval=0.3, gpus=[]), first)
+    run = store.get_run(run_id)
+    assert run.status == "running" and pid_alive(run.pid)  # quitting left it training
+    steps = run.steps_done
     app = CaatApp(store, poll_interval=0.3, gpus=[])
 
-    async def body(pilot: Pilot[None]) -> None:
-        await wait_for(pilot, lambda: (store.get_run(run_id).steps_done or 0) > 0, timeout=90)
-        pid = store.get_run(run_id).pid
-        os.kill(pid, signal.SIGKILL)
+    async def second(pilot: Pilot[None]) -> None:  # opened again: it is there, live
+        await wait_for(
+            pilot, lambda: "running" in str(app.screen.query_one(DataTable).get_row_at(0))
+        )
+        await wait_for(pilot, lambda: store.get_run(run_id).steps_done > steps)
+        os.kill(run.pid, signal.SIGKILL)
         await wait_for(pilot, lambda: store.get_run(run_id).status == RunStatus.FAILED, timeout=30)
         assert "died" in (store.get_run(run_id).error or "")
         await wait_for(
             pilot, lambda: "failed" in str(app.screen.query_one(DataTable).get_row_at(0))
         )
+
+    run_app(app, second)
+
+
+def test_thousands_of_runs_come_a_page_at_a_time(store: Store) -> None:
+    config = build_config({}).model_dump(mode="json")
+    for i in range(250):
+        run_id = store.create_run(
+            name=f"run-{i:03d}",
+            config=config,
+            method="caat",
+            param=0.8,
+            dataset="digits",
+            model="cnn",
+            eps=0.3,
+            epochs_total=1,
+        )
+        store.finish(run_id, RunStatus.FINISHED)
+    app = CaatApp(store, poll_interval=0.2, gpus=[])
+
+    def info() -> str:
+        return str(app.screen.query_one("#runs-info", Static).render())
+
+    async def body(pilot: Pilot[None]) -> None:
+        await wait_for(pilot, lambda: "1–100 of 250" in info())
+        assert len(table_names(app)) == 100 and table_names(app)[0] == "run-249"
+        await pilot.press("right_square_bracket", "right_square_bracket", "right_square_bracket")
+        await wait_for(pilot, lambda: "201–250 of 250" in info())
+        assert table_names(app)[-1] == "run-000"
+        await pilot.press("left_square_bracket")
+        await wait_for(pilot, lambda: "101–200 of 250" in info())
 
     run_app(app, body)
 
