@@ -154,7 +154,7 @@ class CaatApp(App[None]):
     @work(thread=True, group="edit")
     def submit_run(self, config: Any) -> None:
         """Record a launch-form config as a queued run, start it if there is room, monitor it."""
-        from caat_app.cli import create_run
+        from caat_app.runs import create_run
 
         try:
             run_id = create_run(self.store, config)
