@@ -166,7 +166,8 @@ class MonitorScreen(Screen[None]):
         elapsed = self.columns["t"][-1] if steps else None
         per_epoch = Counter(int(e) for e in self.columns["epoch"]).get(1)
         total = per_epoch * run.epochs_total if per_epoch and run.epochs_done else None
-        eta = eta_seconds(len(steps), total, elapsed) if total and elapsed else None
+        live = run.status == "running"
+        eta = eta_seconds(len(steps), total, elapsed) if live and total and elapsed else None
         ips = self.epoch_rows[-1].images_per_sec if self.epoch_rows else None
         lr = self.columns["lr"][-1] if steps else None
         text = Text()
