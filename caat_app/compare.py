@@ -1,0 +1,105 @@
+"""Runs side by side: which options differ, and what each run reached. Torch-free."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from storage import Run
+
+# (label, Run attribute): the final metrics compared, best epoch first (chosen on validation).
+METRICS = [
+    ("status", "status"),
+    ("epochs done", "epochs_done"),
+    ("best epoch", "best_epoch"),
+    ("best val SA", "best_val_clean"),
+    ("best val AA", "best_val_adv"),
+    ("best test SA", "best_test_clean"),
+    ("best test AA", "best_test_adv"),
+    ("last val SA", "last_val_clean"),
+    ("last val AA", "last_val_adv"),
+    ("last test SA", "last_test_clean"),
+    ("last test AA", "last_test_adv"),
+    ("last φ", "last_phi"),
+    ("last μ", "last_mu"),
+    ("skipped steps", "nonfinite_steps"),
+]
+
+# Step series a person can overlay, and epoch series (plotted per epoch).
+STEP_SERIES = ("phi", "mu", "loss_c", "loss_a", "acc_c", "acc_a", "coef_c", "lr")
+EPOCH_SERIES = ("val_adv", "val_clean", "test_adv", "test_clean", "train_adv", "train_clean")
+
+
+def compare(runs: list[Run]) -> dict[str, Any]:
+    """The comparison as JSON-able data (what `caat compare --json` prints)."""
+    configs = [json.loads(run.config) for run in runs]
+    options = list(dict.fromkeys(key for config in configs for key in config))
+    config_rows = []
+    for option in options:
+        values = [config.get(option) for config in configs]
+        config_rows.append(
+            {"option": option, "values": values, "differs": any(v != values[0] for v in values)}
+        )
+    metric_rows = [
+        {"metric": label, "key": key, "values": [getattr(run, key) for run in runs]}
+        for label, key in METRICS
+    ]
+    return {
+        "runs": [
+            {"id": run.id, "name": run.name, "method": run.method, "param": run.param}
+            for run in runs
+        ],
+        "config": config_rows,
+        "metrics": metric_rows,
+    }
+
+
+SPLITS = ("test", "val")
+
+
+def points_from_runs(runs: list[Run], *, split: str = "test") -> list[Any]:
+    """Finished runs as SA-AA points: best epoch (chosen on validation), PGD accuracy.
+
+    Runs with the same config but for the seed (and name) form one setting, which the
+    front aggregates over seeds.
+    """
+    from caat_app.front import RunPoint, family_of, label_of
+
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    points = []
+    for run in runs:
+        sa = getattr(run, f"best_{split}_clean")
+        aa = getattr(run, f"best_{split}_adv")
+        if run.status != "finished" or sa is None or aa is None or run.id is None:
+            continue
+        config = json.loads(run.config)
+        setting = {k: v for k, v in config.items() if k not in {"seed", "name"}}
+        points.append(
+            RunPoint(
+                run_id=run.id,
+                family=family_of(run.method, config.get("loss", "ce")),
+                setting=json.dumps(setting, sort_keys=True),
+                label=label_of(run.method, run.param),
+                seed=int(config.get("seed", 0)),
+                sa=sa,
+                aa=aa,
+            )
+        )
+    return points
+
+
+def axis_labels(runs: list[Run], *, split: str = "test") -> tuple[str, str]:
+    """Axis titles naming the split, the attack and the budget (when the runs share them)."""
+    configs = [json.loads(run.config) for run in runs]
+    budgets = {(c.get("norm"), c.get("eps"), c.get("eval_steps")) for c in configs}
+    where = "test" if split == "test" else "validation"
+    if len(budgets) == 1:
+        norm, eps, steps = budgets.pop()
+        k = round((eps or 0) * 255)
+        eps_text = f"{k}/255" if k and abs((eps or 0) * 255 - k) < 1e-9 else f"{eps:g}"
+        norm_text = "L∞" if norm == "linf" else "L2"
+        aa = f"PGD-{steps} {norm_text} accuracy at ε = {eps_text}, {where} (%)"
+    else:
+        aa = f"PGD accuracy, {where} (%) (mixed budgets!)"
+    return f"standard accuracy, {where} (%)", aa
