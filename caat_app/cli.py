@@ -171,6 +171,171 @@ def train(
         raise typer.Exit(EXIT_CODES.get(statuses[0], 0))
 
 
+@app.command(name="sweep")
+def sweep_command(
+    name: str = typer.Option(..., "--name", help="the sweep; the same name again adds to it"),
+    method: str | None = typer.Option(None, help="vanilla (weight λ) or caat (threshold γ)"),
+    lam: str | None = typer.Option(None, help="Vanilla AT λ, or a list: 0,0.25,0.5"),
+    gamma: str | None = typer.Option(None, help="CA-AT γ, or a list: 0.7,0.8,0.9"),
+    projection: str | None = typer.Option(None, help="global (the paper) or layer"),
+    dataset: str | None = typer.Option(None, help="digits (embedded), mnist, cifar10, cifar100"),
+    model: str | None = typer.Option(None, help="linear, cnn, resnet18, ... (a list too)"),
+    bn: str | None = typer.Option(None, help="BatchNorm: standard or batchstats"),
+    loss: str | None = typer.Option(None, help="adversarial loss: ce, trades, clp (a list too)"),
+    beta: str | None = typer.Option(None, help="TRADES / CLP weight (default 6 / 0.5)"),
+    attack: str | None = typer.Option(None, help="training attack: pgd or fgsm"),
+    norm: str | None = typer.Option(None, help="budget norm: linf or l2"),
+    eps: str | None = typer.Option(None, help="budget ε, e.g. 0.3 or a list: 8/255,16/255"),
+    alpha: str | None = typer.Option(None, help="attack step (default ε/4), e.g. 2/255"),
+    attack_steps: str | None = typer.Option(None, help="PGD steps while training"),
+    eval_steps: str | None = typer.Option(None, help="PGD steps of the per-epoch evaluation"),
+    epochs: str | None = typer.Option(None),
+    batch_size: str | None = typer.Option(None),
+    lr: str | None = typer.Option(None, help="peak learning rate of the one-cycle schedule"),
+    momentum: str | None = typer.Option(None),
+    weight_decay: str | None = typer.Option(None),
+    seed: str | None = typer.Option(None, help="a seed, or a list: 0,1,2"),
+    seeds: str | None = typer.Option(None, help="the seeds of each config: 0,1,2"),
+    device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N"),
+    bf16: bool | None = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (CUDA)"),
+    augment: bool | None = typer.Option(None, "--augment/--no-augment"),
+    eval_n: str | None = typer.Option(None, help="val/test images evaluated per epoch (0: all)"),
+    max_nonfinite: int | None = typer.Option(None, help="skipped steps before `diverged`"),
+    log_every: int | None = typer.Option(None, help="steps between metric copies"),
+    data_dir: str | None = typer.Option(None, help="data set folder (default $CAAT_DATA)"),
+    download: bool | None = typer.Option(None, "--download/--no-download"),
+    preset: str | None = typer.Option(None, help="e.g. paper-cifar10-r18; options override it"),
+    config: Path | None = typer.Option(None, "--config", help="TOML file (lists are swept)"),
+    db: str | None = DbOption,
+    jobs: int = typer.Option(1, "--jobs", min=1, help="runs of the sweep at once"),
+    detach: bool = typer.Option(False, "--detach", help="only queue the runs; start nothing"),
+    resume: bool = typer.Option(False, "--resume", help="run again what the sweep lacks"),
+) -> None:
+    """Train a grid (lists like --lam 0,0.5,1 times --seeds 0,1) as one sweep, in workers.
+
+    A sweep is resumable: runs already finished, queued or running are never added
+    again, and failed or cancelled ones are queued anew.
+    """
+    import shlex
+
+    from sqlalchemy.engine import make_url
+
+    from caat_app.config import ConfigError
+    from caat_app.launcher import list_gpus
+    from caat_app.sweep import (
+        SweepProgress,
+        check_sweep,
+        counts_text,
+        expand,
+        name_runs,
+        plan_sweep,
+        run_sweep,
+        sweep_configs,
+        sweep_options,
+        sweep_rows,
+    )
+
+    options = {
+        k: v
+        for k, v in locals().items()
+        if k not in {"name", "seeds", "config", "db", "jobs", "detach", "resume"}
+        and k in RunConfig.model_fields
+    }
+    sweep_name = check_sweep(name)
+    again = f"caat sweep --name {shlex.quote(sweep_name)} --resume" + (
+        f" --db {shlex.quote(db)}" if db else ""
+    )
+    if resume:
+        given = [k for k, v in options.items() if v is not None]
+        if given or seeds is not None or config is not None:
+            what = ", ".join("--" + k.replace("_", "-") for k in given) or "--seeds/--config"
+            raise ConfigError(f"--resume runs the sweep's own configs; drop {what}")
+        parsed = make_url(resolve_db_url(db))
+        file = parsed.database if parsed.get_backend_name() == "sqlite" else None
+        if file and file != ":memory:" and not Path(file).exists():  # resuming creates nothing
+            raise ConfigError(f"no sweep {sweep_name!r}: no store at {file}")
+        store = open_store(db)
+        configs = sweep_configs(store, sweep_name)
+        if not configs:
+            raise ConfigError(f"no sweep {sweep_name!r} in {store.url}")
+    else:
+        file_values = load_config_file(config) if config is not None else {}
+        base, lists, seed_list = sweep_options(options, file_values, seeds)
+        configs = name_runs(sweep_name, expand(base, lists, seed_list))
+        checked: set[tuple[Any, ...]] = set()
+        for cfg in configs:  # the data and the device, once per distinct need
+            need = (cfg.device, cfg.dataset, cfg.data_dir, cfg.download)
+            if need not in checked:
+                check_runnable(cfg)
+                checked.add(need)
+        store = open_store(db)
+    new, held = plan_sweep(store, sweep_name, configs)
+    out.print(
+        Text(
+            f"sweep {sweep_name} in {store.url}: {len(new) + len(held)} runs in this grid, "
+            f"{len(new)} queued now, {len(held)} already finished, queued or running"
+        )
+    )
+    for run_id in new:
+        run = store.get_run(run_id)
+        out.print(Text(f"  + {run_id} {run.name if run else ''}"))
+    if detach:
+        out.print(Text(f"start them with `{again}` (or from the dashboard)"))
+        return
+    stop = {"asked": False}
+
+    def on_sigint(*_: Any) -> None:
+        stop["asked"] = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: now
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        with SweepProgress(out, sweep_name) as progress:
+
+            def should_stop() -> bool:
+                progress.stopping = stop["asked"]
+                return stop["asked"]
+
+            counts = run_sweep(
+                store,
+                sweep_name,
+                jobs=jobs,
+                gpus=list_gpus(),
+                on_progress=progress,
+                should_stop=should_stop,
+            )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    out.print(Text(f"sweep {sweep_name}: {counts_text(counts)}"))
+    rows = sweep_rows(store.sweep_runs(sweep_name))
+    table = Table(
+        title=Text(f"sweep {sweep_name} (best epoch on validation; test accuracies in %)"),
+        title_justify="left",
+    )
+    for col in ("id", "run", "seed", "status", "test SA", "test AA (PGD)"):
+        table.add_column(col, justify="left" if col in {"run", "status"} else "right")
+    for row in rows:
+        r = row.run
+        table.add_row(
+            str(r.id),
+            Text(row.label),
+            _fmt(row.seed),
+            _status_text(r.status),
+            _pct(r.best_test_clean),
+            _pct(r.best_test_adv),
+        )
+    out.print(table)
+    # Judged by this call's grid: the other half of a sweep, or its history, is not ours.
+    mine = set(new) | set(held)
+    code = max((EXIT_CODES.get(r.run.status, 0) for r in rows if r.run.id in mine), default=0)
+    if stop["asked"]:
+        out.print(Text(f"stopped; resume with: {again}"))
+    elif code:
+        out.print(Text(f"to queue the runs that did not finish again: {again}"))
+    out.print(Text(f"the SA-AA front: caat front --sweep {shlex.quote(sweep_name)}"))
+    raise typer.Exit(130 if stop["asked"] else code)
+
+
 def check_runnable(cfg: RunConfig) -> None:
     """Fail early (no store write) when the data or the device is missing."""
     from caat_app.data import ensure_available
@@ -413,6 +578,150 @@ def cancel(
     record = store.find_run(run)
     cancel_run(store, record)
     out.print(Text(f"asked run {record.id} to stop"))
+
+
+@app.command(name="compare")
+def compare_command(
+    runs: list[str] = typer.Argument(..., help="two or more run ids or names"),
+    show_all: bool = typer.Option(False, "--all", help="also list the options that are equal"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    db: str | None = DbOption,
+) -> None:
+    """Runs side by side: the options that differ, and the metrics each reached."""
+    from caat_app.compare import compare
+
+    if len(runs) < 2:
+        raise CaatError("compare needs two or more runs")
+    store = open_store(db)
+    records = [store.find_run(ref) for ref in runs]
+    data = compare(records)
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    table = Table(title="config (differences highlighted)", title_justify="left")
+    table.add_column("option", style="bold")
+    for r in records:
+        table.add_column(Text(f"{r.id}: {r.name}"), justify="right")
+    equal = 0
+    for row in data["config"]:
+        if not row["differs"] and not show_all:
+            equal += 1
+            continue
+        style = "bold yellow" if row["differs"] else ""
+        table.add_row(row["option"], *[Text(_fmt(v), style=style) for v in row["values"]])
+    out.print(table)
+    if equal:
+        out.print(Text(f"{equal} options are equal in every run (--all lists them)"))
+    metrics = Table(title="metrics (accuracies in %)", title_justify="left")
+    metrics.add_column("metric", style="bold")
+    for r in records:
+        metrics.add_column(Text(f"{r.id}: {r.name}"), justify="right")
+    for row in data["metrics"]:
+        percent = "SA" in row["metric"] or "AA" in row["metric"]
+        cells = [
+            _status_text(v) if row["key"] == "status" else (_pct(v) if percent else _fmt(v, 3))
+            for v in row["values"]
+        ]
+        metrics.add_row(row["metric"], *cells)
+    out.print(metrics)
+
+
+@app.command()
+def front(
+    sweep: str | None = typer.Option(None, help="only the runs of this sweep"),
+    filter_text: str | None = typer.Option(
+        None, "--filter", help="only runs matching this text (as the dashboard's filter)"
+    ),
+    split: str = typer.Option("test", help="accuracies of the test or the val split"),
+    ref: str = typer.Option("0,0", help="hypervolume reference point SA,AA in [0, 1]"),
+    plot: Path | None = typer.Option(None, "--plot", help="write a figure: .png, .svg or .pdf"),
+    csv_path: Path | None = typer.Option(None, "--csv", help="write the points as CSV"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    db: str | None = DbOption,
+) -> None:
+    """The SA-AA front of finished runs: points, each family's front, hypervolume, verdict."""
+    from caat_app.compare import SPLITS, axis_labels, points_from_runs
+    from caat_app.front import report
+
+    if split not in SPLITS:
+        raise CaatError(f"--split: unknown {split!r}; choose one of {', '.join(SPLITS)}")
+    try:
+        ref_point = tuple(float(x) for x in ref.split(","))
+    except ValueError:
+        ref_point = ()
+    if len(ref_point) != 2 or not all(0 <= x <= 1 for x in ref_point):
+        raise CaatError(f"--ref: expected SA,AA with both in [0, 1], got {ref!r}")
+    if sweep and filter_text:
+        raise CaatError("give --sweep or --filter, not both")
+    if plot is not None and plot.suffix.lower() not in {".png", ".svg", ".pdf"}:
+        raise CaatError(f"--plot: {plot.name} is not .png, .svg or .pdf")
+    store = open_store(db)
+    runs = store.sweep_runs(sweep) if sweep else store.list_runs(search=filter_text)
+    finished = [r for r in runs if r.status == "finished"]
+    rep = report(points_from_runs(finished, split=split), ref=ref_point)  # type: ignore[arg-type]
+    sa_label, aa_label = axis_labels(finished, split=split) if finished else ("SA", "AA")
+    rep["axes"] = {"sa": sa_label, "aa": aa_label, "split": split}
+    if plot is not None:
+        from caat_app.figure import save_front_figure
+
+        try:
+            save_front_figure(
+                rep,
+                plot,
+                sa_label=sa_label,
+                aa_label=aa_label,
+                title=f"SA-AA front: {sweep}" if sweep else None,
+            )
+        except OSError as exc:
+            raise CaatError(f"cannot write {plot}: {exc.strerror or exc}") from None
+        err.print(Text(f"wrote {plot}"))
+    if csv_path is not None:
+        rows = [
+            {
+                "family": p["family"],
+                "label": p["label"],
+                "sa": p["sa"],
+                "aa": p["aa"],
+                "sa_std": p["sa_std"],
+                "aa_std": p["aa_std"],
+                "seeds": p["seeds"],
+                "runs": " ".join(str(i) for i in p["run_ids"]),
+            }
+            for p in rep["points"]
+        ]
+        try:
+            csv_path.write_text(_rows_csv(rows))
+        except OSError as exc:
+            raise CaatError(f"cannot write {csv_path}: {exc.strerror or exc}") from None
+        err.print(Text(f"wrote {csv_path}"))
+    if as_json:
+        print(json.dumps(rep, indent=2))
+        return
+    table = Table(title=Text(f"SA-AA points ({split} split, %)"), title_justify="left")
+    for col in ("family", "setting", "SA", "AA", "seeds", "front", "runs"):
+        table.add_column(col, justify="left" if col in {"family", "setting", "runs"} else "right")
+    for p in rep["points"]:
+        spread = p["seeds"] > 1
+        table.add_row(
+            Text(p["family"]),
+            Text(p["label"]),
+            f"{100 * p['sa']:.1f}" + (f" ± {100 * p['sa_std']:.1f}" if spread else ""),
+            f"{100 * p['aa']:.1f}" + (f" ± {100 * p['aa_std']:.1f}" if spread else ""),
+            str(p["seeds"]),
+            "yes" if p["on_front"] else "",
+            " ".join(str(i) for i in p["run_ids"]),
+        )
+    out.print(table)
+    for family, info in rep["families"].items():
+        out.print(
+            Text(
+                f"{family}: hypervolume {info['hypervolume']:.4f} "
+                f"(reference SA={ref_point[0]:g}, AA={ref_point[1]:g}), "
+                f"front {', '.join(info['front'])}"
+            )
+        )
+    for sentence in rep["verdict"]:
+        out.print(Text(sentence))
 
 
 @app.command()

@@ -22,18 +22,23 @@ from storage.store import lost_worker_error
 _ACTIVE = (RunStatus.RUNNING.value, RunStatus.QUEUED.value)
 
 
-def create_run(store: Store, cfg: RunConfig) -> int:
+def run_fields(cfg: RunConfig) -> dict[str, Any]:
+    """The `Store.create_run` keywords for a config: one mapping, so every caller agrees."""
+    return {
+        "name": cfg.default_name(),
+        "config": cfg.model_dump(mode="json"),
+        "method": cfg.method,
+        "param": cfg.param,
+        "dataset": cfg.dataset,
+        "model": cfg.model,
+        "eps": cfg.eps,
+        "epochs_total": cfg.epochs,
+    }
+
+
+def create_run(store: Store, cfg: RunConfig, *, sweep: str | None = None) -> int:
     """Record a validated config as a queued run (the form, the CLI and sweeps share it)."""
-    return store.create_run(
-        name=cfg.default_name(),
-        config=cfg.model_dump(mode="json"),
-        method=cfg.method,
-        param=cfg.param,
-        dataset=cfg.dataset,
-        model=cfg.model,
-        eps=cfg.eps,
-        epochs_total=cfg.epochs,
-    )
+    return store.create_run(**run_fields(cfg), sweep=sweep)
 
 
 def pid_alive(pid: int) -> bool:

@@ -115,6 +115,8 @@ class CaatApp(App[None]):
                 ("Delete run", "delete", "Delete the selected run (asks first)"),
                 ("Rename run", "rename", "Give the selected run a new name"),
                 ("Re-launch run", "relaunch", "Open the selected run's config in the form"),
+                ("Compare marked runs", "compare", "Marked runs side by side (space marks)"),
+                ("SA-AA front", "front", "The front of the finished runs the filter shows"),
             ):
                 yield SystemCommand(title, help_text, getattr(screen, f"action_{action}"))
 

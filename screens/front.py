@@ -61,8 +61,7 @@ class FrontChart(PlotextPlot):
                 label=family,
                 marker="●",
             )
-            by_label = {p["label"]: p for p in mine}
-            front = [by_label[label] for label in report["families"][family]["front"]]
+            front = sorted((p for p in mine if p["on_front"]), key=lambda p: p["sa"])
             if len(front) > 1:
                 plt.plot(
                     [100 * p["sa"] for p in front], [100 * p["aa"] for p in front], color=color
@@ -125,7 +124,6 @@ class FrontScreen(Screen[None]):
         table = self.query_one("#front-points", DataTable)
         table.clear(columns=True)
         table.add_columns("family", "setting", "SA", "AA", "seeds", "on front", "runs")
-        fronts = {f: set(v["front"]) for f, v in rep["families"].items()}
         for p in rep["points"]:
             spread = p["seeds"] > 1
             table.add_row(
@@ -134,7 +132,7 @@ class FrontScreen(Screen[None]):
                 f"{100 * p['sa']:.1f}" + (f" ± {100 * p['sa_std']:.1f}" if spread else ""),
                 f"{100 * p['aa']:.1f}" + (f" ± {100 * p['aa_std']:.1f}" if spread else ""),
                 str(p["seeds"]),
-                "yes" if p["label"] in fronts.get(p["family"], set()) else "",
+                "yes" if p["on_front"] else "",
                 ",".join(str(i) for i in p["run_ids"]),
             )
 

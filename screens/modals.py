@@ -103,6 +103,11 @@ and opening it again shows them live. Everything shown comes from the store.
 | `r` `t` `o` | rename, tag, add a note |
 | `l` | re-launch the run's config in the form |
 | `f` | show the run's folder |
+| `space` | mark a run; `C` compares the marked runs |
+| `F` | the SA-AA front of the finished runs the filter shows |
+
+## Compare and front
+`m` the metric overlaid · `e` show the equal options · `v` test or validation split
 
 ## Monitor
 | key | action |

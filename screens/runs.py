@@ -58,12 +58,12 @@ def _duration(run: Run, now: datetime) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
-def run_cells(run: Run, now: datetime) -> list[Any]:
+def run_cells(run: Run, now: datetime, marked: bool = False) -> list[Any]:
     """One table row. User text (names) goes in as `Text`, never parsed as markup."""
     symbol = "γ" if run.method == "caat" else "λ"
     started = run.started_at.astimezone().strftime("%m-%d %H:%M") if run.started_at else "-"
     return [
-        Text(run.name, no_wrap=True, overflow="ellipsis"),
+        Text.assemble(("● " if marked else "", "bold"), run.name),
         Text(f"{run.method} {symbol}={_num(run.param, 'g')}"),
         Text(f"{run.dataset}/{run.model}"),
         _num(run.eps, ".3g"),
@@ -97,6 +97,9 @@ class RunsScreen(Screen[None]):
         Binding("left_square_bracket", "page(-1)", "Prev page", show=False),
         Binding("right_square_bracket", "page(1)", "Next page", show=False),
         Binding("escape", "clear_filter", "Clear filter", show=False),
+        Binding("space", "mark", "Mark", show=False),
+        Binding("C", "compare", "Compare"),
+        Binding("F", "front", "Front"),
     ]
 
     def __init__(self) -> None:
@@ -108,6 +111,7 @@ class RunsScreen(Screen[None]):
         self.page = 0
         self.total = 0
         self.runs: dict[int, Run] = {}
+        self.marked: set[int] = set()  # runs picked with space, for compare
 
     @property
     def caat(self) -> CaatApp:
@@ -161,12 +165,13 @@ class RunsScreen(Screen[None]):
         current = [row.value for row in table.rows]
         if keys == current:  # same rows in the same order: update the cells in place
             for run in message.runs:
-                for (label, _), cell in zip(COLUMNS, run_cells(run, now), strict=True):
+                cells = run_cells(run, now, run.id in self.marked)
+                for (label, _), cell in zip(COLUMNS, cells, strict=True):
                     table.update_cell(str(run.id), label, cell)
         else:
             table.clear()
             for run in message.runs:
-                table.add_row(*run_cells(run, now), key=str(run.id))
+                table.add_row(*run_cells(run, now, run.id in self.marked), key=str(run.id))
             if selected is not None and str(selected) in keys:
                 table.move_cursor(row=keys.index(str(selected)), scroll=False)
             table.scroll_to(scroll_x, scroll_y, animate=False)
@@ -186,6 +191,8 @@ class RunsScreen(Screen[None]):
         )
         if self.search:
             text += f"  ·  filter: {self.search}"
+        if self.marked:
+            text += f"  ·  {len(self.marked)} marked (C compares)"
         self.query_one("#runs-info", Static).update(Text(text))
 
     def selected_id(self) -> int | None:
@@ -246,6 +253,32 @@ class RunsScreen(Screen[None]):
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.action_open()
+
+    def action_mark(self) -> None:
+        run = self.selected_run()
+        if run is None or run.id is None:
+            return
+        self.marked ^= {run.id}
+        table = self.query_one(DataTable)
+        table.update_cell(
+            str(run.id), "name", run_cells(run, datetime.now(UTC), run.id in self.marked)[0]
+        )
+        table.action_cursor_down()
+        self.update_info()
+
+    def action_compare(self) -> None:
+        from screens.compare import CompareScreen
+
+        chosen = sorted(self.marked)
+        if len(chosen) < 2:
+            self.notify("mark two or more runs with space first", severity="warning")
+            return
+        self.app.push_screen(CompareScreen(chosen))
+
+    def action_front(self) -> None:
+        from screens.front import FrontScreen
+
+        self.app.push_screen(FrontScreen(self.search))
 
     def action_open(self) -> None:
         run = self.selected_run()

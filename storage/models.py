@@ -53,6 +53,9 @@ class Run(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(index=True)
+    # The sweep the run belongs to (`caat sweep --name`); None for a lone run. Indexed:
+    # a sweep's progress and its front are queries by this column.
+    sweep: str | None = Field(default=None, index=True)
     status: str = Field(default="queued", index=True)
     method: str
     param: float | None = None  # γ for caat, λ for vanilla

@@ -5,7 +5,7 @@ import math
 import operator
 import time
 import unicodedata
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -60,6 +60,7 @@ _RUN_FIELDS = frozenset(_RUN_TABLE.columns.keys()) - {"id"}
 SORTABLE_COLUMNS: tuple[str, ...] = (
     "id",
     "name",
+    "sweep",
     "status",
     "method",
     "param",
@@ -77,10 +78,19 @@ SORTABLE_COLUMNS: tuple[str, ...] = (
 )
 """Columns `list_runs` sorts by: the run table's columns, never arbitrary SQL."""
 
-SEARCH_COLUMNS: tuple[str, ...] = ("name", "method", "dataset", "model", "status", "tags")
+SEARCH_COLUMNS: tuple[str, ...] = (
+    "name",
+    "sweep",
+    "method",
+    "dataset",
+    "model",
+    "status",
+    "tags",
+)
 """What the run list's text filter looks at."""
 
 MAX_NAME_LENGTH = 200  # the same limit as RunConfig.name
+MAX_SWEEP_LENGTH = 100  # leaves room in a run name for `<sweep>-<method>-<param>-s<seed>`
 
 
 def _converter(column: Any) -> Callable[[Any], Any] | None:
@@ -251,6 +261,18 @@ def check_name(name: str) -> str:
     return text
 
 
+def check_sweep_name(name: str) -> str:
+    """A sweep name stripped, or ValueError: it prefixes run names and shows in one cell."""
+    text = name.strip()
+    if not text:
+        raise ValueError("a sweep name cannot be empty")
+    if len(text) > MAX_SWEEP_LENGTH:
+        raise ValueError(f"a sweep name is at most {MAX_SWEEP_LENGTH} characters, got {len(text)}")
+    if _breaks_lines(text):
+        raise ValueError("a sweep name cannot contain line breaks or control characters")
+    return text
+
+
 def normalise_tags(tags: Sequence[str]) -> list[str]:
     """Stripped, without empties or repeats, first spelling first; a comma is refused."""
     out: list[str] = []
@@ -416,10 +438,40 @@ class Store:
         model: str,
         eps: float,
         epochs_total: int,
+        sweep: str | None = None,
     ) -> int:
         """Record a queued run; its folder path is fixed now so every process agrees on it."""
-        run = Run(
+        run = self._new_run(
             name=name,
+            config=config,
+            method=method,
+            param=param,
+            dataset=dataset,
+            model=model,
+            eps=eps,
+            epochs_total=epochs_total,
+            sweep=sweep,
+        )
+        root = self.runs_root()
+        with self._write() as session:
+            return self._insert_run(session, run, root)
+
+    @staticmethod
+    def _new_run(
+        *,
+        name: str,
+        config: dict[str, Any],
+        method: str,
+        param: float | None,
+        dataset: str,
+        model: str,
+        eps: float,
+        epochs_total: int,
+        sweep: str | None = None,
+    ) -> Run:
+        return Run(
+            name=name,
+            sweep=None if sweep is None else check_sweep_name(sweep),
             status=RunStatus.QUEUED.value,
             config=json.dumps(config),
             method=method,
@@ -430,14 +482,63 @@ class Store:
             epochs_total=operator.index(epochs_total),
             created_at=utcnow(),
         )
-        root = self.runs_root()
-        with self._write() as session:
-            session.add(run)
-            session.flush()
-            assert run.id is not None
-            run.run_dir = str(root / str(run.id))
+
+    @staticmethod
+    def _insert_run(session: Session, run: Run, root: Path) -> int:
+        session.add(run)
+        session.flush()
         assert run.id is not None
+        run.run_dir = str(root / str(run.id))
         return run.id
+
+    def add_to_sweep(
+        self,
+        sweep: str,
+        runs: Sequence[Mapping[str, Any]],
+        *,
+        key: Callable[[dict[str, Any]], Hashable],
+        present: Collection[str] = (
+            RunStatus.QUEUED.value,
+            RunStatus.RUNNING.value,
+            RunStatus.FINISHED.value,
+        ),
+    ) -> tuple[list[int], list[int]]:
+        """Queue in sweep `sweep` those of `runs` it does not hold yet; (new ids, held ids).
+
+        `runs` are `create_run` keyword sets (without `sweep`). Two configs are the same
+        run when `key(config)` is equal; the sweep holds a config when one of its runs
+        with that key has a status in `present` (the newest such run's id is returned for
+        it). Read and insert share one write transaction, so two `caat sweep` calls adding
+        the same grid at once never queue a config twice.
+        """
+        sweep = check_sweep_name(sweep)
+        new = [self._new_run(**dict(fields), sweep=sweep) for fields in runs]
+        root = self.runs_root()
+        created: list[int] = []
+        held: list[int] = []
+        with self._write() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                session.execute(sql_text("SELECT pg_advisory_xact_lock(2107205)"))
+            rows = session.execute(
+                select(Run.id, Run.config)
+                .where(Run.sweep == sweep, Run.status.in_(list(present)))  # type: ignore[attr-defined]
+                .order_by(Run.id)  # type: ignore[arg-type]
+            ).all()
+            have: dict[Hashable, int] = {}
+            for run_id, config in rows:
+                try:
+                    have[key(json.loads(config))] = run_id
+                except (ValueError, TypeError):
+                    continue  # an unreadable stored config matches nothing
+            for run in new:
+                wanted = key(json.loads(run.config))
+                if wanted in have:
+                    if have[wanted] not in held and have[wanted] not in created:
+                        held.append(have[wanted])
+                    continue
+                have[wanted] = self._insert_run(session, run, root)
+                created.append(have[wanted])
+        return created, held
 
     def get_run(self, run_id: int) -> Run | None:
         with self._read() as session:
@@ -455,6 +556,28 @@ class Store:
             raise StoreError(f"no run {ref!r} in {self._where}")
         return run
 
+    def sweep_runs(self, sweep: str) -> list[Run]:
+        """Every run of a sweep, oldest first (attempts that failed included)."""
+        statement = select(Run).where(Run.sweep == sweep.strip()).order_by(Run.id)  # type: ignore[arg-type]
+        with self._read() as session:
+            return list(session.exec(statement).all())
+
+    def list_sweeps(self) -> list[tuple[str, dict[str, int]]]:
+        """Each sweep with its run count per status, the most recently added-to first."""
+        statement = (
+            select(Run.sweep, Run.status, func.count(), func.max(Run.id))
+            .where(Run.sweep.is_not(None))  # type: ignore[union-attr]
+            .group_by(Run.sweep, Run.status)
+        )
+        with self._read() as session:
+            rows = session.execute(statement).all()
+        counts: dict[str, dict[str, int]] = {}
+        newest: dict[str, int] = {}
+        for sweep, status, count, last in rows:
+            counts.setdefault(sweep, {})[status] = int(count)
+            newest[sweep] = max(newest.get(sweep, 0), int(last))
+        return [(sweep, counts[sweep]) for sweep in sorted(counts, key=lambda s: -newest[s])]
+
     def list_runs(
         self,
         *,
@@ -467,9 +590,9 @@ class Store:
         """One page of runs, filtered and sorted in SQL so a page costs the same at any size.
 
         The default is newest first, what a person most likely wants. `search`: every
-        word must occur (case-insensitive, `%` and `_` literal) in the name, method, data
-        set, model, status or tags. `sort`: one of SORTABLE_COLUMNS (else ValueError);
-        empty values go last either way and ties go newest first.
+        word must occur (case-insensitive, `%` and `_` literal) in the name, sweep,
+        method, data set, model, status or tags. `sort`: one of SORTABLE_COLUMNS (else
+        ValueError); empty values go last either way and ties go newest first.
         """
         statement = self._list_statement(
             limit=limit, offset=offset, search=search, sort=sort, descending=descending

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from caat_app.cli import main
-from storage import Store
+from storage import RunStatus, Store
 
 
 def run_cli(*args: str) -> int:
@@ -321,3 +321,86 @@ def test_setup_keeps_the_heartbeat(db: str) -> None:
         assert store.get_run(run_id).heartbeat_at > before
         with pytest.raises(KeyError):
             _with_heartbeat(store, run_id, lambda: {}["missing"], every=0.1)
+
+
+def test_compare_shows_differences(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    for lam in ("0.25", "0.75"):
+        assert (
+            run_cli(
+                "train",
+                "--db",
+                db,
+                "--epochs",
+                "1",
+                "--model",
+                "linear",
+                "--method",
+                "vanilla",
+                "--lam",
+                lam,
+                "--attack-steps",
+                "2",
+            )
+            == 0
+        )
+    capsys.readouterr()
+    assert run_cli("compare", "1", "2", "--db", db, "--json") == 0
+    data = json.loads(capsys.readouterr().out)
+    differs = {row["option"] for row in data["config"] if row["differs"]}
+    assert differs == {"lam"}
+    lam_row = next(row for row in data["config"] if row["option"] == "lam")
+    assert lam_row["values"] == [0.25, 0.75]
+    metric = next(row for row in data["metrics"] if row["key"] == "best_test_adv")
+    assert all(0 <= v <= 1 for v in metric["values"])
+    assert run_cli("compare", "1", "2", "--db", db) == 0
+    out = capsys.readouterr().out
+    assert "options are equal in every run" in out and "lam" in out
+    assert run_cli("compare", "1", "--db", db) == 2
+
+
+def _finished(store: Store, *, method: str, param: float, seed: int, sa: float, aa: float) -> int:
+    from caat_app.config import build_config
+    from caat_app.runs import create_run
+
+    key = "gamma" if method == "caat" else "lam"
+    cfg = build_config({"method": method, key: param, "seed": seed, "eps": "8/255"})
+    run_id = create_run(store, cfg)
+    store.finish(
+        run_id,
+        RunStatus.FINISHED,
+        fields={
+            "best_test_clean": sa,
+            "best_test_adv": aa,
+            "best_val_clean": sa,
+            "best_val_adv": aa,
+        },
+    )
+    return run_id
+
+
+def test_front_json_csv_and_plot(
+    db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Store.open(f"sqlite:///{db}") as store:
+        for seed, jitter in ((0, 0.0), (1, 0.01)):
+            _finished(store, method="vanilla", param=0.0, seed=seed, sa=0.98 + jitter, aa=0.1)
+            _finished(store, method="vanilla", param=1.0, seed=seed, sa=0.80, aa=0.40 + jitter)
+            _finished(store, method="caat", param=0.8, seed=seed, sa=0.95, aa=0.35 + jitter)
+    assert run_cli("front", "--db", db, "--json") == 0
+    rep = json.loads(capsys.readouterr().out)
+    labels = {(p["family"], p["label"]): p for p in rep["points"]}
+    assert set(labels) == {("Vanilla AT", "λ=0"), ("Vanilla AT", "λ=1"), ("CA-AT", "γ=0.8")}
+    assert labels[("CA-AT", "γ=0.8")]["seeds"] == 2
+    assert labels[("CA-AT", "γ=0.8")]["aa"] == pytest.approx(0.355)
+    assert "ε = 8/255" in rep["axes"]["aa"] and "PGD-10" in rep["axes"]["aa"]
+    assert set(rep["families"]) == {"Vanilla AT", "CA-AT"}
+    assert rep["verdict"]
+    png, csv_file = tmp_path / "front.png", tmp_path / "front.csv"
+    assert run_cli("front", "--db", db, "--plot", str(png), "--csv", str(csv_file)) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert csv_file.read_text().splitlines()[0].startswith("family,label,sa,aa")
+    out = capsys.readouterr().out
+    assert "hypervolume" in out
+    assert run_cli("front", "--db", db, "--ref", "2,0") == 2
+    assert run_cli("front", "--db", db, "--plot", str(tmp_path / "f.gif")) == 2
+    assert run_cli("front", "--db", db, "--split", "train") == 2

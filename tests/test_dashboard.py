@@ -46,6 +46,8 @@ def fill(store: Store, specs: list[dict[str, Any]]) -> list[int]:
             steps_done=9 * cfg.epochs,
             best_val_clean=spec.get("sa"),
             best_val_adv=spec.get("aa"),
+            best_test_clean=spec["sa"] - 0.01 if "sa" in spec else None,
+            best_test_adv=spec["aa"] - 0.02 if "aa" in spec else None,
             last_phi=0.1 * i - 0.2,
             last_mu=0.5 + i,
         )
@@ -491,5 +493,60 @@ def test_monitor_polls_only_new_rows(store: Store) -> None:
         assert (monitor.axis, monitor.smooth, monitor.log_mu) == ("step", True, True)
         for chart in ("loss", "phi", "mu", "acc"):
             assert monitor.chart(chart).last_error is None
+
+    run_app(app, body)
+
+
+def test_compare_marked_runs(store: Store) -> None:
+    ids = fill(store, SPECS[:3])
+    for run_id in ids:
+        _fill_metrics(store, run_id, steps=18)
+    app = CaatApp(store, poll_interval=0.2, gpus=[])
+
+    async def body(pilot: Pilot[None]) -> None:
+        from screens.compare import CompareScreen
+
+        await wait_for(pilot, lambda: len(table_names(app)) == 3)
+        await pilot.press("C")  # nothing marked: a warning, no screen
+        await pilot.pause()
+        assert isinstance(app.screen, RunsScreen)
+        await pilot.press("space", "space")
+        assert app.screen.marked == {ids[2], ids[1]}  # type: ignore[attr-defined]
+        await pilot.press("C")
+        await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen))
+        screen = app.screen
+        assert isinstance(screen, CompareScreen)
+        await wait_for(pilot, lambda: screen.data is not None)
+        config = screen.query_one("#compare-config", DataTable)
+        shown = {str(config.get_row_at(i)[0]) for i in range(config.row_count)}
+        assert {"gamma", "name", "epochs"} <= shown and "lr" not in shown  # equal ones hidden
+        await pilot.press("e")
+        assert config.row_count > len(shown)
+        await pilot.press("m")
+        assert screen.metric == "mu"
+        assert screen.query_one("#compare-chart").last_error is None  # type: ignore[attr-defined]
+
+    run_app(app, body)
+
+
+def test_front_screen_shows_points_and_a_verdict(store: Store) -> None:
+    fill(store, SPECS)
+    app = CaatApp(store, poll_interval=0.2, gpus=[])
+
+    async def body(pilot: Pilot[None]) -> None:
+        from screens.front import FrontScreen
+
+        await wait_for(pilot, lambda: len(table_names(app)) == 4)
+        await pilot.press("F")
+        await wait_for(pilot, lambda: isinstance(app.screen, FrontScreen))
+        points = app.screen.query_one("#front-points", DataTable)
+        await wait_for(pilot, lambda: points.row_count == 2)  # the two finished runs
+        verdict = str(app.screen.query_one("#front-verdict", Static).render())
+        assert "single seed" in verdict
+        await pilot.press("v")
+        await wait_for(
+            pilot,
+            lambda: "val split" in str(app.screen.query_one("#front-verdict", Static).render()),
+        )
 
     run_app(app, body)
