@@ -231,7 +231,10 @@ class Scheduler:
 
     def _env(self, run: Run, gpu: int | None) -> dict[str, str]:
         if gpu is None:
-            return {}
+            # CPU workers share the cores: more threads than cores makes PyTorch's
+            # OpenMP pool spin against itself, several times slower than sharing fairly.
+            threads = max(1, (os.cpu_count() or 1) // self.max_cpu)
+            return {"OMP_NUM_THREADS": str(threads)}
         env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
         if not _CUDA_INDEX.fullmatch(_device(run)):
             env["CUDA_VISIBLE_DEVICES"] = str(gpu)

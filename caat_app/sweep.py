@@ -36,6 +36,7 @@ from storage.store import check_sweep_name
 Kind = Literal["float", "int", "budget", "str"]
 
 LIST_KINDS: dict[str, Kind] = {
+    "method": "str",
     "lam": "float",
     "gamma": "float",
     "beta": "float",
@@ -66,6 +67,8 @@ STATUS_ORDER = ("finished", "failed", "diverged", "cancelled", "running", "queue
 
 # Options a method ignores: varying them would only train the same run again.
 _USED_BY = {"lam": ("method", "vanilla"), "gamma": ("method", "caat")}
+# With both methods in one grid, each takes its own parameter's list and drops the other's.
+_IGNORED_BY = {"vanilla": "gamma", "caat": "lam"}
 
 
 # --------------------------------------------------------------------------- the grid
@@ -170,6 +173,14 @@ def expand(
     """
     if "seed" in lists and seeds:
         raise ConfigError("seeds: give --seed or --seeds, not both")
+    if "method" in lists:  # `--method vanilla,caat --lam 0,0.5,1 --gamma 0.8,0.9`: one grid each
+        combined: dict[str, RunConfig] = {}
+        for method in lists["method"]:
+            ignored = _IGNORED_BY.get(method)
+            own = {k: v for k, v in lists.items() if k not in {"method", ignored}}
+            for cfg in expand({**base, "method": method}, own, seeds):
+                combined.setdefault(config_key(cfg), cfg)
+        return list(combined.values())
     for key, values in lists.items():
         if not values:
             raise ConfigError(f"{key}: an empty list of values")

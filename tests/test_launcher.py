@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -137,7 +138,8 @@ def test_cpu_slot_limit(store: Store) -> None:
     ids = [_queue(store, device) for device in ("cpu", "auto", "cpu", "auto")]
     assert scheduler.dispatch() == ids[:2]
     assert [call[0] for call in launch.calls] == ids[:2]
-    assert launch.calls[0][1] == {}  # a CPU run's environment is left alone
+    # CPU runs share the cores: each worker gets its share of threads, and nothing else.
+    assert launch.calls[0][1] == {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // 2))}
     run = store.get_run(ids[0])
     assert run is not None
     assert (run.status, run.gpu, run.pid) == ("running", None, 50000 + ids[0])
@@ -222,7 +224,8 @@ def test_cuda_without_listed_gpus_takes_a_cpu_slot(store: Store) -> None:
     launch = FakeLaunch()
     first, second = _queue(store, "cuda"), _queue(store, "cuda:1")
     assert Scheduler(store, gpus=[], launch=launch).dispatch() == [first]
-    assert launch.calls == [(first, {})]  # the worker's own device check decides
+    # the worker's own device check decides; as a CPU run it gets every core
+    assert launch.calls == [(first, {"OMP_NUM_THREADS": str(os.cpu_count() or 1)})]
     assert _status(store, second) == "queued"
 
 

@@ -500,3 +500,17 @@ def test_sweep_modules_do_not_import_torch() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_both_methods_in_one_grid_each_with_its_own_parameter() -> None:
+    from caat_app.sweep import expand, sweep_options
+
+    base, lists, seeds = sweep_options(
+        {"method": "vanilla,caat", "lam": "0,0.5,1", "gamma": "0.8,0.9"}, {}, "0,1"
+    )
+    configs = expand(base, lists, seeds)
+    assert len(configs) == (3 + 2) * 2
+    vanilla = sorted({c.lam for c in configs if c.method == "vanilla"})
+    caat = sorted({c.gamma for c in configs if c.method == "caat"})
+    assert (vanilla, caat) == ([0.0, 0.5, 1.0], [0.8, 0.9])
+    assert {c.seed for c in configs} == {0, 1}
