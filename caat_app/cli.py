@@ -364,7 +364,9 @@ def start_runs(
 
         # Claimed through the store like a dashboard's launches (so no run starts twice),
         # but now: asking for a detached run is asking to start it, whatever else runs.
-        unlimited = Scheduler(store, gpus=list_gpus(), per_gpu=10**6, max_cpu=10**6)
+        unlimited = Scheduler(
+            store, gpus=list_gpus(), per_gpu=10**6, max_cpu=10**6, share_cores=False
+        )
         unlimited.dispatch(only=ids)
         for run_id in ids:
             run = store.get_run(run_id)

@@ -164,6 +164,7 @@ class Scheduler:
         per_gpu: int = 1,
         max_cpu: int = 1,
         launch: Launch = launch_worker,
+        share_cores: bool = True,
     ) -> None:
         if per_gpu < 1 or max_cpu < 1:
             raise ValueError("per_gpu and max_cpu must be at least 1")
@@ -172,6 +173,7 @@ class Scheduler:
         self.per_gpu = per_gpu
         self.max_cpu = max_cpu
         self.launch = launch
+        self.share_cores = share_cores  # give each of `max_cpu` CPU workers its share of cores
         self._children: list[Any] = []  # our workers' Popens, waited for so none stays a zombie
 
     def _want(self, device: str) -> int | str:
@@ -233,6 +235,8 @@ class Scheduler:
         if gpu is None:
             # CPU workers share the cores: more threads than cores makes PyTorch's
             # OpenMP pool spin against itself, several times slower than sharing fairly.
+            if not self.share_cores:
+                return {}
             threads = max(1, (os.cpu_count() or 1) // self.max_cpu)
             return {"OMP_NUM_THREADS": str(threads)}
         env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
