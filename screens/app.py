@@ -9,6 +9,7 @@ from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
+from textual.widgets import Input
 
 from caat_app.errors import CaatError
 from caat_app.launcher import Gpu, Scheduler, list_gpus
@@ -39,8 +40,12 @@ class CaatApp(App[None]):
         gpus: list[Gpu] | None = None,
         per_gpu: int = 1,
         max_cpu: int = 1,
+        start_workers: bool = True,
     ) -> None:
         super().__init__()
+        self.start_workers = (
+            start_workers  # False: never start workers (a read-only look at a store)
+        )
         self.store = store
         self.poll_interval = poll_interval
         self.gpus = gpus
@@ -78,7 +83,7 @@ class CaatApp(App[None]):
                 self.call_from_thread(
                     self.notify, f"run {run_id}: its worker died", severity="error"
                 )
-            if self.scheduler is not None:
+            if self.scheduler is not None and self.start_workers:
                 self.scheduler.dispatch()
         except (StoreError, CaatError) as exc:
             self.call_from_thread(self.notify, str(exc), severity="error", markup=False)
@@ -160,12 +165,34 @@ class CaatApp(App[None]):
 
         try:
             run_id = create_run(self.store, config)
-            if self.scheduler is not None:
+            if self.scheduler is not None and self.start_workers:
                 self.scheduler.dispatch()
         except (StoreError, CaatError) as exc:
             self.call_from_thread(self.notify, str(exc), severity="error", markup=False)
             return
         self.call_from_thread(self._show_new_run, run_id)
+
+    @work(thread=True, group="edit")
+    def submit_sweep(self, name: str, configs: list[Any]) -> None:
+        """Queue a grid in sweep `name` (what it already holds is not queued again)."""
+        from caat_app.sweep import plan_sweep
+
+        try:
+            new, held = plan_sweep(self.store, name, configs)
+            if self.scheduler is not None and self.start_workers:
+                self.scheduler.dispatch()
+        except (StoreError, CaatError) as exc:
+            self.call_from_thread(self.notify, str(exc), severity="error", markup=False)
+            return
+        self.call_from_thread(self._show_sweep, name, len(new), len(held))
+
+    def _show_sweep(self, name: str, new: int, held: int) -> None:
+        from screens.runs import RunsScreen
+
+        self.pop_screen()
+        self.notify(f"sweep {name}: {new} runs queued, {held} already there", markup=False)
+        if isinstance(self.screen, RunsScreen):
+            self.screen.query_one("#filter", Input).value = name
 
     def _show_new_run(self, run_id: int) -> None:
         self.pop_screen()

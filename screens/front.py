@@ -30,6 +30,15 @@ class FrontLoaded(Message):
     labels: tuple[str, str]
 
 
+def staircase(sa: list[float], aa: list[float]) -> tuple[list[float], list[float]]:
+    """A front (SA ascending) as the edge of the area it dominates: down, then across."""
+    xs, ys = sa[:1], aa[:1]
+    for x, y in zip(sa[1:], aa[1:], strict=True):
+        xs += [xs[-1], x]
+        ys += [y, y]
+    return xs, ys
+
+
 class FrontChart(PlotextPlot):
     """Points per family and their fronts; plotext's own scatter, redrawn on resize."""
 
@@ -54,6 +63,10 @@ class FrontChart(PlotextPlot):
         for i, family in enumerate(report["families"]):
             color = COLORS[i % len(COLORS)]
             mine = [p for p in report["points"] if p["family"] == family]
+            front = sorted((p for p in mine if p["on_front"]), key=lambda p: p["sa"])
+            xs, ys = staircase([100 * p["sa"] for p in front], [100 * p["aa"] for p in front])
+            if len(xs) > 1:  # the boundary the hypervolume measures, under the points
+                plt.plot(xs, ys, color=color)
             plt.scatter(
                 [100 * p["sa"] for p in mine],
                 [100 * p["aa"] for p in mine],
@@ -61,11 +74,6 @@ class FrontChart(PlotextPlot):
                 label=family,
                 marker="●",
             )
-            front = sorted((p for p in mine if p["on_front"]), key=lambda p: p["sa"])
-            if len(front) > 1:
-                plt.plot(
-                    [100 * p["sa"] for p in front], [100 * p["aa"] for p in front], color=color
-                )
         plt.title("SA-AA front (up and to the right is better)")
         return super().render()
 

@@ -32,6 +32,11 @@ class Field:
 
 
 FIELDS = [
+    Field(
+        "sweep",
+        "sweep name",
+        hint="empty: one run; a name queues a grid: comma lists in method, λ, γ, ε, seed, …",
+    ),
     Field("preset", "preset", hint="fills the form with a paper recipe; edit it after"),
     Field("name", "name", hint="empty: a name is made from the config"),
     Field("method", "method", C.METHODS),
@@ -86,6 +91,7 @@ class LaunchScreen(Screen[None]):
         defaults = build_config({"device": "auto" if gpus else "cpu"})
         self.initial = defaults.model_dump() | dict(values or {})
         self.initial["preset"] = None  # a re-launched config is already complete
+        self.initial["sweep"] = None
         self.dataset = str(self.initial["dataset"])
         self.gpus = gpus
 
@@ -129,6 +135,8 @@ class LaunchScreen(Screen[None]):
             return Select(options, value=choice, allow_blank=False, id=wid, compact=True)
         if field.choices:
             options = [(c, c) for c in field.choices]
+            if field.name == "method":
+                options.append(("both (a sweep: λ list and γ list)", "vanilla,caat"))
             return Select(options, value=value, allow_blank=False, id=wid, compact=True)
         return Input(_text(value), id=wid, compact=True)
 
@@ -141,6 +149,8 @@ class LaunchScreen(Screen[None]):
         out: dict[str, Any] = {}
         for field in FIELDS:
             widget = self.query_one(f"#f-{field.name}")
+            if field.name == "sweep":
+                continue
             if field.name == "preset":
                 if widget.value:  # type: ignore[attr-defined]
                     out["preset"] = widget.value  # type: ignore[attr-defined]
@@ -154,12 +164,38 @@ class LaunchScreen(Screen[None]):
                     out[field.name] = text
         return out
 
+    @property
+    def sweep_name(self) -> str:
+        return self.query_one("#f-sweep", Input).value.strip()
+
+    def grid(self) -> list[Any]:
+        """The sweep's configs, named; a one-line ConfigError names what is wrong."""
+        from caat_app.sweep import expand, name_runs, sweep_options
+
+        base, lists, seeds = sweep_options(self.values(), {}, None)
+        return name_runs(self.sweep_name, expand(base, lists, seeds))
+
+    def _sweep_errors(self) -> tuple[dict[str, str], str]:
+        """Per-field errors of a grid, and the preview line (the run count)."""
+        try:
+            configs = self.grid()
+        except ConfigError as exc:
+            field, _, message = str(exc).partition(": ")
+            field = field.removeprefix("--").replace("-", "_")
+            known = {f.name for f in FIELDS}
+            return ({field: message} if field in known else {"sweep": str(exc)}), ""
+        methods = sorted({c.method for c in configs})
+        return {}, f"sweep {self.sweep_name}: {len(configs)} runs ({', '.join(methods)})"
+
     def validate(self) -> dict[str, str]:
         values = self.values()
-        errors = field_errors(values)
-        method = values.get("method", "caat")
-        self.query_one("#row-gamma").display = method == "caat"
-        self.query_one("#row-lam").display = method == "vanilla"
+        if self.sweep_name:
+            errors, summary = self._sweep_errors()
+        else:
+            errors, summary = field_errors(values), ""
+        method = str(values.get("method", "caat"))
+        self.query_one("#row-gamma").display = "caat" in method
+        self.query_one("#row-lam").display = "vanilla" in method
         for field in FIELDS:
             note = self.query_one(f"#err-{field.name}", Static)
             message = errors.get(field.name)
@@ -174,6 +210,8 @@ class LaunchScreen(Screen[None]):
                 f"; {k}: {v}" for k, v in others.items()
             )
             preview.update(Text(text, style="bold red"))
+        elif summary:
+            preview.update(Text(summary + " (queued; started as the dashboard's limits allow)"))
         else:
             preview.update(Text("$ " + command_line(build_config(values))))
         self.query_one("#launch", Button).disabled = bool(errors)
@@ -226,9 +264,12 @@ class LaunchScreen(Screen[None]):
             self.notify("fix the fields marked in red first", severity="warning")
             return
         try:
-            config = build_config(self.values())
+            configs = self.grid() if self.sweep_name else [build_config(self.values())]
         except ConfigError as exc:  # validate() said yes, so this is only a safety net
             self.notify(str(exc), severity="error", markup=False)
             return
         self.query_one("#launch", Button).disabled = True
-        self.caat.submit_run(config)
+        if self.sweep_name:
+            self.caat.submit_sweep(self.sweep_name, configs)
+        else:
+            self.caat.submit_run(configs[0])

@@ -282,6 +282,42 @@ def test_rename_tag_note_and_delete_from_the_table(store: Store) -> None:
     run_app(app, body)
 
 
+def test_sweep_form_queues_a_grid_once(store: Store) -> None:
+    app = CaatApp(store, poll_interval=0.2, gpus=[], start_workers=False)
+
+    async def body(pilot: Pilot[None]) -> None:
+        for attempt in range(2):
+            await pilot.press("n")
+            await wait_for(pilot, lambda: isinstance(app.screen, LaunchScreen))
+            form = app.screen
+            form.query_one("#f-sweep", Input).value = "grid"
+            form.query_one("#f-method").value = "vanilla,caat"  # type: ignore[attr-defined]
+            await pilot.pause()
+            form.query_one("#f-lam", Input).value = "0,1"
+            form.query_one("#f-gamma", Input).value = "0.8,2"
+            await pilot.pause()
+            assert "less than or equal to 1" in str(form.query_one("#err-gamma", Static).render())
+            form.query_one("#f-gamma", Input).value = "0.8,0.9"
+            form.query_one("#f-seed", Input).value = "0,1"
+            await pilot.pause()
+            assert "8 runs" in str(form.query_one("#preview", Static).render())
+            await pilot.press("ctrl+s")
+            await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen))
+            await wait_for(pilot, lambda: len(store.sweep_runs("grid")) == 8)
+            if attempt == 0:
+                assert app.screen.query_one("#filter", Input).value == "grid"
+        runs = store.sweep_runs("grid")
+        assert len(runs) == 8  # the second submission queued nothing new
+        assert sorted({(r.method, r.param) for r in runs}) == [
+            ("caat", 0.8),
+            ("caat", 0.9),
+            ("vanilla", 0.0),
+            ("vanilla", 1.0),
+        ]
+
+    run_app(app, body)
+
+
 @pytest.mark.slow
 def test_launch_watch_and_cancel_a_real_run(store: Store) -> None:
     app = CaatApp(store, poll_interval=0.3, gpus=[])
