@@ -810,8 +810,8 @@ def demo(
     out.print(
         Text(
             f"Open them: `caat show {first}`, `caat show {second}`, "
-            f"`caat export {second} --format csv`, or `caat runs` for every run "
-            f"(store: {store.url})."
+            f"`caat export {second} --format csv`, `caat runs` for every run, or `caat` "
+            f"for the dashboard (store: {store.url})."
         )
     )
     raise typer.Exit(max(EXIT_CODES.get(status, 0) for status in statuses))

@@ -260,7 +260,7 @@ def test_demo_trains_both_methods_side_by_side(db: str, capsys: pytest.CaptureFi
     assert run_cli("demo", "--epochs", "1", "--db", db) == 0
     out = capsys.readouterr().out
     assert "results" in out and "vanilla λ=0.5" in out and "caat γ=0.8" in out
-    assert "caat show 1" in out
+    assert "caat show 1" in out and "dashboard" in out
     with Store.open(f"sqlite:///{db}") as store:
         runs = store.list_runs()
     assert sorted(r.method for r in runs) == ["caat", "vanilla"]
