@@ -74,6 +74,12 @@ class FrontChart(PlotextPlot):
                 label=family,
                 marker="●",
             )
+        sa = [100 * p["sa"] for p in report["points"]]
+        aa = [100 * p["aa"] for p in report["points"]]
+        pad_x = max(max(sa) - min(sa), 1.0) * 0.05
+        pad_y = max(max(aa) - min(aa), 1.0)
+        plt.xlim(min(sa) - pad_x, max(sa) + pad_x)
+        plt.ylim(min(aa) - 0.05 * pad_y, max(aa) + 0.25 * pad_y)  # room for the legend
         plt.title("SA-AA front (up and to the right is better)")
         return super().render()
 
