@@ -1,0 +1,195 @@
+"""Square Attack: budget, black-box only, strength, determinism, and its query accounting."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from caat_app.attacks.square import p_selection, square
+from caat_app.data import load_dataset
+from caat_app.models import build_model
+
+EPS = {"linf": 0.1, "l2": 1.0}
+N = 120  # test points per attack: enough to measure, few enough to stay fast
+
+
+@pytest.fixture(scope="module")
+def digits_model() -> tuple[nn.Module, Tensor, Tensor]:
+    """Logistic regression on digits, trained to ~95% so the attack has something to break."""
+    torch.manual_seed(0)
+    data = load_dataset("digits")
+    model = build_model(
+        "linear", in_channels=1, num_classes=10, image_size=8, mean=data.mean, std=data.std
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    for _ in range(100):
+        opt.zero_grad()
+        F.cross_entropy(model(data.x_train), data.y_train).backward()
+        opt.step()
+    model.eval()
+    return model, data.x_test[:N], data.y_test[:N]
+
+
+def _accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).float().mean().item()
+
+
+class _Recorder(nn.Module):
+    """Wraps a model: records, per forward row, which clean point it belongs to and its logits."""
+
+    def __init__(self, model: nn.Module, x: Tensor, eps: float) -> None:
+        super().__init__()
+        self.model, self.x, self.eps = model, x, eps
+        self.calls: list[tuple[Tensor, Tensor]] = []
+        self.grad_enabled: list[bool] = []
+
+    def forward(self, z: Tensor) -> Tensor:
+        self.grad_enabled.append(torch.is_grad_enabled())
+        dist = (z[:, None] - self.x[None]).flatten(2).abs().amax(2)  # L∞ to every clean point
+        d, owner = dist.min(1)
+        assert (d <= self.eps + 1e-6).all()
+        logits = self.model(z)
+        self.calls.append((owner, logits))
+        return logits
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_stays_in_budget_and_box(digits_model, norm: str) -> None:
+    model, x, y = digits_model
+    x_adv = square(model, x, y, eps=EPS[norm], norm=norm, queries=50)
+    assert x_adv.shape == x.shape and not x_adv.requires_grad
+    delta = (x_adv - x).flatten(1)
+    size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
+    assert (size <= EPS[norm] + 1e-5).all()
+    assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_lowers_accuracy(digits_model, norm: str) -> None:
+    model, x, y = digits_model
+    clean = _accuracy(model, x, y)
+    assert clean > 0.9
+    assert _accuracy(model, square(model, x, y, eps=EPS[norm], norm=norm, queries=300), y) < (
+        clean - 0.3
+    )
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_black_box_only(digits_model, monkeypatch: pytest.MonkeyPatch, norm: str) -> None:
+    model, x, y = digits_model
+    model.zero_grad(set_to_none=True)  # training left gradients behind
+    rec = _Recorder(model, x, EPS[norm])  # an L2 step of size ε moves no pixel more than ε
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the square attack must not ask for a gradient")
+
+    monkeypatch.setattr(torch.autograd, "grad", forbidden)
+    monkeypatch.setattr(torch.Tensor, "backward", forbidden)
+    x_in = x.clone().requires_grad_(True)
+    square(rec, x_in, y, eps=EPS[norm], norm=norm, queries=30)
+    assert rec.grad_enabled and not any(rec.grad_enabled)
+    assert x_in.grad is None
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_deterministic_for_a_seed(digits_model, norm: str) -> None:
+    model, x, y = digits_model
+    first = square(model, x, y, eps=EPS[norm], norm=norm, queries=40, seed=7)
+    again = square(model, x, y, eps=EPS[norm], norm=norm, queries=40, seed=7)
+    other = square(model, x, y, eps=EPS[norm], norm=norm, queries=40, seed=8)
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_fooled_points_are_untouched(digits_model, norm: str) -> None:
+    model, x, y = digits_model
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    wrong = pred != y
+    assert wrong.any()
+    x_adv = square(model, x, y, eps=EPS[norm], norm=norm, queries=30)
+    assert torch.equal(x_adv[wrong], x[wrong])
+    # Targeted: a point that already shows the target is left alone as well.
+    target = torch.where(torch.arange(len(y)) % 2 == 0, pred, (pred + 1) % 10)
+    x_t = square(model, x, target, eps=EPS[norm], norm=norm, queries=30, targeted=True)
+    done = target == pred
+    assert torch.equal(x_t[done], x[done])
+    assert not torch.equal(x_t[~done], x[~done])
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_query_budget(digits_model, norm: str) -> None:
+    model, x, y = digits_model
+    eps = 0.05 if norm == "linf" else 0.15  # small: most points survive the whole budget
+    dist = (x[:, None] - x[None]).flatten(2).abs().amax(2) + 10 * torch.eye(len(x))
+    assert dist.min() > 2 * eps  # every row can be traced back to one clean point
+    rec = _Recorder(model, x, eps)
+    queries = 25
+    square(rec, x, y, eps=eps, norm=norm, queries=queries)
+    counts: Counter[int] = Counter()
+    fooled_at: dict[int, int] = {}
+    for call, (owner, logits) in enumerate(rec.calls):
+        assert owner.unique().numel() == owner.numel()  # a sample at most once per call
+        margin_ok = logits.argmax(1) == y[owner]
+        for i, ok in zip(owner.tolist(), margin_ok.tolist(), strict=True):
+            assert i not in fooled_at, "a fooled sample was queried again"
+            counts[i] += 1
+            if not ok:
+                fooled_at[i] = call
+    assert len(rec.calls) <= queries + 1
+    assert max(counts.values()) == queries + 1  # robust points use the whole budget
+    assert set(counts) == set(range(len(x)))
+    clean_wrong = [i for i in range(len(x)) if counts[i] == 1]
+    assert all(fooled_at.get(i) == 0 for i in clean_wrong)
+
+
+def test_p_schedule() -> None:
+    assert p_selection(0.8, 0, 10000) == 0.8
+    assert p_selection(0.8, 10, 10000) == 0.8
+    assert p_selection(0.8, 11, 10000) == 0.4
+    assert p_selection(0.8, 201, 10000) == 0.1
+    assert p_selection(0.8, 9999, 10000) == pytest.approx(0.8 / 512)
+    # Rescaled to a shorter run: iteration 2 of 1000 is iteration 20 of 10 000.
+    assert p_selection(0.8, 2, 1000) == 0.4
+
+
+def test_restores_training_mode(digits_model) -> None:
+    model, x, y = digits_model
+    model.train()
+    try:
+        square(model, x[:8], y[:8], eps=0.1, queries=5)
+        assert model.training
+    finally:
+        model.eval()
+
+
+class _Exploding(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        raise AssertionError("a zero budget must not call the model")
+
+
+@pytest.mark.parametrize(("eps", "queries"), [(0.0, 100), (0.1, 0)])
+def test_zero_budget_returns_input(eps: float, queries: int) -> None:
+    x = torch.rand(3, 1, 8, 8)
+    out = square(_Exploding(), x, torch.zeros(3, dtype=torch.long), eps=eps, queries=queries)
+    assert torch.equal(out, x) and out.data_ptr() != x.data_ptr()
+
+
+def test_rejects_non_images() -> None:
+    with pytest.raises(ValueError, match="N, C, H, W"):
+        square(nn.Identity(), torch.rand(2, 4), torch.zeros(2, dtype=torch.long), eps=0.1)
+    with pytest.raises(ValueError, match="linf"):
+        square(
+            nn.Identity(),
+            torch.rand(2, 1, 4, 4),
+            torch.zeros(2, dtype=torch.long),
+            eps=0.1,
+            norm="l3",
+        )
