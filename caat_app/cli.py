@@ -135,7 +135,9 @@ def train(
     bn: str | None = typer.Option(None, help="BatchNorm: standard or batchstats"),
     loss: str | None = typer.Option(None, help="adversarial loss: ce, trades, clp"),
     beta: float | None = typer.Option(None, help="TRADES / CLP weight (default 6 / 0.5)"),
-    attack: str | None = typer.Option(None, help="training attack: pgd or fgsm"),
+    attack: str | None = typer.Option(
+        None, help="training attack: pgd, fgsm, mifgsm, apgd-ce, apgd-dlr, apgd-t"
+    ),
     norm: str | None = typer.Option(None, help="budget norm: linf or l2"),
     eps: str | None = typer.Option(None, help="budget ε, e.g. 0.3 or 8/255"),
     alpha: str | None = typer.Option(None, help="attack step (default ε/4), e.g. 2/255"),
@@ -183,7 +185,9 @@ def sweep_command(
     bn: str | None = typer.Option(None, help="BatchNorm: standard or batchstats"),
     loss: str | None = typer.Option(None, help="adversarial loss: ce, trades, clp (a list too)"),
     beta: str | None = typer.Option(None, help="TRADES / CLP weight (default 6 / 0.5)"),
-    attack: str | None = typer.Option(None, help="training attack: pgd or fgsm"),
+    attack: str | None = typer.Option(
+        None, help="training attack: pgd, fgsm, mifgsm, apgd-ce, apgd-dlr, apgd-t"
+    ),
     norm: str | None = typer.Option(None, help="budget norm: linf or l2"),
     eps: str | None = typer.Option(None, help="budget ε, e.g. 0.3 or a list: 8/255,16/255"),
     alpha: str | None = typer.Option(None, help="attack step (default ε/4), e.g. 2/255"),

@@ -32,7 +32,7 @@ DATASETS = ("digits", "mnist", "cifar10", "cifar100")
 MODELS = ("linear", "cnn", "resnet18", "resnet34", "wrn28-10")
 BN_MODES = ("standard", "batchstats")
 LOSSES = ("ce", "trades", "clp")
-ATTACKS = ("pgd", "fgsm")
+ATTACKS = ("pgd", "fgsm", "mifgsm", "apgd-ce", "apgd-dlr", "apgd-t")
 NORMS = ("linf", "l2")
 DEFAULT_BETA = {"ce": 0.0, "trades": 6.0, "clp": 0.5}
 
@@ -112,7 +112,7 @@ class RunConfig(BaseModel):
     bn: Literal["standard", "batchstats"] = "standard"
     loss: Literal["ce", "trades", "clp"] = "ce"
     beta: float | None = Field(None, ge=0.0, description="TRADES KL / CLP pairing weight")
-    attack: Literal["pgd", "fgsm"] = "pgd"
+    attack: Literal["pgd", "fgsm", "mifgsm", "apgd-ce", "apgd-dlr", "apgd-t"] = "pgd"
     norm: Literal["linf", "l2"] = "linf"
     eps: Budget = Field(0.3, ge=0.0)
     alpha: Budget | None = Field(None, gt=0.0, description="attack step; default eps/4")
@@ -140,6 +140,15 @@ class RunConfig(BaseModel):
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
             raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _check_attack_objective(self) -> RunConfig:
+        if self.loss == "trades" and self.attack.startswith("apgd"):
+            raise ValueError(
+                f"attack: {self.attack} brings its own objective; TRADES needs pgd, fgsm "
+                "or mifgsm (they ascend the TRADES KL)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_preset(self) -> RunConfig:
@@ -181,6 +190,9 @@ def _complaints(error: ValidationError) -> dict[str, str]:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = f"unknown option; known: {', '.join(FIELDS)}"
+        field, _, rest = msg.partition(": ")
+        if where == "config" and field in FIELDS:  # a check across fields names its field
+            where, msg = field, rest
         found.setdefault(where, msg)
     return found
 

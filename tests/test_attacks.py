@@ -196,13 +196,14 @@ def test_model_state_and_grads_are_restored(name: str) -> None:
     before = _snapshot(model)
     seen: list[bool] = []
 
-    def spy(logits: Tensor, y: Tensor) -> Tensor:
-        # Inside the attack: eval mode, no parameter needs a gradient.
+    def spy(module: nn.Module, args: tuple) -> None:
+        # Every forward inside the attack: eval mode, no parameter needs a gradient.
         seen.append(model.training or any(p.requires_grad for p in model.parameters()))
-        return F.cross_entropy(logits, y, reduction="sum")
 
+    hook = model.register_forward_pre_hook(spy)
     x, y = torch.rand(4, 1, 8, 8), torch.arange(4)
-    run_attack(name, model, x, y, eps=0.1, alpha=0.05, steps=3, norm="linf", loss_fn=spy)
+    run_attack(name, model, x, y, eps=0.1, alpha=0.05, steps=3, norm="linf")
+    hook.remove()
     assert seen and not any(seen)
     _assert_same(before, _snapshot(model))
 

@@ -39,6 +39,7 @@ def test_budget_rejects_garbage(text: str) -> None:
         ({"attack": "cw"}, "attack"),
         ({"device": "tpu"}, "device"),
         ({"bogus": 1}, "bogus"),
+        ({"loss": "trades", "attack": "apgd-ce"}, "attack"),
     ],
 )
 def test_bad_values_name_their_field_in_one_line(options: dict, field: str) -> None:

@@ -102,8 +102,21 @@ def test_stop_request_ends_cancelled_with_a_checkpoint(digits, tmp_path) -> None
         {"attack": "fgsm", "norm": "l2", "eps": 1.0},
         {"bn": "batchstats", "augment": True},
         {"gamma": 1.0},
+        {"attack": "mifgsm"},
+        {"attack": "apgd-ce"},
+        {"attack": "apgd-t", "loss": "clp"},
     ],
-    ids=["trades", "clp", "layer", "fgsm-l2", "batchstats-augment", "gamma-1"],
+    ids=[
+        "trades",
+        "clp",
+        "layer",
+        "fgsm-l2",
+        "batchstats-augment",
+        "gamma-1",
+        "mifgsm",
+        "apgd-ce",
+        "apgd-t-clp",
+    ],
 )
 def test_variants_train(digits, options) -> None:
     result, sink = _train(digits, epochs=1, attack_steps=2, eval_steps=2, **options)
