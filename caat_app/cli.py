@@ -730,6 +730,122 @@ def front(
         out.print(Text(sentence))
 
 
+@app.command(name="eval")
+def eval_command(
+    runs: list[str] = typer.Argument(..., help="run ids or names"),
+    attacks: str = typer.Option(
+        "fgsm,pgd,apgd-ce",
+        help="comma list: fgsm, pgd, mifgsm, apgd-ce, apgd-dlr, apgd-t, "
+        "fab, fab-t, square, autoattack, autoattack-fast; quote AutoAttack's number",
+    ),
+    eps: str = typer.Option(
+        "", help="comma list of budgets, e.g. 8/255,16/255 (default: the run's)"
+    ),
+    norm: str = typer.Option("linf", help="linf or l2"),
+    n: int = typer.Option(1000, min=0, help="first N test images, stratified (0: all)"),
+    checkpoint: str = typer.Option("best", help="best (chosen on validation) or last"),
+    force: bool = typer.Option(False, "--force", help="measure again what the store has"),
+    as_json: bool = typer.Option(False, "--json", help="one record per attack and budget"),
+    csv_out: bool = typer.Option(False, "--csv", help="CSV on stdout"),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
+    db: str | None = DbOption,
+) -> None:
+    """Robust accuracy of saved runs under the attack zoo, with a gradient-masking report."""
+    from caat_app.config import parse_budget
+    from caat_app.evaluate import evaluate_run
+    from caat_app.masking import masking_report, summary, to_json
+
+    names = [a.strip() for a in attacks.split(",") if a.strip()]
+    try:
+        budgets = [parse_budget(e) for e in eps.split(",") if e.strip()]
+    except ValueError as exc:
+        raise CaatError(f"--eps: {exc}") from None
+    if any(b < 0 for b in budgets):
+        raise CaatError("--eps: budgets cannot be negative")
+    store = open_store(db)
+    records = [store.find_run(ref) for ref in runs]
+    report: list[dict[str, Any]] = []
+    for record in records:
+        run_budgets = budgets or [json.loads(record.config)["eps"]]
+        rows = evaluate_run(
+            store,
+            record,
+            attacks=names,
+            eps_list=run_budgets,
+            norm=norm,
+            n=n,
+            checkpoint=checkpoint,
+            force=force,
+            device=device,
+            on_result=None if as_json or csv_out else _eval_progress,
+        )
+        clean = next(r["accuracy"] for r in rows if r["attack"] == "clean")
+        attacked = [r for r in rows if r["attack"] != "clean"]
+        checks = masking_report(attacked, clean=clean)
+        report.append(
+            {
+                "run": record.id,
+                "name": record.name,
+                "clean": clean,
+                "results": attacked,
+                "masking": to_json(checks),
+                "batch_dependent": json.loads(record.config).get("bn") == "batchstats",
+            }
+        )
+        if not (as_json or csv_out):
+            _eval_table(record, clean, attacked, names, run_budgets)
+            out.print(Text(summary(checks)))
+            for check in checks:
+                mark = {True: "ok  ", False: "FLAG", None: "n/a "}[check.passed]
+                out.print(Text(f"  {mark} {check.name}: {check.detail}"))
+            if report[-1]["batch_dependent"]:
+                out.print(
+                    Text(
+                        "  note: BatchNorm in batchstats mode: predictions depend on the "
+                        "batch (fixed batches of 256 here)"
+                    )
+                )
+    if as_json:
+        print(json.dumps(report if len(report) > 1 else report[0], indent=2))
+    elif csv_out:
+        sys.stdout.write(
+            _rows_csv(
+                {"run": r["run"], **{k: v for k, v in row.items() if k != "settings"}}
+                for r in report
+                for row in r["results"]
+            )
+        )
+
+
+def _eval_progress(row: dict[str, Any]) -> None:
+    if row["attack"] != "clean":
+        where = "stored" if row["cached"] else f"{row['seconds']:.1f} s"
+        err.print(
+            Text(f"  {row['attack']} at ε={row['eps']:.4g}: {100 * row['accuracy']:.1f}% ({where})")
+        )
+
+
+def _eval_table(
+    record: Run, clean: float, rows: list[dict[str, Any]], names: list[str], budgets: list[float]
+) -> None:
+    """The paper's layout: attacks as columns, budgets as rows, SA in front."""
+    table = Table(
+        title=Text(
+            f"run {record.id} ({record.name}): accuracy in % "
+            f"on {rows[0]['samples'] if rows else 0} test images"
+        ),
+        title_justify="left",
+    )
+    table.add_column("ε")
+    table.add_column("SA", justify="right")
+    for name in names:
+        table.add_column(name, justify="right")
+    for budget in budgets:
+        found = {r["attack"]: r["accuracy"] for r in rows if r["eps"] == budget}
+        table.add_row(_fmt(budget, 4), _pct(clean), *[_pct(found.get(name)) for name in names])
+    out.print(table)
+
+
 @app.command()
 def rename(
     run: str = typer.Argument(..., help="run id or name"),

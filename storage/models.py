@@ -140,6 +140,29 @@ class EpochMetric(SQLModel, table=True):
     lr: float | None = None
 
 
+class EvalResult(SQLModel, table=True):
+    """One attack at one budget on one checkpoint: what `caat eval` measured.
+
+    `settings` holds the attack's settings as JSON; together with the run, checkpoint,
+    attack, norm, ε and sample count it identifies an evaluation, so an identical one
+    is reused instead of run again.
+    """
+
+    __tablename__ = "eval_result"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id", index=True, ondelete="CASCADE")
+    checkpoint: str
+    attack: str
+    norm: str
+    eps: float
+    samples: int
+    accuracy: float
+    seconds: float
+    settings: str = "{}"
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
 class Meta(SQLModel, table=True):
     """Key/value facts about the store itself, `schema_version` first of all."""
 
@@ -153,6 +176,7 @@ TABLES: list[Any] = [
     Run.__table__,  # type: ignore[attr-defined]
     StepMetric.__table__,  # type: ignore[attr-defined]
     EpochMetric.__table__,  # type: ignore[attr-defined]
+    EvalResult.__table__,  # type: ignore[attr-defined]
     Meta.__table__,  # type: ignore[attr-defined]
 ]
 """Only our tables: other SQLModel tables that happen to be imported are not ours to create."""

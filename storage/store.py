@@ -32,7 +32,16 @@ from sqlmodel import Session, SQLModel, select
 
 from storage.engine import _sqlite_file, make_engine, write_engine
 from storage.location import caat_home
-from storage.models import SCHEMA_VERSION, TABLES, EpochMetric, Meta, Run, StepMetric, utcnow
+from storage.models import (
+    SCHEMA_VERSION,
+    TABLES,
+    EpochMetric,
+    EvalResult,
+    Meta,
+    Run,
+    StepMetric,
+    utcnow,
+)
 
 
 class StoreError(Exception):
@@ -903,6 +912,29 @@ class Store:
         )
         with self._read() as session:
             return list(session.exec(statement).all())
+
+    # -- evaluations -------------------------------------------------------------------------
+
+    def add_evals(self, run_id: int, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Record evaluation results in one transaction (an identical one is replaced)."""
+        keys = ("checkpoint", "attack", "norm", "eps", "samples", "settings")
+        with self._write() as session:
+            if session.get(Run, run_id) is None:
+                raise StoreError(f"no run {run_id} in {self._where}")
+            for row in rows:
+                same = [getattr(EvalResult, k) == row[k] for k in keys]
+                session.execute(
+                    delete(EvalResult).where(EvalResult.run_id == run_id, *same)  # type: ignore[arg-type]
+                )
+                session.add(EvalResult(run_id=run_id, **row))
+
+    def evals(self, run_id: int, *, checkpoint: str | None = None) -> list[EvalResult]:
+        """A run's evaluation results, oldest first."""
+        statement = select(EvalResult).where(EvalResult.run_id == run_id)
+        if checkpoint is not None:
+            statement = statement.where(EvalResult.checkpoint == checkpoint)
+        with self._read() as session:
+            return list(session.exec(statement.order_by(EvalResult.id)).all())  # type: ignore[arg-type]
 
 
 class BatchWriter:

@@ -1,7 +1,8 @@
 """Functional adversarial attacks on models that take images in [0, 1].
 
 One file per family: `fgsm`, `pgd`, `mifgsm`, `apgd` (AutoPGD with CE, DLR and targeted
-DLR), `fab` (minimal-norm, untargeted and targeted) and `square` (black-box). Each is
+DLR), `fab` (minimal-norm, untargeted and targeted), `square` (black-box) and the
+`autoattack` ensemble (standard: APGD-CE, APGD-T, FAB-T, Square; fast: the first two). Each is
 `attack(model, x, y, *, eps, norm, ...) -> x_adv`; `run_attack` picks a training attack
 by its config name.
 """
@@ -20,6 +21,7 @@ from caat_app.attacks._common import (
     random_init,
 )
 from caat_app.attacks.apgd import apgd, dlr_loss, dlr_targeted_loss
+from caat_app.attacks.autoattack import autoattack
 from caat_app.attacks.fab import fab, fab_distance
 from caat_app.attacks.fgsm import fgsm
 from caat_app.attacks.mifgsm import mifgsm
@@ -33,6 +35,7 @@ __all__ = [
     "LossFn",
     "apgd",
     "attack_mode",
+    "autoattack",
     "dlr_loss",
     "dlr_targeted_loss",
     "fab",
