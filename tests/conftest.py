@@ -23,3 +23,30 @@ def _utc_clock(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
+
+
+@pytest.fixture(scope="session")
+def digits_linear() -> tuple:
+    """Logistic regression on digits (~95% clean test accuracy), trained once per session.
+
+    The attack tests share it: a fixed, well-trained model gives their budgets something
+    to break, and training it once keeps the suite fast.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from caat_app.data import load_dataset
+    from caat_app.models import build_model
+
+    torch.manual_seed(0)
+    data = load_dataset("digits")
+    model = build_model(
+        "linear", in_channels=1, num_classes=10, image_size=8, mean=data.mean, std=data.std
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(300):
+        opt.zero_grad()
+        F.cross_entropy(model(data.x_train), data.y_train).backward()
+        opt.step()
+    model.eval()
+    return model, data.x_test, data.y_test

@@ -9,7 +9,6 @@ from torch import Tensor, nn
 
 from caat_app.attacks.apgd import apgd, apgd_checkpoints, dlr_loss, dlr_targeted_loss
 from caat_app.attacks.pgd import pgd
-from caat_app.data import load_dataset
 from caat_app.models import build_model
 
 EPS = {"linf": 0.1, "l2": 1.0}
@@ -17,20 +16,12 @@ N = 120  # test points attacked per case: enough to compare attacks, small enoug
 
 
 @pytest.fixture(scope="module")
-def digits_model() -> tuple[nn.Module, Tensor, Tensor]:
-    """Logistic regression on digits (~95% clean), the same recipe as test_attacks."""
-    torch.manual_seed(0)
-    data = load_dataset("digits")
-    model = build_model(
-        "linear", in_channels=1, num_classes=10, image_size=8, mean=data.mean, std=data.std
-    )
-    opt = torch.optim.Adam(model.parameters(), lr=0.05)
-    for _ in range(300):
-        opt.zero_grad()
-        F.cross_entropy(model(data.x_train), data.y_train).backward()
-        opt.step()
-    model.eval()
-    return model, data.x_test[:N], data.y_test[:N]
+def digits_model(
+    digits_linear: tuple[nn.Module, Tensor, Tensor],
+) -> tuple[nn.Module, Tensor, Tensor]:
+    """The session's logistic regression on digits (tests/conftest.py)."""
+    model, x, y = digits_linear
+    return model, x[:N], y[:N]
 
 
 def _correct(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:

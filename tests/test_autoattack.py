@@ -7,15 +7,12 @@ from itertools import pairwise
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from caat_app.attacks.apgd import apgd
 from caat_app.attacks.autoattack import autoattack
 from caat_app.attacks.fab import fab
 from caat_app.attacks.square import square
-from caat_app.data import load_dataset
-from caat_app.models import build_model
 
 EPS = {"linf": 0.08, "l2": 0.5}  # budgets where the ensemble breaks some points, not all
 N = 120
@@ -23,20 +20,12 @@ FAST = {"steps": 10, "queries": 100, "target_classes": 3}
 
 
 @pytest.fixture(scope="module")
-def digits_model() -> tuple[nn.Module, Tensor, Tensor]:
-    """Logistic regression on digits (~95% clean), the recipe of test_apgd."""
-    torch.manual_seed(0)
-    data = load_dataset("digits")
-    model = build_model(
-        "linear", in_channels=1, num_classes=10, image_size=8, mean=data.mean, std=data.std
-    )
-    opt = torch.optim.Adam(model.parameters(), lr=0.05)
-    for _ in range(300):
-        opt.zero_grad()
-        F.cross_entropy(model(data.x_train), data.y_train).backward()
-        opt.step()
-    model.eval()
-    return model, data.x_test[:N], data.y_test[:N]
+def digits_model(
+    digits_linear: tuple[nn.Module, Tensor, Tensor],
+) -> tuple[nn.Module, Tensor, Tensor]:
+    """The session's logistic regression on digits (tests/conftest.py)."""
+    model, x, y = digits_linear
+    return model, x[:N], y[:N]
 
 
 def _correct(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:

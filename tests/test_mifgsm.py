@@ -9,27 +9,17 @@ from torch import Tensor, nn
 
 from caat_app.attacks.fgsm import fgsm
 from caat_app.attacks.mifgsm import mifgsm
-from caat_app.data import load_dataset
 from caat_app.models import build_model
 
 EPS = {"linf": 0.1, "l2": 1.0}
 
 
 @pytest.fixture(scope="module")
-def digits_model() -> tuple[nn.Module, Tensor, Tensor]:
-    """Logistic regression on digits, trained to ~95% so the attack has something to break."""
-    torch.manual_seed(0)
-    data = load_dataset("digits")
-    model = build_model(
-        "linear", in_channels=1, num_classes=10, image_size=8, mean=data.mean, std=data.std
-    )
-    opt = torch.optim.Adam(model.parameters(), lr=0.1)
-    for _ in range(100):
-        opt.zero_grad()
-        F.cross_entropy(model(data.x_train), data.y_train).backward()
-        opt.step()
-    model.eval()
-    return model, data.x_test, data.y_test
+def digits_model(
+    digits_linear: tuple[nn.Module, Tensor, Tensor],
+) -> tuple[nn.Module, Tensor, Tensor]:
+    """The session's logistic regression on digits (tests/conftest.py)."""
+    return digits_linear
 
 
 def _accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
