@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from caat_app.config import format_budget
 from storage import Run
 
 # (label, Run attribute): the final metrics compared, best epoch first (chosen on validation).
@@ -96,8 +97,7 @@ def axis_labels(runs: list[Run], *, split: str = "test") -> tuple[str, str]:
     where = "test" if split == "test" else "validation"
     if len(budgets) == 1:
         norm, eps, steps = budgets.pop()
-        k = round((eps or 0) * 255)
-        eps_text = f"{k}/255" if k and abs((eps or 0) * 255 - k) < 1e-9 else f"{eps:g}"
+        eps_text = format_budget(eps or 0.0)
         norm_text = "L∞" if norm == "linf" else "L2"
         aa = f"PGD-{steps} {norm_text} accuracy at ε = {eps_text}, {where} (%)"
     else:

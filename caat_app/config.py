@@ -250,12 +250,21 @@ def field_errors(options: dict[str, Any]) -> dict[str, str]:
     return {}
 
 
+def format_budget(eps: float, *, exact: bool = False) -> str:
+    """A budget as people write it: `8/255` on the 8-bit pixel grid, else the number.
+
+    `exact` keeps every digit off the grid (a command line must rebuild the same float).
+    """
+    k = round(eps * 255)
+    if 0 < k < 255 and abs(eps * 255 - k) < (1e-9 if exact else 1e-6):
+        return f"{k}/255"
+    return repr(eps) if exact else f"{eps:g}"
+
+
 def _cli_value(name: str, value: Any) -> str:
-    """Budgets on the 8-bit pixel grid read best as k/255; other floats keep every digit."""
+    """Budgets read best as k/255; other floats keep every digit."""
     if name in {"eps", "alpha"}:
-        k = round(value * 255)
-        if k and abs(value * 255 - k) < 1e-9:
-            return f"{k}/255"
+        return format_budget(value, exact=True)
     return repr(value) if isinstance(value, float) else str(value)
 
 

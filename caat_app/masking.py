@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from itertools import pairwise
 from typing import Any
 
+from caat_app.config import format_budget
+
 NEAR_ZERO = 0.05  # accuracy that counts as "broken" at a very large budget
 VERY_LARGE_RATIO = 4.0  # a budget this many times the smallest counts as very large
 PGD_GAP = 0.05  # PGD above AutoAttack by more than this: PGD overestimates robustness
@@ -31,12 +33,7 @@ class Check:
     detail: str
 
 
-def _eps(e: float) -> str:
-    """A budget as people write it: 8/255 when it is one, else the plain number."""
-    k = e * 255
-    if 0 < e < 1 and abs(k - round(k)) < 1e-6:
-        return f"{round(k)}/255"
-    return f"{e:g}"
+_eps = format_budget
 
 
 def _pts(v: float) -> str:
