@@ -647,7 +647,7 @@ def front(
 ) -> None:
     """The SA-AA front of finished runs: points, each family's front, hypervolume, verdict."""
     from caat_app.compare import SPLITS, axis_labels, points_from_runs
-    from caat_app.front import report
+    from caat_app.front import POINT_COLUMNS, point_cells, report
 
     if split not in SPLITS:
         raise CaatError(f"--split: unknown {split!r}; choose one of {', '.join(SPLITS)}")
@@ -704,19 +704,10 @@ def front(
         print(json.dumps(rep, indent=2))
         return
     table = Table(title=Text(f"SA-AA points ({split} split, %)"), title_justify="left")
-    for col in ("family", "setting", "SA", "AA", "seeds", "front", "runs"):
+    for col in POINT_COLUMNS:
         table.add_column(col, justify="left" if col in {"family", "setting", "runs"} else "right")
     for p in rep["points"]:
-        spread = p["seeds"] > 1
-        table.add_row(
-            Text(p["family"]),
-            Text(p["label"]),
-            f"{100 * p['sa']:.1f}" + (f" ± {100 * p['sa_std']:.1f}" if spread else ""),
-            f"{100 * p['aa']:.1f}" + (f" ± {100 * p['aa_std']:.1f}" if spread else ""),
-            str(p["seeds"]),
-            "yes" if p["on_front"] else "",
-            " ".join(str(i) for i in p["run_ids"]),
-        )
+        table.add_row(*[Text(cell) for cell in point_cells(p)])
     out.print(table)
     for family, info in rep["families"].items():
         out.print(

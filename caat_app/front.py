@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
@@ -418,3 +418,24 @@ def _compare_sentence(
     big, small = (a, b) if hvs[a] > hvs[b] else (b, a)
     sbig, ssmall = _hv_pair(hvs[big], hvs[small])
     return f"{head}: {big} has the larger hypervolume ({sbig} vs {ssmall})."
+
+
+POINT_COLUMNS = ("family", "setting", "SA", "AA", "seeds", "on front", "runs")
+
+
+def point_cells(point: Mapping[str, Any]) -> list[str]:
+    """One point of `report()` as table cells (%, ± sample std when there are seeds)."""
+    spread = point["seeds"] > 1
+
+    def pct(key: str) -> str:
+        return f"{100 * point[key]:.1f}" + (f" ± {100 * point[key + '_std']:.1f}" if spread else "")
+
+    return [
+        point["family"],
+        point["label"],
+        pct("sa"),
+        pct("aa"),
+        str(point["seeds"]),
+        "yes" if point["on_front"] else "",
+        " ".join(str(i) for i in point["run_ids"]),
+    ]

@@ -15,6 +15,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from textual_plotext import PlotextPlot
 
 from caat_app.compare import SPLITS, axis_labels, points_from_runs
+from caat_app.front import POINT_COLUMNS, point_cells
 from screens.messages import StoreFailed
 
 if TYPE_CHECKING:
@@ -137,18 +138,9 @@ class FrontScreen(Screen[None]):
         self.query_one("#front-verdict", Static).update(verdict)
         table = self.query_one("#front-points", DataTable)
         table.clear(columns=True)
-        table.add_columns("family", "setting", "SA", "AA", "seeds", "on front", "runs")
-        for p in rep["points"]:
-            spread = p["seeds"] > 1
-            table.add_row(
-                Text(p["family"]),
-                Text(p["label"]),
-                f"{100 * p['sa']:.1f}" + (f" ± {100 * p['sa_std']:.1f}" if spread else ""),
-                f"{100 * p['aa']:.1f}" + (f" ± {100 * p['aa_std']:.1f}" if spread else ""),
-                str(p["seeds"]),
-                "yes" if p["on_front"] else "",
-                ",".join(str(i) for i in p["run_ids"]),
-            )
+        table.add_columns(*POINT_COLUMNS)
+        for point in rep["points"]:
+            table.add_row(*[Text(cell) for cell in point_cells(point)])
 
     def action_split(self) -> None:
         self.split = SPLITS[(SPLITS.index(self.split) + 1) % len(SPLITS)]

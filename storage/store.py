@@ -258,28 +258,26 @@ def _breaks_lines(text: str) -> bool:
     return any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in text)
 
 
-def check_name(name: str) -> str:
-    """A run name stripped, or ValueError: it is shown on one line of a table."""
+def _check_label(name: str, what: str, limit: int) -> str:
+    """A name stripped, or a ValueError saying why: it is shown on one line of a table."""
     text = name.strip()
     if not text:
-        raise ValueError("a run name cannot be empty")
-    if len(text) > MAX_NAME_LENGTH:
-        raise ValueError(f"a run name is at most {MAX_NAME_LENGTH} characters, got {len(text)}")
+        raise ValueError(f"a {what} name cannot be empty")
+    if len(text) > limit:
+        raise ValueError(f"a {what} name is at most {limit} characters, got {len(text)}")
     if _breaks_lines(text):
-        raise ValueError("a run name cannot contain line breaks or control characters")
+        raise ValueError(f"a {what} name cannot contain line breaks or control characters")
     return text
+
+
+def check_name(name: str) -> str:
+    """A run name, stripped, or ValueError."""
+    return _check_label(name, "run", MAX_NAME_LENGTH)
 
 
 def check_sweep_name(name: str) -> str:
-    """A sweep name stripped, or ValueError: it prefixes run names and shows in one cell."""
-    text = name.strip()
-    if not text:
-        raise ValueError("a sweep name cannot be empty")
-    if len(text) > MAX_SWEEP_LENGTH:
-        raise ValueError(f"a sweep name is at most {MAX_SWEEP_LENGTH} characters, got {len(text)}")
-    if _breaks_lines(text):
-        raise ValueError("a sweep name cannot contain line breaks or control characters")
-    return text
+    """A sweep name, stripped, or ValueError: it prefixes its runs' names."""
+    return _check_label(name, "sweep", MAX_SWEEP_LENGTH)
 
 
 def normalise_tags(tags: Sequence[str]) -> list[str]:
