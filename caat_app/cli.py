@@ -226,8 +226,8 @@ def sweep_command(
 
     from caat_app.config import ConfigError
     from caat_app.launcher import list_gpus
+    from caat_app.progress import SweepProgress
     from caat_app.sweep import (
-        SweepProgress,
         check_sweep,
         counts_text,
         expand,

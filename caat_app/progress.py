@@ -1,4 +1,4 @@
-"""A rich progress bar that shows φ, μ and the accuracies live while `caat train` runs."""
+"""Rich progress bars for the terminal: a training run's epochs, a sweep's runs."""
 
 from __future__ import annotations
 
@@ -6,26 +6,36 @@ from types import TracebackType
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from caat_app.sweep import counts_text
 
 
-class ProgressSink:
-    """A trainer sink that only draws; the store sink does the recording."""
+class LiveBar:
+    """A bar with a live text column (never parsed as markup), used as a context manager."""
 
-    def __init__(self, console: Console, name: str, epochs: int) -> None:
+    def __init__(
+        self, console: Console, description: str, total: int | None, clock: ProgressColumn
+    ) -> None:
         self.progress = Progress(
             TextColumn("{task.description}", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[live]}", markup=False),
-            TimeRemainingColumn(),
+            clock,
             console=console,
         )
-        self.task = self.progress.add_task(name, total=epochs, live="")
-        self.step_text = ""
-        self.epoch_text = ""
+        self.task = self.progress.add_task(description, total=total, live="")
 
-    def __enter__(self) -> ProgressSink:
+    def __enter__(self) -> Any:
         self.progress.start()
         return self
 
@@ -36,6 +46,15 @@ class ProgressSink:
         tb: TracebackType | None,
     ) -> None:
         self.progress.stop()
+
+
+class ProgressSink(LiveBar):
+    """A trainer sink that draws φ, μ and the accuracies live; the store sink records."""
+
+    def __init__(self, console: Console, name: str, epochs: int) -> None:
+        super().__init__(console, name, epochs, TimeRemainingColumn())
+        self.step_text = ""
+        self.epoch_text = ""
 
     def _refresh(self) -> None:
         self.progress.update(self.task, live=f"{self.step_text}{self.epoch_text}")
@@ -52,3 +71,22 @@ class ProgressSink:
 
     def should_stop(self) -> bool:
         return False
+
+
+class SweepProgress(LiveBar):
+    """`caat sweep`: configs ended out of the grid, and the count per status."""
+
+    ENDED = ("finished", "failed", "diverged", "cancelled")
+
+    def __init__(self, console: Console, name: str) -> None:
+        super().__init__(console, f"sweep {name}", None, TimeElapsedColumn())
+        self.stopping = False
+
+    def __call__(self, counts: dict[str, int]) -> None:
+        live = counts_text(counts) + ("  (stopping…)" if self.stopping else "")
+        self.progress.update(
+            self.task,
+            total=sum(counts.values()),
+            completed=sum(counts.get(s, 0) for s in self.ENDED),
+            live=live,
+        )

@@ -14,17 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import product
-from types import TracebackType
 from typing import Any, Literal
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from caat_app.config import ConfigError, RunConfig, build_config, config_from_json, parse_budget
 from caat_app.errors import CaatError
@@ -453,42 +443,3 @@ def counts_text(counts: Mapping[str, int]) -> str:
         s for s in counts if s not in STATUS_ORDER and counts[s]
     ]
     return " · ".join(f"{status} {counts[status]}" for status in order) or "no runs"
-
-
-class SweepProgress:
-    """A live bar for `caat sweep`: configs ended out of the grid, and the count per status."""
-
-    ENDED = ("finished", "failed", "diverged", "cancelled")
-
-    def __init__(self, console: Console, name: str) -> None:
-        self.progress = Progress(
-            TextColumn("{task.description}", markup=False),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[live]}", markup=False),
-            TimeElapsedColumn(),
-            console=console,
-        )
-        self.task = self.progress.add_task(f"sweep {name}", total=None, live="")
-        self.stopping = False
-
-    def __enter__(self) -> SweepProgress:
-        self.progress.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.progress.stop()
-
-    def __call__(self, counts: dict[str, int]) -> None:
-        live = counts_text(counts) + ("  (stopping…)" if self.stopping else "")
-        self.progress.update(
-            self.task,
-            total=sum(counts.values()),
-            completed=sum(counts.get(s, 0) for s in self.ENDED),
-            live=live,
-        )
