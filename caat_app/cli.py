@@ -23,8 +23,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from caat_app.config import RunConfig, build_config, load_config_file
+from caat_app.config import RunConfig, build_config, format_budget, load_config_file
 from caat_app.errors import CaatError
+from caat_app.evalplan import DEFAULT_ATTACKS as DEFAULT_EVAL_ATTACKS
 from caat_app.runs import create_run
 from storage import Run, RunStatus, Store, StoreError, resolve_db_url
 
@@ -639,13 +640,24 @@ def front(
         None, "--filter", help="only runs matching this text (as the dashboard's filter)"
     ),
     split: str = typer.Option("test", help="accuracies of the test or the val split"),
+    attack: str | None = typer.Option(
+        None,
+        help="AA from `caat eval` results of this attack (e.g. autoattack), not training's PGD",
+    ),
+    eps: str | None = typer.Option(None, help="with --attack: its budget (default: the runs' ε)"),
+    norm: str = typer.Option("linf", help="with --attack: linf or l2"),
+    checkpoint: str = typer.Option("best", help="with --attack: best or last"),
     ref: str = typer.Option("0,0", help="hypervolume reference point SA,AA in [0, 1]"),
     plot: Path | None = typer.Option(None, "--plot", help="write a figure: .png, .svg or .pdf"),
     csv_path: Path | None = typer.Option(None, "--csv", help="write the points as CSV"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
     db: str | None = DbOption,
 ) -> None:
-    """The SA-AA front of finished runs: points, each family's front, hypervolume, verdict."""
+    """The SA-AA front of finished runs: points, each family's front, hypervolume, verdict.
+
+    AA is the per-epoch PGD accuracy of training's best epoch, or with --attack the
+    accuracy `caat eval` measured (SA then from the same evaluated images).
+    """
     from caat_app.compare import SPLITS, axis_labels, points_from_runs
     from caat_app.front import POINT_COLUMNS, point_cells, report
 
@@ -661,12 +673,20 @@ def front(
         raise CaatError("give --sweep or --filter, not both")
     if plot is not None and plot.suffix.lower() not in {".png", ".svg", ".pdf"}:
         raise CaatError(f"--plot: {plot.name} is not .png, .svg or .pdf")
+    if attack is None and eps is not None:
+        raise CaatError("--eps chooses the budget of an evaluated --attack; give --attack too")
     store = open_store(db)
     runs = store.sweep_runs(sweep) if sweep else store.list_runs(search=filter_text)
     finished = [r for r in runs if r.status == "finished"]
-    rep = report(points_from_runs(finished, split=split), ref=ref_point)  # type: ignore[arg-type]
-    sa_label, aa_label = axis_labels(finished, split=split) if finished else ("SA", "AA")
-    rep["axes"] = {"sa": sa_label, "aa": aa_label, "split": split}
+    if attack is None:
+        points = points_from_runs(finished, split=split)
+        sa_label, aa_label = axis_labels(finished, split=split) if finished else ("SA", "AA")
+        rep = report(points, ref=ref_point)  # type: ignore[arg-type]
+        rep["axes"] = {"sa": sa_label, "aa": aa_label, "split": split}
+    else:
+        rep, sa_label, aa_label = _eval_front(
+            store, finished, attack, eps, norm, checkpoint, ref_point
+        )
     if plot is not None:
         from caat_app.figure import save_front_figure
 
@@ -703,7 +723,8 @@ def front(
     if as_json:
         print(json.dumps(rep, indent=2))
         return
-    table = Table(title=Text(f"SA-AA points ({split} split, %)"), title_justify="left")
+    scope = f"AA: {rep['axes']['attack']}" if attack else f"{split} split"
+    table = Table(title=Text(f"SA-AA points ({scope}, %)"), title_justify="left")
     for col in POINT_COLUMNS:
         table.add_column(col, justify="left" if col in {"family", "setting", "runs"} else "right")
     for p in rep["points"]:
@@ -721,81 +742,123 @@ def front(
         out.print(Text(sentence))
 
 
+def _eval_front(
+    store: Store,
+    finished: list[Run],
+    attack: str,
+    eps: str | None,
+    norm: str,
+    checkpoint: str,
+    ref_point: tuple[float, ...],
+) -> tuple[dict[str, Any], str, str]:
+    """The front with AA from stored evaluations; runs without one are named, not hidden."""
+    from caat_app.compare import EvalAxis, eval_axis_labels, points_from_evals
+    from caat_app.evalplan import eval_spec
+    from caat_app.front import report
+
+    budgets = {json.loads(r.config).get("eps") for r in finished}
+    if eps is None and len(budgets) > 1:
+        raise CaatError("--eps: these runs were trained at different ε; say which budget")
+    spec = eval_spec(
+        attacks=attack,
+        budgets=eps or [budgets.pop() if budgets else 1.0],
+        norm=norm,
+        checkpoint=checkpoint,
+    )
+    axis = EvalAxis(spec.attacks[0], spec.budgets[0], spec.norm, spec.checkpoint)
+    results = store.evals_of_runs([r.id for r in finished if r.id is not None])
+    points, missing = points_from_evals(finished, results, axis)
+    if finished and not points:
+        raise CaatError(
+            f"no run here was evaluated with {axis.text}; run `caat eval` on them first "
+            f"(e.g. caat eval {finished[0].id} --attacks {axis.attack} "
+            f"--eps {format_budget(axis.eps)} --norm {axis.norm})"
+        )
+    if missing:
+        err.print(
+            Text(
+                f"{len(missing)} run(s) left out, never evaluated with {axis.text}: "
+                + " ".join(map(str, missing))
+            )
+        )
+    samples = [r.samples for p in points for r in results[p.run_id] if axis.matches(r)]
+    sa_label, aa_label = eval_axis_labels(axis, samples)
+    rep = report(points, ref=ref_point)  # type: ignore[arg-type]
+    rep["axes"] = {"sa": sa_label, "aa": aa_label, "attack": axis.text, "missing": missing}
+    return rep, sa_label, aa_label
+
+
 @app.command(name="eval")
 def eval_command(
-    runs: list[str] = typer.Argument(..., help="run ids or names"),
+    runs: list[str] = typer.Argument(..., help="run ids or names; several print side by side"),
     attacks: str = typer.Option(
-        "fgsm,pgd,apgd-ce",
-        help="comma list: fgsm, pgd, mifgsm, apgd-ce, apgd-dlr, apgd-t, "
-        "fab, fab-t, square, autoattack, autoattack-fast; quote AutoAttack's number",
+        ",".join(DEFAULT_EVAL_ATTACKS),
+        help="comma list: fgsm, pgd, pgd-100, mifgsm, apgd-ce, apgd-dlr, apgd-t, fab, fab-t, "
+        "square, autoattack, autoattack-fast. Quote AutoAttack's number: it is the one "
+        "robust accuracy that no single attack overestimates. pgd also runs two probes "
+        "for the masking report (pgd-100, and pgd at 4× the largest ε)",
     ),
     eps: str = typer.Option(
-        "", help="comma list of budgets, e.g. 8/255,16/255 (default: the run's)"
+        "", help="comma list of budgets, e.g. 8/255,16/255 (default: the run's own)"
     ),
     norm: str = typer.Option("linf", help="linf or l2"),
-    n: int = typer.Option(1000, min=0, help="first N test images, stratified (0: all)"),
+    n: int = typer.Option(1000, help="first N test images, stratified and fixed (0: all)"),
     checkpoint: str = typer.Option("best", help="best (chosen on validation) or last"),
     force: bool = typer.Option(False, "--force", help="measure again what the store has"),
     as_json: bool = typer.Option(False, "--json", help="one record per attack and budget"),
     csv_out: bool = typer.Option(False, "--csv", help="CSV on stdout"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
+    detach: bool = typer.Option(False, "--detach", help="evaluate in a worker, return now"),
     db: str | None = DbOption,
 ) -> None:
-    """Robust accuracy of saved runs under the attack zoo, with a gradient-masking report."""
-    from caat_app.config import parse_budget
-    from caat_app.evaluate import evaluate_run
-    from caat_app.masking import masking_report, summary, to_json
+    """Robust accuracy of saved runs under the attack zoo, with a gradient-masking report.
 
-    names = [a.strip() for a in attacks.split(",") if a.strip()]
-    try:
-        budgets = [parse_budget(e) for e in eps.split(",") if e.strip()]
-    except ValueError as exc:
-        raise CaatError(f"--eps: {exc}") from None
-    if any(b < 0 for b in budgets):
-        raise CaatError("--eps: budgets cannot be negative")
+    Results are stored; an identical evaluation later is read back, not measured again.
+    """
+    from caat_app.evalplan import build_table, eval_spec
+
+    if as_json and csv_out:
+        raise CaatError("give --json or --csv, not both")
+    check = {"attacks": attacks, "norm": norm, "n": n, "checkpoint": checkpoint}
+    eval_spec(budgets=eps or "1", force=force, device=device, **check)  # fail before the store
     store = open_store(db)
     records = [store.find_run(ref) for ref in runs]
+    specs = [
+        eval_spec(budgets=eps or [json.loads(r.config)["eps"]], force=force, device=device, **check)
+        for r in records
+    ]
+    if detach:
+        from caat_app.launcher import eval_log
+        from caat_app.runs import start_eval
+
+        for record, spec in zip(records, specs, strict=True):
+            job = start_eval(store, record, spec)
+            out.print(Text(f"evaluation {job} of run {record.id} ({record.name}) started"))
+            out.print(Text(f"  log: {eval_log(Path(record.run_dir), job)}"))
+        out.print(Text("its table appears in `caat eval` (read back) and in the dashboard"))
+        return
     report: list[dict[str, Any]] = []
-    for record in records:
-        run_budgets = budgets or [json.loads(record.config)["eps"]]
-        rows = evaluate_run(
-            store,
-            record,
-            attacks=names,
-            eps_list=run_budgets,
-            norm=norm,
-            n=n,
-            checkpoint=checkpoint,
-            force=force,
-            device=device,
-            on_result=None if as_json or csv_out else _eval_progress,
-        )
-        clean = next(r["accuracy"] for r in rows if r["attack"] == "clean")
-        attacked = [r for r in rows if r["attack"] != "clean"]
-        checks = masking_report(attacked, clean=clean)
+    tables = []
+    for record, spec in zip(records, specs, strict=True):
+        status, rows = eval_foreground(store, record, spec)
+        if status != "finished":
+            raise typer.Exit(EXIT_CODES.get(status, 1))
+        table = build_table(rows, attacks=spec.attacks, budgets=spec.budgets)
+        tables.append((record, table))
         report.append(
             {
                 "run": record.id,
                 "name": record.name,
-                "clean": clean,
-                "results": attacked,
-                "masking": to_json(checks),
+                "checkpoint": spec.checkpoint,
+                "norm": spec.norm,
+                "samples": table.samples,
+                "clean": table.clean,
+                "results": [r for r in rows if r["attack"] != "clean" and not r["probe"]],
+                "probes": [r for r in rows if r["probe"]],
+                "masking": table.to_json()["masking"],
                 "batch_dependent": json.loads(record.config).get("bn") == "batchstats",
             }
         )
-        if not (as_json or csv_out):
-            _eval_table(record, clean, attacked, names, run_budgets)
-            out.print(Text(summary(checks)))
-            for check in checks:
-                mark = {True: "ok  ", False: "FLAG", None: "n/a "}[check.passed]
-                out.print(Text(f"  {mark} {check.name}: {check.detail}"))
-            if report[-1]["batch_dependent"]:
-                out.print(
-                    Text(
-                        "  note: BatchNorm in batchstats mode: predictions depend on the "
-                        "batch (fixed batches of 256 here)"
-                    )
-                )
     if as_json:
         print(json.dumps(report if len(report) > 1 else report[0], indent=2))
     elif csv_out:
@@ -803,38 +866,100 @@ def eval_command(
             _rows_csv(
                 {"run": r["run"], **{k: v for k, v in row.items() if k != "settings"}}
                 for r in report
-                for row in r["results"]
+                for row in r["results"] + r["probes"]
             )
         )
+    else:
+        _eval_tables(tables)
 
 
-def _eval_progress(row: dict[str, Any]) -> None:
-    if row["attack"] != "clean":
-        where = "stored" if row["cached"] else f"{row['seconds']:.1f} s"
-        err.print(
-            Text(f"  {row['attack']} at ε={row['eps']:.4g}: {100 * row['accuracy']:.1f}% ({where})")
-        )
+def eval_foreground(store: Store, record: Run, spec: Any) -> tuple[str, list[dict[str, Any]]]:
+    """Evaluate in this process as a worker would, with a live bar; Ctrl-C stops cleanly."""
+    from rich.progress import TimeElapsedColumn
+
+    from caat_app.evalplan import plan
+    from caat_app.progress import LiveBar
+    from caat_app.worker import StopFlag, execute_eval
+
+    assert record.id is not None
+    job_id = store.create_eval_job(record.id, spec.to_json(), total=len(plan(spec)))
+    flag = StopFlag()
+    previous = signal.signal(signal.SIGINT, flag.set)
+    label = f"run {record.id} ({record.name})"
+    try:
+        with LiveBar(err, label, len(plan(spec)), TimeElapsedColumn()) as bar:
+
+            def started(index: int, total: int, measurement: Any) -> None:
+                bar.progress.update(bar.task, completed=index, live=measurement.label)
+
+            def finished(row: dict[str, Any]) -> None:
+                bar.progress.advance(bar.task)
+                if row["attack"] != "clean":
+                    where = "stored" if row["cached"] else f"{row['seconds']:.1f} s"
+                    probe = "probe " if row["probe"] else ""
+                    text = f"  {probe}{row['attack']} at ε={format_budget(row['eps'])}: "
+                    bar.progress.console.print(
+                        Text(f"{text}{100 * row['accuracy']:.1f}% ({where})")
+                    )
+
+            status, rows = execute_eval(store, job_id, flag, started, finished)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if status != "finished":
+        err.print(Text(f"evaluation of {label} {status}; what it measured is stored"))
+    return status, rows
 
 
-def _eval_table(
-    record: Run, clean: float, rows: list[dict[str, Any]], names: list[str], budgets: list[float]
-) -> None:
-    """The paper's layout: attacks as columns, budgets as rows, SA in front."""
-    table = Table(
-        title=Text(
-            f"run {record.id} ({record.name}): accuracy in % "
-            f"on {rows[0]['samples'] if rows else 0} test images"
-        ),
-        title_justify="left",
-    )
+def _eval_tables(tables: list[tuple[Run, Any]]) -> None:
+    """The paper's layout, attacks as columns and budgets as rows, runs side by side."""
+    from caat_app.evalplan import pct, probe_lines
+    from caat_app.masking import summary
+
+    several = len(tables) > 1
+    attacks = list(dict.fromkeys(a for _, t in tables for a in t.attacks))
+    budgets = sorted({e for _, t in tables for e in t.budgets})
+    samples = sorted({t.samples for _, t in tables})
+    if several:
+        title = f"accuracy in % on {', '.join(map(str, samples))} test images, runs side by side"
+    else:
+        record = tables[0][0]
+        title = f"run {record.id} ({record.name}): accuracy in % on {samples[0]} test images"
+    out.print(Text(title))
+    table = Table()
     table.add_column("ε")
+    if several:
+        table.add_column("run")
     table.add_column("SA", justify="right")
-    for name in names:
+    for name in attacks:
         table.add_column(name, justify="right")
-    for budget in budgets:
-        found = {r["attack"]: r["accuracy"] for r in rows if r["eps"] == budget}
-        table.add_row(_fmt(budget, 4), _pct(clean), *[_pct(found.get(name)) for name in names])
+    for i, budget in enumerate(budgets):
+        mine = [(r, t) for r, t in tables if budget in t.budgets]
+        for j, (record, t) in enumerate(mine):
+            cells = [pct(t.cell(a, budget)) for a in attacks]
+            who = [Text(f"{record.id} {record.name}")] if several else []
+            table.add_row(
+                format_budget(budget) if j == 0 else "",
+                *who,
+                pct(t.clean),
+                *cells,
+                end_section=several and j == len(mine) - 1 and i < len(budgets) - 1,
+            )
     out.print(table)
+    for record, t in tables:
+        lead = f"run {record.id} ({record.name}): " if several else ""
+        out.print(Text(lead + summary(t.checks)))
+        for c in t.checks:
+            mark = {True: "ok  ", False: "FLAG", None: "n/a "}[c.passed]
+            out.print(Text(f"  {mark} {c.name}: {c.detail}"))
+        for line in probe_lines(t):
+            out.print(Text(f"  {line}"))
+        if json.loads(record.config).get("bn") == "batchstats":
+            out.print(
+                Text(
+                    "  note: BatchNorm in batchstats mode: predictions depend on the batch "
+                    "(fixed batches of 256 here)"
+                )
+            )
 
 
 @app.command()

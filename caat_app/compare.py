@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from caat_app.config import format_budget
-from storage import Run
+from storage import EvalResult, Run
 
 # (label, Run attribute): the final metrics compared, best epoch first (chosen on validation).
 METRICS = [
@@ -58,14 +60,30 @@ def compare(runs: list[Run]) -> dict[str, Any]:
 SPLITS = ("test", "val")
 
 
+def _point(run: Run, sa: float, aa: float) -> Any:
+    """A run on the SA-AA plane; runs equal in config but for seed and name share a setting."""
+    from caat_app.front import RunPoint, family_of, label_of
+
+    assert run.id is not None
+    config = json.loads(run.config)
+    setting = {k: v for k, v in config.items() if k not in {"seed", "name"}}
+    return RunPoint(
+        run_id=run.id,
+        family=family_of(run.method, config.get("loss", "ce")),
+        setting=json.dumps(setting, sort_keys=True),
+        label=label_of(run.method, run.param),
+        seed=int(config.get("seed", 0)),
+        sa=sa,
+        aa=aa,
+    )
+
+
 def points_from_runs(runs: list[Run], *, split: str = "test") -> list[Any]:
     """Finished runs as SA-AA points: best epoch (chosen on validation), PGD accuracy.
 
     Runs with the same config but for the seed (and name) form one setting, which the
     front aggregates over seeds.
     """
-    from caat_app.front import RunPoint, family_of, label_of
-
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     points = []
@@ -74,19 +92,7 @@ def points_from_runs(runs: list[Run], *, split: str = "test") -> list[Any]:
         aa = getattr(run, f"best_{split}_adv")
         if run.status != "finished" or sa is None or aa is None or run.id is None:
             continue
-        config = json.loads(run.config)
-        setting = {k: v for k, v in config.items() if k not in {"seed", "name"}}
-        points.append(
-            RunPoint(
-                run_id=run.id,
-                family=family_of(run.method, config.get("loss", "ce")),
-                setting=json.dumps(setting, sort_keys=True),
-                label=label_of(run.method, run.param),
-                seed=int(config.get("seed", 0)),
-                sa=sa,
-                aa=aa,
-            )
-        )
+        points.append(_point(run, sa, aa))
     return points
 
 
@@ -103,3 +109,81 @@ def axis_labels(runs: list[Run], *, split: str = "test") -> tuple[str, str]:
     else:
         aa = f"PGD accuracy, {where} (%) (mixed budgets!)"
     return f"standard accuracy, {where} (%)", aa
+
+
+# --------------------------------------------------------------------------- evaluated axes
+
+
+@dataclass(frozen=True)
+class EvalAxis:
+    """An evaluated attack as the front's AA axis: `caat eval` results, not training's PGD."""
+
+    attack: str
+    eps: float
+    norm: str = "linf"
+    checkpoint: str = "best"
+
+    @property
+    def text(self) -> str:
+        """How a person names it, e.g. `autoattack at ε=8/255 (linf, best)`."""
+        return f"{self.attack} at ε={format_budget(self.eps)} ({self.norm}, {self.checkpoint})"
+
+    def matches(self, r: EvalResult) -> bool:
+        return (
+            r.attack == self.attack
+            and r.norm == self.norm
+            and r.checkpoint == self.checkpoint
+            and abs(r.eps - self.eps) <= 1e-9 * max(1.0, abs(self.eps))
+        )
+
+
+def eval_axes(results: Iterable[EvalResult]) -> list[EvalAxis]:
+    """Every attack, budget, norm and checkpoint some run was evaluated at (clean aside)."""
+    axes = {
+        EvalAxis(r.attack, round(r.eps, 12), r.norm, r.checkpoint)
+        for r in results
+        if r.attack != "clean"
+    }
+    return sorted(axes, key=lambda a: (a.checkpoint, a.norm, a.attack, a.eps))
+
+
+def points_from_evals(
+    runs: Sequence[Run], results: Mapping[int, Sequence[EvalResult]], axis: EvalAxis
+) -> tuple[list[Any], list[int]]:
+    """SA-AA points with AA from stored evaluations; also the run ids that lack one.
+
+    SA is the clean accuracy measured on the same images (the same sample count) as
+    the attack, so both axes describe one test subset. Of several sample counts the
+    largest wins (the most precise), then the newest.
+    """
+    points, missing = [], []
+    for run in runs:
+        if run.id is None:
+            continue
+        mine = results.get(run.id, [])
+        clean = {
+            r.samples: r.accuracy
+            for r in mine
+            if r.attack == "clean" and r.norm == axis.norm and r.checkpoint == axis.checkpoint
+        }
+        hits = sorted(
+            (r for r in mine if axis.matches(r) and r.samples in clean),
+            key=lambda r: (r.samples, r.id or 0),
+        )
+        if not hits:
+            missing.append(run.id)
+            continue
+        best = hits[-1]
+        points.append(_point(run, clean[best.samples], best.accuracy))
+    return points, missing
+
+
+def eval_axis_labels(axis: EvalAxis, samples: Iterable[int]) -> tuple[str, str]:
+    """Axis titles for a front on evaluated accuracy: the attack, budget and subset size."""
+    norm_text = "L∞" if axis.norm == "linf" else "L2"
+    sizes = sorted(set(samples))
+    on = f"{sizes[0]} test images" if len(sizes) == 1 else "test subsets of mixed sizes!"
+    return (
+        f"standard accuracy, {on} (%)",
+        f"{axis.attack} {norm_text} accuracy at ε = {format_budget(axis.eps)}, {on} (%)",
+    )

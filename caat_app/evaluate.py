@@ -21,41 +21,19 @@ from caat_app import attacks as A
 from caat_app.config import RunConfig, config_from_json
 from caat_app.data import load_dataset
 from caat_app.errors import CaatError
+from caat_app.evalplan import (
+    CHECKPOINTS,
+    EVAL_ATTACKS,
+    EvalSpec,
+    Measurement,
+    plan,
+    settings_of,
+    settings_text,
+)
 from caat_app.train import build, resolve_device
 from storage import Run, Store
 
-EVAL_ATTACKS = (
-    "fgsm",
-    "pgd",
-    "mifgsm",
-    "apgd-ce",
-    "apgd-dlr",
-    "apgd-t",
-    "fab",
-    "fab-t",
-    "square",
-    "autoattack",
-    "autoattack-fast",
-)
-CHECKPOINTS = ("best", "last")
 BATCH = 256  # fixed: a `batchstats` model's predictions depend on the batch
-
-
-def settings_of(attack: str, eps: float) -> dict[str, Any]:
-    """The settings an attack runs with (stored with its result, part of its identity)."""
-    return {
-        "fgsm": {},
-        "pgd": {"steps": 20, "alpha": eps / 4, "random_start": True},
-        "mifgsm": {"steps": 10, "decay": 1.0},
-        "apgd-ce": {"steps": 100, "loss": "ce"},
-        "apgd-dlr": {"steps": 100, "loss": "dlr"},
-        "apgd-t": {"steps": 100, "target_classes": 9},
-        "fab": {"steps": 100},
-        "fab-t": {"steps": 100, "target_classes": 9},
-        "square": {"queries": 5000},
-        "autoattack": {"version": "standard"},
-        "autoattack-fast": {"version": "fast"},
-    }[attack]
 
 
 def attack_batch(
@@ -65,7 +43,7 @@ def attack_batch(
     s = settings_of(name, eps)
     if name == "fgsm":
         return A.fgsm(model, x, y, eps=eps, norm=norm)
-    if name == "pgd":
+    if name in {"pgd", "pgd-100"}:
         return A.pgd(model, x, y, eps=eps, alpha=s["alpha"], steps=s["steps"], norm=norm)
     if name == "mifgsm":
         return A.mifgsm(model, x, y, eps=eps, steps=s["steps"], decay=s["decay"], norm=norm)
@@ -120,11 +98,23 @@ def load_run_model(
 
 
 def accuracy(
-    model: nn.Module, x: Tensor, y: Tensor, attack: str | None, *, eps: float, norm: str
-) -> float:
-    """Accuracy on clean inputs (`attack` None) or under an attack, in fixed batches."""
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    attack: str | None,
+    *,
+    eps: float,
+    norm: str,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> float | None:
+    """Accuracy on clean inputs (`attack` None) or under an attack, in fixed batches.
+
+    None when `should_stop` said so between two batches: a partial number is never kept.
+    """
     correct = torch.zeros((), dtype=torch.long, device=x.device)
     for start in range(0, len(y), BATCH):
+        if should_stop():
+            return None
         xb, yb = x[start : start + BATCH], y[start : start + BATCH]
         if attack is not None and eps > 0:
             xb = attack_batch(attack, model, xb, yb, eps=eps, norm=norm)
@@ -133,87 +123,64 @@ def accuracy(
     return int(correct) / max(len(y), 1)
 
 
+_STORED = ("checkpoint", "attack", "norm", "eps", "samples", "accuracy", "seconds", "settings")
+
+
 def evaluate_run(
     store: Store,
     run: Run,
+    spec: EvalSpec,
     *,
-    attacks: list[str],
-    eps_list: list[float],
-    norm: str = "linf",
-    n: int = 1000,
-    checkpoint: str = "best",
-    force: bool = False,
-    device: str = "auto",
+    should_stop: Callable[[], bool] = lambda: False,
+    on_start: Callable[[int, int, Measurement], None] | None = None,
     on_result: Callable[[dict[str, Any]], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Clean accuracy, then every attack at every ε; each result stored as it completes."""
-    unknown = [a for a in attacks if a not in EVAL_ATTACKS]
-    if unknown:
-        raise CaatError(
-            f"--attacks: unknown {', '.join(unknown)}; choose from {', '.join(EVAL_ATTACKS)}"
-        )
-    if norm not in A.NORMS:
-        raise CaatError(f"--norm: unknown {norm!r}; choose one of {', '.join(A.NORMS)}")
+) -> list[dict[str, Any]] | None:
+    """Clean accuracy, then every attack at every ε, then the probes; each stored at once.
+
+    `on_start(index, total, measurement)` comes before each measurement, `on_result(row)`
+    after it. Returns every row, or None when stopped (what was finished stays stored).
+    """
     assert run.id is not None
-    model, _, data = load_run_model(run, checkpoint, device)
+    model, _, data = load_run_model(run, spec.checkpoint, spec.device)
     dev = next(model.parameters()).device
+    n = spec.n
     order = stratified_order(data.y_test)[:n] if n > 0 else torch.arange(len(data.y_test))
     x, y = data.x_test[order].to(dev), data.y_test[order].to(dev)
     cached = {
         (r.attack, r.norm, round(r.eps, 12), r.samples, r.settings): r
-        for r in store.evals(run.id, checkpoint=checkpoint)
+        for r in store.evals(run.id, checkpoint=spec.checkpoint)
     }
-    jobs = [("clean", 0.0)] + [(a, e) for e in eps_list for a in attacks]
+    jobs = plan(spec)
     results = []
-    for attack, eps in jobs:
-        settings = json.dumps({} if attack == "clean" else settings_of(attack, eps), sort_keys=True)
-        key = (attack, norm, round(eps, 12), len(y), settings)
-        hit = cached.get(key)
-        if hit is not None and not force:
-            row = {
-                "attack": attack,
-                "norm": norm,
-                "eps": eps,
-                "samples": len(y),
-                "accuracy": hit.accuracy,
-                "seconds": hit.seconds,
-                "settings": settings,
-                "checkpoint": checkpoint,
-                "cached": True,
-            }
+    for index, job in enumerate(jobs):
+        if should_stop():
+            return None
+        if on_start is not None:
+            on_start(index, len(jobs), job)
+        settings = settings_text(job.attack, job.eps)
+        hit = cached.get((job.attack, spec.norm, round(job.eps, 12), len(y), settings))
+        row = {
+            "checkpoint": spec.checkpoint,
+            "attack": job.attack,
+            "norm": spec.norm,
+            "eps": job.eps,
+            "samples": len(y),
+            "settings": settings,
+            "probe": job.probe,
+        }
+        if hit is not None and not spec.force:
+            row.update(accuracy=hit.accuracy, seconds=hit.seconds, cached=True)
         else:
             torch.manual_seed(0)
-            start = time.perf_counter()
-            acc = accuracy(model, x, y, None if attack == "clean" else attack, eps=eps, norm=norm)
-            row = {
-                "attack": attack,
-                "norm": norm,
-                "eps": eps,
-                "samples": len(y),
-                "accuracy": acc,
-                "seconds": time.perf_counter() - start,
-                "settings": settings,
-                "checkpoint": checkpoint,
-                "cached": False,
-            }
-            store.add_evals(
-                run.id,
-                [
-                    {
-                        k: row[k]
-                        for k in (
-                            "checkpoint",
-                            "attack",
-                            "norm",
-                            "eps",
-                            "samples",
-                            "accuracy",
-                            "seconds",
-                            "settings",
-                        )
-                    }
-                ],
+            began = time.perf_counter()
+            attack = None if job.attack == "clean" else job.attack
+            acc = accuracy(
+                model, x, y, attack, eps=job.eps, norm=spec.norm, should_stop=should_stop
             )
+            if acc is None:
+                return None
+            row.update(accuracy=acc, seconds=time.perf_counter() - began, cached=False)
+            store.add_evals(run.id, [{k: row[k] for k in _STORED}])
         results.append(row)
         if on_result is not None:
             on_result(row)

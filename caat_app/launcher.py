@@ -17,27 +17,47 @@ from typing import Any, Protocol
 from storage import Run, RunStatus, Store, StoreError
 
 
-def worker_command(db_url: str, run_id: int) -> list[str]:
-    return [sys.executable, "-m", "caat_app.worker", "--db", db_url, "--run", str(run_id)]
+def worker_command(db_url: str, run_id: int, *, kind: str = "run") -> list[str]:
+    """The worker's command line; `kind` "run" trains, "eval" runs an evaluation job."""
+    return [sys.executable, "-m", "caat_app.worker", "--db", db_url, f"--{kind}", str(run_id)]
 
 
-def launch_worker(
-    db_url: str, run_id: int, run_dir: Path, *, env: dict[str, str] | None = None
-) -> subprocess.Popen[bytes]:
-    """Start a worker in its own session so it outlives the process that launched it.
-
-    Its stdout and stderr go to `worker.log` in the run's folder.
-    """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with (run_dir / "worker.log").open("ab") as log:
+def _spawn(command: list[str], log_path: Path, env: dict[str, str] | None) -> Any:
+    """Start a worker in its own session (it outlives its launcher), output to `log_path`."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
         return subprocess.Popen(
-            worker_command(db_url, run_id),
+            command,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
             env={**os.environ, **(env or {})},
         )
+
+
+def launch_worker(
+    db_url: str, run_id: int, run_dir: Path, *, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a training worker; its stdout and stderr go to `worker.log` in the run's folder."""
+    return _spawn(worker_command(db_url, run_id), run_dir / "worker.log", env)  # type: ignore[no-any-return]
+
+
+def eval_log(run_dir: Path, job_id: int) -> Path:
+    """Where an evaluation job's worker writes its output: next to the run's own log."""
+    return run_dir / f"eval-{job_id}.log"
+
+
+def launch_eval_worker(
+    db_url: str, job_id: int, run_dir: Path, *, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start an evaluation worker for a queued job; output in the run's `eval-<job>.log`.
+
+    Evaluations are not queued behind training: asking for one is asking to start it.
+    """
+    env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", **(env or {})}
+    command = worker_command(db_url, job_id, kind="eval")
+    return _spawn(command, eval_log(run_dir, job_id), env)  # type: ignore[no-any-return]
 
 
 def request_cancel(pid: int) -> bool:

@@ -15,8 +15,9 @@ from typing import Any
 
 from caat_app.config import RunConfig
 from caat_app.errors import CaatError
-from caat_app.launcher import request_cancel
-from storage import Run, RunStatus, Store, StoreError
+from caat_app.evalplan import EvalSpec, plan
+from caat_app.launcher import Launch, launch_eval_worker, request_cancel
+from storage import EvalJob, Run, RunStatus, Store, StoreError
 from storage.store import lost_worker_error
 
 _ACTIVE = (RunStatus.RUNNING.value, RunStatus.QUEUED.value)
@@ -180,3 +181,52 @@ def relaunch_config(run: Run) -> dict[str, Any]:
         raise CaatError(f"run {run.id}: its stored config is not a table of options")
     config.pop("name", None)
     return config
+
+
+# --------------------------------------------------------------------------- evaluations
+
+
+def start_eval(
+    store: Store, run: Run, spec: EvalSpec, *, launch: Launch = launch_eval_worker
+) -> int:
+    """Record an evaluation of a run and start its worker now; returns the job id.
+
+    Only a run with a checkpoint can be evaluated; a launch that fails ends the job
+    `failed` with the reason, so nothing stays queued forever.
+    """
+    current = _current(store, run)
+    assert current.id is not None
+    checkpoint = Path(current.run_dir) / f"{spec.checkpoint}.pt"
+    if not checkpoint.is_file():
+        raise CaatError(
+            f"run {current.id} has no {spec.checkpoint} checkpoint yet ({checkpoint}); "
+            "evaluate it once it has trained an epoch"
+        )
+    job_id = store.create_eval_job(current.id, spec.to_json(), total=len(plan(spec)))
+    try:
+        launch(store.url, job_id, Path(current.run_dir))
+    except Exception as exc:
+        store.finish_eval_job(job_id, RunStatus.FAILED, error=f"could not start its worker: {exc}")
+        raise CaatError(f"evaluation {job_id}: could not start its worker: {exc}") from None
+    return job_id
+
+
+def cancel_eval(store: Store, job: EvalJob) -> None:
+    """Stop an evaluation: a queued one ends `cancelled` now, a running one gets SIGTERM.
+
+    Its worker stops between two batches and ends the job `cancelled`; what it had
+    measured by then stays stored. Run only where the worker runs (the pid is local).
+    """
+    assert job.id is not None
+    if store.finish_eval_job(job.id, RunStatus.CANCELLED, when=RunStatus.QUEUED.value):
+        return
+    current = store.get_eval_job(job.id)
+    if current is None:
+        raise CaatError(f"evaluation {job.id} no longer exists")
+    if current.status != RunStatus.RUNNING:
+        raise CaatError(f"evaluation {job.id} is {current.status}, not running")
+    if current.pid is None or not pid_alive(current.pid) or not request_cancel(current.pid):
+        store.finish_eval_job(
+            job.id, RunStatus.FAILED, error="worker died without reporting", when="running"
+        )
+        raise CaatError(f"evaluation {job.id}: its worker had died; marked failed")

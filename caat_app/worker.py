@@ -1,9 +1,10 @@
-"""The worker process: `python -m caat_app.worker --db URL --run ID`.
+"""The worker process: `python -m caat_app.worker --db URL --run ID` (or `--eval JOB`).
 
 It trains one stored run, streams its metrics into the store through one batched
 writer, keeps a heartbeat, and ends the run `finished`, `cancelled` (SIGTERM or
 SIGINT: a checkpoint is written first), `diverged` or `failed` (with the traceback).
-`execute_run` is also what `caat train` runs in the foreground.
+`execute_run` is also what `caat train` runs in the foreground. With `--eval` it runs
+one evaluation job instead (`execute_eval`, which `caat eval` runs in the foreground).
 """
 
 from __future__ import annotations
@@ -88,10 +89,11 @@ class LogSink:
         return False
 
 
-def _with_heartbeat(store: Store, run_id: int, work: Callable[[], Any], every: float = 5.0) -> Any:
-    """Run slow set-up (a data set download) in a thread while this thread keeps the heartbeat.
+def _with_heartbeat(beat: Callable[[], None], work: Callable[[], Any], every: float = 5.0) -> Any:
+    """Run slow work (a data set download, an attack) in a thread while this one beats.
 
-    Without it a dashboard would take a worker that is still downloading CIFAR for dead.
+    Without it a dashboard would take a worker that is still downloading CIFAR, or deep
+    in one long attack, for dead. Signals still reach this (the main) thread.
     """
     outcome: dict[str, Any] = {}
 
@@ -106,7 +108,7 @@ def _with_heartbeat(store: Store, run_id: int, work: Callable[[], Any], every: f
     while thread.is_alive():
         thread.join(every)
         if thread.is_alive():
-            store.heartbeat(run_id)
+            beat()
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
@@ -129,7 +131,8 @@ def execute_run(store: Store, run_id: int, flag: StopFlag, *extra: Any) -> str:
         (run_dir / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
         root = Path(config.data_dir) if config.data_dir else None
         data = _with_heartbeat(
-            store, run_id, lambda: load_dataset(config.dataset, root=root, download=config.download)
+            lambda: store.heartbeat(run_id),
+            lambda: load_dataset(config.dataset, root=root, download=config.download),
         )
         result = train(config, StoreSink(writer, flag, *extra), run_dir=run_dir, data=data)
     except BaseException as exc:
@@ -144,24 +147,91 @@ def execute_run(store: Store, run_id: int, flag: StopFlag, *extra: Any) -> str:
     return result.status
 
 
+def execute_eval(
+    store: Store,
+    job_id: int,
+    flag: StopFlag,
+    on_start: Callable[[int, int, Any], None] | None = None,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[str, list[dict[str, Any]]]:
+    """Run a queued evaluation job to its end; returns its final status and its rows.
+
+    Every measurement is stored as it completes; progress and a heartbeat go to the job.
+    Stopping (SIGTERM, SIGINT) takes effect between batches and ends it `cancelled`.
+    """
+    from caat_app.evalplan import plan, spec_from_json
+    from caat_app.evaluate import evaluate_run
+
+    job = store.get_eval_job(job_id)
+    if job is None:
+        raise StoreError(f"no evaluation {job_id} in {store.url}")
+    spec = spec_from_json(json.loads(job.spec))
+    run = store.get_run(job.run_id)
+    if run is None:
+        raise StoreError(f"no run {job.run_id} in {store.url}")
+    store.start_eval_job(job_id, os.getpid(), total=len(plan(spec)))
+
+    def started(index: int, total: int, measurement: Any) -> None:
+        store.eval_progress(job_id, done=index, current=measurement.label)
+        if on_start is not None:
+            on_start(index, total, measurement)
+
+    try:
+        rows = _with_heartbeat(
+            lambda: store.eval_progress(job_id),
+            lambda: evaluate_run(
+                store,
+                run,
+                spec,
+                should_stop=lambda: flag.stop,
+                on_start=started,
+                on_result=on_result,
+            ),
+        )
+    except BaseException as exc:
+        error = str(exc) if isinstance(exc, CaatError) else traceback.format_exc()
+        store.finish_eval_job(job_id, RunStatus.FAILED, error=error)
+        raise
+    if rows is None:
+        store.finish_eval_job(job_id, RunStatus.CANCELLED)
+        return RunStatus.CANCELLED.value, []
+    store.eval_progress(job_id, done=len(rows))
+    store.finish_eval_job(job_id, RunStatus.FINISHED)
+    return RunStatus.FINISHED.value, rows
+
+
+def _log_result(row: dict[str, Any]) -> None:
+    where = "stored" if row["cached"] else f"{row['seconds']:.1f} s"
+    print(
+        f"{row['attack']} at eps={row['eps']:.4g}: {100 * row['accuracy']:.1f}% ({where})",
+        flush=True,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m caat_app.worker", description=__doc__)
     parser.add_argument("--db", required=True, help="SQLAlchemy URL of the store")
-    parser.add_argument("--run", required=True, type=int, help="id of a queued run")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--run", type=int, help="id of a queued run to train")
+    what.add_argument("--eval", type=int, help="id of a queued evaluation job")
     args = parser.parse_args(argv)
     flag = StopFlag()
     flag.install(signal.SIGTERM, signal.SIGINT)
+    subject = f"run {args.run}" if args.run is not None else f"evaluation {args.eval}"
     try:
         with Store.open(args.db) as store:
-            print(f"worker pid {os.getpid()}: run {args.run} in {args.db}", flush=True)
-            status = execute_run(store, args.run, flag, LogSink())
+            print(f"worker pid {os.getpid()}: {subject} in {args.db}", flush=True)
+            if args.run is not None:
+                status = execute_run(store, args.run, flag, LogSink())
+            else:
+                status, _ = execute_eval(store, args.eval, flag, on_result=_log_result)
     except (CaatError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
     except Exception:
         traceback.print_exc()
         return 1
-    print(f"run {args.run} {status}", flush=True)
+    print(f"{subject} {status}", flush=True)
     return 0
 
 

@@ -4,7 +4,7 @@ Knows nothing of torch or Textual, so the dashboard can import it and start fast
 """
 
 from storage.location import caat_home, resolve_db_url
-from storage.models import SCHEMA_VERSION, EpochMetric, EvalResult, Run, StepMetric
+from storage.models import SCHEMA_VERSION, EpochMetric, EvalJob, EvalResult, Run, StepMetric
 from storage.store import TERMINAL_STATUSES, BatchWriter, RunStatus, Store, StoreError
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "TERMINAL_STATUSES",
     "BatchWriter",
     "EpochMetric",
+    "EvalJob",
     "EvalResult",
     "Run",
     "RunStatus",

@@ -163,6 +163,30 @@ class EvalResult(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
+class EvalJob(SQLModel, table=True):
+    """One `caat eval` request and where it is in its life; its results are EvalResults.
+
+    A worker (or the CLI in the foreground) runs it, reports `done` of `total`
+    measurements and what it measures now, and keeps a heartbeat like a training run.
+    """
+
+    __tablename__ = "eval_job"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id", index=True, ondelete="CASCADE")
+    status: str = Field(default="queued", index=True)
+    spec: str  # JSON text of the checked request (caat_app.evalplan.EvalSpec)
+    done: int = 0
+    total: int = 0
+    current: str = ""
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    heartbeat_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    pid: int | None = None
+    error: str | None = None
+
+
 class Meta(SQLModel, table=True):
     """Key/value facts about the store itself, `schema_version` first of all."""
 
@@ -177,6 +201,7 @@ TABLES: list[Any] = [
     StepMetric.__table__,  # type: ignore[attr-defined]
     EpochMetric.__table__,  # type: ignore[attr-defined]
     EvalResult.__table__,  # type: ignore[attr-defined]
+    EvalJob.__table__,  # type: ignore[attr-defined]
     Meta.__table__,  # type: ignore[attr-defined]
 ]
 """Only our tables: other SQLModel tables that happen to be imported are not ours to create."""

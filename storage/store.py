@@ -36,6 +36,7 @@ from storage.models import (
     SCHEMA_VERSION,
     TABLES,
     EpochMetric,
+    EvalJob,
     EvalResult,
     Meta,
     Run,
@@ -232,13 +233,16 @@ def _order_by(sort: str, descending: bool) -> list[ColumnElement[Any]]:
     return order
 
 
-def _conditions(when: Mapping[str, Any]) -> list[ColumnElement[bool]]:
+def _conditions(
+    when: Mapping[str, Any], model: type[Run] | type[EvalJob] = Run
+) -> list[ColumnElement[bool]]:
     """Column == value for each item (None: IS NULL), for compare-and-set updates."""
-    unknown = sorted(set(when) - set(_RUN_CONVERT))
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    unknown = sorted(set(when) - set(table.columns.keys()))
     if unknown:
-        raise ValueError(f"unknown run field(s): {', '.join(unknown)}")
+        raise ValueError(f"unknown {table.name} field(s): {', '.join(unknown)}")
     return [
-        _RUN_TABLE.c[key].is_(None) if value is None else _RUN_TABLE.c[key] == value
+        table.c[key].is_(None) if value is None else table.c[key] == value
         for key, value in when.items()
     ]
 
@@ -713,10 +717,11 @@ class Store:
         when: Mapping[str, Any],
         error: str | None,
         now: datetime,
+        table: type[Run] | type[EvalJob] = Run,
     ) -> bool:
         result = session.execute(
-            update(Run)
-            .where(Run.id == run_id, *_conditions(when))  # type: ignore[arg-type]
+            update(table)
+            .where(table.id == run_id, *_conditions(when, table))  # type: ignore[arg-type]
             .values(status=status.value, finished_at=now, error=error),
             execution_options={"synchronize_session": False},
         )
@@ -733,17 +738,31 @@ class Store:
         then failed only if unchanged since (still running, same pid, same heartbeat), so
         a worker that reports or finishes meanwhile wins.
         """
+        return self._reap(Run, timeout, is_alive)
+
+    def reap_stale_evals(
+        self, *, timeout: float = 60.0, is_alive: Callable[[int], bool] | None = None
+    ) -> list[int]:
+        """`reap_stale` for evaluation jobs: a job whose worker is gone ends `failed`."""
+        return self._reap(EvalJob, timeout, is_alive)
+
+    def _reap(
+        self,
+        table: type[Run] | type[EvalJob],
+        timeout: float,
+        is_alive: Callable[[int], bool] | None,
+    ) -> list[int]:
         if not (math.isfinite(timeout) and timeout > 0):
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         now = utcnow()
         cutoff = now - timedelta(seconds=timeout)
-        columns = (Run.id, Run.pid, Run.heartbeat_at, Run.started_at)
+        columns = (table.id, table.pid, table.heartbeat_at, table.started_at)
         with self._read() as session:
             rows = session.execute(
-                select(*columns).where(Run.status == RunStatus.RUNNING.value)
+                select(*columns).where(table.status == RunStatus.RUNNING.value)
             ).all()
         doomed: list[tuple[int, dict[str, Any], str]] = []
-        for run_id, pid, heartbeat, started in rows:
+        for row_id, pid, heartbeat, started in rows:
             last = heartbeat or started
             if pid is not None and is_alive is not None and not is_alive(pid):
                 reason = "worker died without reporting"
@@ -752,14 +771,14 @@ class Store:
             else:
                 continue
             when = {"status": RunStatus.RUNNING.value, "pid": pid, "heartbeat_at": heartbeat}
-            doomed.append((run_id, when, lost_worker_error(reason, pid, last)))
+            doomed.append((row_id, when, lost_worker_error(reason, pid, last)))
         if not doomed:
             return []
         reaped = []
         with self._write() as session:
-            for run_id, when, error in doomed:
-                if self._finish_where(session, run_id, RunStatus.FAILED, when, error, now):
-                    reaped.append(run_id)
+            for row_id, when, error in doomed:
+                if self._finish_where(session, row_id, RunStatus.FAILED, when, error, now, table):
+                    reaped.append(row_id)
         return reaped
 
     def claim_runs(
@@ -933,6 +952,104 @@ class Store:
             statement = statement.where(EvalResult.checkpoint == checkpoint)
         with self._read() as session:
             return list(session.exec(statement.order_by(EvalResult.id)).all())  # type: ignore[arg-type]
+
+    def evals_of_runs(self, run_ids: Collection[int]) -> dict[int, list[EvalResult]]:
+        """Evaluation results of many runs at once (one query), per run, oldest first."""
+        ids = list(run_ids)
+        out: dict[int, list[EvalResult]] = {i: [] for i in ids}
+        if not ids:
+            return out
+        statement = select(EvalResult).where(EvalResult.run_id.in_(ids))  # type: ignore[attr-defined]
+        with self._read() as session:
+            for r in session.exec(statement.order_by(EvalResult.id)).all():  # type: ignore[arg-type]
+                out[r.run_id].append(r)
+        return out
+
+    # -- evaluation jobs -----------------------------------------------------------------------
+
+    def create_eval_job(self, run_id: int, spec: Mapping[str, Any], *, total: int = 0) -> int:
+        """Record an evaluation request as `queued`; `spec` is its checked request as JSON."""
+        with self._write() as session:
+            if session.get(Run, run_id) is None:
+                raise StoreError(f"no run {run_id} in {self._where}")
+            job = EvalJob(run_id=run_id, spec=json.dumps(dict(spec), sort_keys=True), total=total)
+            session.add(job)
+            session.flush()
+            assert job.id is not None
+            return job.id
+
+    def get_eval_job(self, job_id: int) -> EvalJob | None:
+        with self._read() as session:
+            return session.get(EvalJob, job_id)
+
+    def eval_jobs(self, run_id: int | None = None, *, active: bool = False) -> list[EvalJob]:
+        """Evaluation jobs, newest first: a run's, or all; `active`: queued or running only."""
+        statement = select(EvalJob)
+        if run_id is not None:
+            statement = statement.where(EvalJob.run_id == run_id)
+        if active:
+            statement = statement.where(
+                EvalJob.status.in_([RunStatus.QUEUED.value, RunStatus.RUNNING.value])  # type: ignore[attr-defined]
+            )
+        with self._read() as session:
+            return list(session.exec(statement.order_by(EvalJob.id.desc())).all())  # type: ignore[union-attr]
+
+    def _update_job(self, job_id: int, values: Mapping[str, Any], **when: Any) -> bool:
+        with self._write() as session:
+            result = session.execute(
+                update(EvalJob)
+                .where(EvalJob.id == job_id, *_conditions(when, EvalJob))  # type: ignore[arg-type]
+                .values(**values),
+                execution_options={"synchronize_session": False},
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def start_eval_job(self, job_id: int, pid: int, *, total: int) -> None:
+        """The job's process has started it; a job already ended (cancelled) is refused."""
+        now = utcnow()
+        started = self._update_job(
+            job_id,
+            {
+                "status": RunStatus.RUNNING.value,
+                "pid": pid,
+                "total": total,
+                "done": 0,
+                "started_at": now,
+                "heartbeat_at": now,
+            },
+            status=RunStatus.QUEUED.value,
+        )
+        if not started:
+            job = self.get_eval_job(job_id)
+            state = "does not exist" if job is None else f"is {job.status}"
+            raise StoreError(f"evaluation {job_id} {state}; nothing to run")
+
+    def eval_progress(self, job_id: int, *, done: int | None = None, current: str = "") -> None:
+        """Where a running job is (also its heartbeat); `done` None only beats."""
+        values: dict[str, Any] = {"heartbeat_at": utcnow()}
+        if done is not None:
+            values.update(done=done, current=current)
+        self._update_job(job_id, values, status=RunStatus.RUNNING.value)
+
+    def finish_eval_job(
+        self, job_id: int, status: RunStatus, *, error: str | None = None, when: str | None = None
+    ) -> bool:
+        """End a job (only from status `when`, if given); False when it had already ended."""
+        status = RunStatus(status)
+        if status not in TERMINAL_STATUSES:
+            raise ValueError(f"{status.value!r} is not a final status")
+        values = {"status": status.value, "finished_at": utcnow(), "error": error, "current": ""}
+        if when is not None:
+            return self._update_job(job_id, values, status=when)
+        active = [RunStatus.QUEUED.value, RunStatus.RUNNING.value]
+        with self._write() as session:
+            result = session.execute(
+                update(EvalJob)
+                .where(EvalJob.id == job_id, EvalJob.status.in_(active))  # type: ignore[arg-type, attr-defined]
+                .values(**values),
+                execution_options={"synchronize_session": False},
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 class BatchWriter:

@@ -317,10 +317,10 @@ def test_setup_keeps_the_heartbeat(db: str) -> None:
         )
         store.mark_running(run_id, os.getpid())
         before = store.get_run(run_id).heartbeat_at
-        assert _with_heartbeat(store, run_id, lambda: time.sleep(0.35) or 42, every=0.1) == 42
+        assert _with_heartbeat(lambda: store.heartbeat(run_id), lambda: time.sleep(0.35) or 42, every=0.1) == 42
         assert store.get_run(run_id).heartbeat_at > before
         with pytest.raises(KeyError):
-            _with_heartbeat(store, run_id, lambda: {}["missing"], every=0.1)
+            _with_heartbeat(lambda: store.heartbeat(run_id), lambda: {}["missing"], every=0.1)
 
 
 def test_compare_shows_differences(db: str, capsys: pytest.CaptureFixture[str]) -> None:

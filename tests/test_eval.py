@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ import torch
 
 from caat_app.cli import main
 from caat_app.evaluate import stratified_order
-from storage import Store
+from storage import Store, StoreError
 
 
 def run_cli(*args: str) -> int:
@@ -75,28 +77,117 @@ def test_eval_json_is_stored_and_reused(
     # a larger budget never helps, and the iterative attack is at least as strong
     assert results[("pgd", 0.3)]["accuracy"] <= results[("pgd", 0.05)]["accuracy"]
     assert results[("pgd", 0.3)]["accuracy"] <= results[("fgsm", 0.3)]["accuracy"] + 1 / 60
-    assert {c["name"] for c in first["masking"]}
+    checks = {c["name"]: c for c in first["masking"]}
+    # pgd brings its probes: 100 steps at each budget, and pgd at 4× the largest (capped at 1)
+    probes = {(r["attack"], r["eps"]) for r in first["probes"]}
+    assert probes == {("pgd-100", 0.05), ("pgd-100", 0.3), ("pgd", 1.0)}
+    assert (
+        checks["converged"]["passed"] is not None and "100 steps" in checks["converged"]["detail"]
+    )
+    assert checks["near zero at large ε"]["passed"] is True  # ε=1 L∞ can paint any image grey
     assert run_cli(*args) == 0
     second = json.loads(capsys.readouterr().out)
-    assert all(r["cached"] for r in second["results"])
+    assert all(r["cached"] for r in second["results"] + second["probes"])
     assert [r["accuracy"] for r in second["results"]] == [r["accuracy"] for r in first["results"]]
     with Store.open(f"sqlite:///{trained}") as store:
-        assert len(store.evals(1)) == 5  # clean + 2 attacks × 2 budgets, each stored once
+        # clean + 2 attacks × 2 budgets + 3 probes, each stored once
+        assert len(store.evals(1)) == 8
+        jobs = store.eval_jobs(1)
+        assert [j.status for j in jobs] == ["finished", "finished"]
+        assert all(j.done == j.total == 8 for j in jobs)
 
 
 def test_eval_table_and_bad_input(trained: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli("eval", "1", "--db", trained, "--attacks", "fgsm", "--n", "30") == 0
     out = capsys.readouterr().out
     assert "SA" in out and "fgsm" in out and "accuracy in %" in out
+    with Store.open(f"sqlite:///{trained}") as store:
+        before = (len(store.evals(1)), len(store.eval_jobs()))
     for bad in (
         ["--attacks", "cw"],
+        ["--attacks", ","],
         ["--eps", "x/255"],
+        ["--eps", "0"],
+        ["--eps", "-8/255"],
         ["--norm", "l1"],
         ["--checkpoint", "middle"],
+        ["--n", "-1"],
+        ["--json", "--csv"],
     ):
-        assert run_cli("eval", "1", "--db", trained, "--n", "10", *bad) == 2
+        assert run_cli("eval", "1", "--db", trained, "--n", "10", *bad) == 2, bad
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and "Traceback" not in err
+        assert err.count("\n") == 1 and "Traceback" not in err, bad
+    with Store.open(f"sqlite:///{trained}") as store:  # bad input wrote nothing
+        assert (len(store.evals(1)), len(store.eval_jobs())) == before
+
+
+def test_several_runs_print_side_by_side(trained: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        run_cli(
+            "train",
+            "--db",
+            trained,
+            "--epochs",
+            "1",
+            "--model",
+            "linear",
+            "--method",
+            "vanilla",
+            "--lam",
+            "0.5",
+            "--attack-steps",
+            "2",
+            "--eval-steps",
+            "2",
+            "--name",
+            "second",
+        )
+        == 0
+    )
+    capsys.readouterr()
+    args = ("eval", "1", "second", "--db", trained, "--attacks", "fgsm", "--eps", "0.1,0.2")
+    assert run_cli(*args, "--n", "40", "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [r["run"] for r in report] == [1, 2] and report[1]["name"] == "second"
+    assert run_cli(*args, "--n", "40") == 0
+    out = capsys.readouterr().out
+    assert "runs side by side" in out
+    rows = [line for line in out.splitlines() if "second" in line and "│" in line]
+    assert len(rows) == 2  # one row per budget for the second run, in the same table
+    for r in report:
+        for budget in (0.1, 0.2):
+            acc = next(x["accuracy"] for x in r["results"] if x["eps"] == budget)
+            assert f"{100 * acc:.1f}" in out
+
+
+def test_csv_has_one_row_per_measurement(trained: str, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ("eval", "1", "--db", trained, "--attacks", "fgsm,mifgsm", "--eps", "0.1", "--n", "40")
+    assert run_cli(*args, "--csv") == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    header = lines[0].split(",")
+    assert header[:2] == ["run", "checkpoint"] and "accuracy" in header and "probe" in header
+    assert sorted(line.split(",")[header.index("attack")] for line in lines[1:]) == [
+        "fgsm",
+        "mifgsm",
+    ]
+
+
+def test_front_on_an_evaluated_attack(trained: str, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ("eval", "1", "--db", trained, "--attacks", "fgsm", "--eps", "0.25", "--n", "50")
+    assert run_cli(*args, "--json") == 0
+    measured = json.loads(capsys.readouterr().out)
+    assert run_cli("front", "--db", trained, "--attack", "fgsm", "--eps", "0.25", "--json") == 0
+    captured = capsys.readouterr()
+    rep = json.loads(captured.out)
+    [point] = [p for p in rep["points"] if 1 in p["run_ids"]]
+    assert point["aa"] == measured["results"][0]["accuracy"]
+    assert point["sa"] == measured["clean"]  # SA from the same 50 images, not training's
+    assert "fgsm L∞ accuracy at ε = 0.25, 50 test images" in rep["axes"]["aa"]
+    assert run_cli("front", "--db", trained, "--attack", "square", "--eps", "0.25") == 2
+    err = capsys.readouterr().err
+    assert "no run here was evaluated with square" in err and err.count("\n") == 1
+    assert run_cli("front", "--db", trained, "--eps", "0.25") == 2
+    assert "give --attack too" in capsys.readouterr().err
 
 
 def test_a_run_without_checkpoint_is_one_line(
@@ -116,6 +207,100 @@ def test_a_run_without_checkpoint_is_one_line(
         )
     assert run_cli("eval", "1", "--db", db) == 2
     assert "no best checkpoint" in capsys.readouterr().err
+
+
+def test_a_stopped_evaluation_keeps_what_it_finished(trained: str) -> None:
+    from caat_app.evalplan import eval_spec
+    from caat_app.worker import StopFlag, execute_eval
+
+    spec = eval_spec(attacks="fgsm,pgd", budgets="0.15", n=30, force=True)
+    with Store.open(f"sqlite:///{trained}") as store:
+        job = store.create_eval_job(1, spec.to_json())
+        flag = StopFlag()
+
+        def stop_after_clean(index: int, total: int, measurement: object) -> None:
+            if index == 1:
+                flag.set()  # as SIGINT would, while fgsm runs
+
+        status, rows = execute_eval(store, job, flag, stop_after_clean)
+        assert (status, rows) == ("cancelled", [])
+        record = store.get_eval_job(job)
+        assert record is not None and record.status == "cancelled" and record.done == 1
+        mine = [r for r in store.evals(1) if r.samples == 30 and r.eps in (0.0, 0.15)]
+        assert [r.attack for r in mine] == ["clean"]  # no partial fgsm number
+        with pytest.raises(StoreError, match="is cancelled"):
+            execute_eval(store, job, StopFlag())  # an ended job is not run again
+
+
+def test_a_failing_evaluation_ends_failed_with_its_reason(tmp_path: Path) -> None:
+    from caat_app.errors import CaatError
+    from caat_app.evalplan import eval_spec
+    from caat_app.runs import start_eval
+    from caat_app.worker import StopFlag, execute_eval
+
+    with Store.open(f"sqlite:///{tmp_path / 'f.db'}") as store:
+        run_id = store.create_run(
+            name="x",
+            config={"eps": 0.3},
+            method="caat",
+            param=0.8,
+            dataset="digits",
+            model="cnn",
+            eps=0.3,
+            epochs_total=1,
+        )
+        spec = eval_spec(attacks="fgsm", budgets="0.1", n=10)
+        run = store.get_run(run_id)
+        assert run is not None
+        with pytest.raises(CaatError, match="no best checkpoint yet"):
+            start_eval(store, run, spec, launch=lambda *a, **k: pytest.fail("launched"))
+        assert store.eval_jobs() == []  # refused before anything was recorded
+        job = store.create_eval_job(run_id, spec.to_json())
+        with pytest.raises(CaatError):
+            execute_eval(store, job, StopFlag())
+        record = store.get_eval_job(job)
+        assert record is not None and record.status == "failed"
+        assert record.error is not None and "no best checkpoint" in record.error
+
+
+def test_a_launch_that_fails_ends_the_job_failed(trained: str) -> None:
+    from caat_app.errors import CaatError
+    from caat_app.evalplan import eval_spec
+    from caat_app.runs import start_eval
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError("no python here")
+
+    with Store.open(f"sqlite:///{trained}") as store:
+        run = store.get_run(1)
+        assert run is not None
+        with pytest.raises(CaatError, match="no python here"):
+            start_eval(store, run, eval_spec(attacks="fgsm", budgets="0.1"), launch=broken)
+        job = store.eval_jobs()[0]
+        assert job.status == "failed" and "no python here" in (job.error or "")
+
+
+@pytest.mark.slow
+def test_detach_evaluates_in_a_worker_process(
+    trained: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ("eval", "1", "--db", trained, "--attacks", "fgsm", "--eps", "0.12", "--n", "20")
+    assert run_cli(*args, "--detach") == 0
+    assert "started" in capsys.readouterr().out
+    with Store.open(f"sqlite:///{trained}") as store:
+        job = store.eval_jobs()[0]
+        deadline = time.monotonic() + 120
+        while job.status in {"queued", "running"} and time.monotonic() < deadline:
+            time.sleep(0.3)
+            job = store.get_eval_job(job.id)  # type: ignore[arg-type]
+            assert job is not None
+        assert job.status == "finished", job.error
+        assert job.pid is not None and job.pid != os.getpid()
+        log = (Path(store.get_run(1).run_dir) / f"eval-{job.id}.log").read_text()  # type: ignore[union-attr]
+        assert "fgsm at eps=0.12" in log
+    assert run_cli(*args, "--json") == 0  # read back, not measured again
+    report = json.loads(capsys.readouterr().out)
+    assert report["results"][0]["cached"] is True
 
 
 def test_stratified_order_balances_any_prefix() -> None:
