@@ -1,4 +1,4 @@
-"""`caat bench`: what a training step costs, measured rather than asserted.
+"""`caat bench`: what a training step and an evaluation cost, measured rather than asserted.
 
 Clean training, Vanilla AT and CA-AT are timed on the same model, batch and attack,
 in interleaved repeats (so drift on a shared machine hits all three alike), and the
@@ -166,6 +166,49 @@ def _time_logging(
     return spent, count
 
 
+def eval_bench(
+    *, n: int = 200, epochs: int = 10, repeats: int = 3, device: str = "auto"
+) -> dict[str, Any]:
+    """Images per second of evaluation attacks on the default model, trained here first.
+
+    An untrained model is misclassified everywhere and AutoAttack would skip every point,
+    so the default config (CA-AT on digits) is trained for `epochs`, then PGD-20 and the
+    fast AutoAttack are timed on the first `n` stratified test images, as `caat eval` runs
+    them (fixed batches, only still-robust points attacked inside AutoAttack).
+    """
+    from caat_app.evaluate import accuracy, stratified_order
+
+    config = build_config({"epochs": epochs, "device": device})
+    data = load_dataset(config.dataset)
+    trainer = Trainer(config, _NullSink(), data=data)
+    trainer.run()
+    model, dev = trainer.model.eval(), trainer.device
+    order = stratified_order(data.y_test)[:n]
+    x, y = data.x_test[order].to(dev), data.y_test[order].to(dev)
+    clean = accuracy(model, x, y, None, eps=0.0, norm=config.norm)
+    attacks: dict[str, dict[str, float]] = {}
+    for attack, times in (("pgd", repeats), ("autoattack-fast", 1)):
+        seconds, acc = [], None
+        for _ in range(times):
+            torch.manual_seed(0)
+            _sync(dev)
+            start = time.perf_counter()
+            acc = accuracy(model, x, y, attack, eps=config.eps, norm=config.norm)
+            _sync(dev)
+            seconds.append(time.perf_counter() - start)
+        median = statistics.median(seconds)
+        attacks[attack] = {"seconds": median, "images_per_sec": len(y) / median, "accuracy": acc}
+    return {
+        "model": config.model,
+        "trained_epochs": epochs,
+        "eps": config.eps,
+        "norm": config.norm,
+        "images": len(y),
+        "clean": clean,
+        "attacks": attacks,
+    }
+
+
 _STARTUP_PROBE = """
 import sys
 import screens.runs
@@ -249,6 +292,16 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
         f"metric logging: {report['logging_ms_per_step']:.3f} ms per step "
         f"= {100 * report['logging_overhead']:.2f}% of a CA-AT step"
     )
+    if "evaluation" in report:
+        ev = report["evaluation"]
+        for attack, label in (("pgd", "PGD-20"), ("autoattack-fast", "AutoAttack (fast)")):
+            a = ev["attacks"][attack]
+            console.print(
+                f"evaluation, {label}: {a['images_per_sec']:.0f} images / s "
+                f"({ev['images']} test images in {a['seconds']:.2f} s, {ev['model']} trained "
+                f"{ev['trained_epochs']} epochs, ε={ev['eps']:g}: "
+                f"{100 * a['accuracy']:.1f}% robust, {100 * ev['clean']:.1f}% clean)"
+            )
     if "dashboard_start" in report:
         start = report["dashboard_start"]
         console.print(

@@ -1082,10 +1082,13 @@ def bench(
     steps: int = typer.Option(30, min=5, help="timed steps per repeat"),
     repeats: int = typer.Option(5, min=1, help="interleaved repeats (the median is reported)"),
     device: str = typer.Option("auto"),
+    eval_n: int = typer.Option(200, min=10, help="test images of the evaluation line"),
+    eval_epochs: int = typer.Option(10, min=1, help="epochs trained before it is attacked"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
-    """Per-step time of clean training, Vanilla AT and CA-AT, and the cost of logging."""
-    from caat_app.bench import dashboard_startup, print_report, run_bench
+    """Per-step time of clean training, Vanilla AT and CA-AT, the cost of logging, the
+    evaluation's images per second (PGD-20, fast AutoAttack) and the dashboard's start-up."""
+    from caat_app.bench import dashboard_startup, eval_bench, print_report, run_bench
 
     report = run_bench(
         model=model,
@@ -1095,6 +1098,7 @@ def bench(
         repeats=repeats,
         device=device,
     )
+    report["evaluation"] = eval_bench(n=eval_n, epochs=eval_epochs, device=device)
     report["dashboard_start"] = dashboard_startup(repeats=repeats)
     if as_json:
         print(json.dumps(report, indent=2))

@@ -270,8 +270,14 @@ def test_demo_trains_both_methods_side_by_side(db: str, capsys: pytest.CaptureFi
 
 @pytest.mark.slow
 def test_bench_json_reports_the_ratios(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_cli("bench", "--json", "--steps", "5", "--repeats", "1", "--attack-steps", "2") == 0
+    args = ("--steps", "5", "--repeats", "1", "--attack-steps", "2")
+    assert run_cli("bench", "--json", *args, "--eval-n", "20", "--eval-epochs", "2") == 0
     report = json.loads(capsys.readouterr().out)
+    ev = report["evaluation"]
+    assert ev["images"] == 20 and set(ev["attacks"]) == {"pgd", "autoattack-fast"}
+    for a in ev["attacks"].values():
+        assert a["images_per_sec"] == pytest.approx(20 / a["seconds"])
+        assert 0 <= a["accuracy"] <= ev["clean"]
     ms = report["ms_per_step"]
     assert report["ratio_caat_vs_vanilla"] == pytest.approx(ms["caat"] / ms["vanilla"])
     assert ms["vanilla"] > ms["clean"] > 0  # an attacked step costs more than a clean one
@@ -317,7 +323,12 @@ def test_setup_keeps_the_heartbeat(db: str) -> None:
         )
         store.mark_running(run_id, os.getpid())
         before = store.get_run(run_id).heartbeat_at
-        assert _with_heartbeat(lambda: store.heartbeat(run_id), lambda: time.sleep(0.35) or 42, every=0.1) == 42
+        assert (
+            _with_heartbeat(
+                lambda: store.heartbeat(run_id), lambda: time.sleep(0.35) or 42, every=0.1
+            )
+            == 42
+        )
         assert store.get_run(run_id).heartbeat_at > before
         with pytest.raises(KeyError):
             _with_heartbeat(lambda: store.heartbeat(run_id), lambda: {}["missing"], every=0.1)
