@@ -805,6 +805,9 @@ def eval_command(
     n: int = typer.Option(1000, help="first N test images, stratified and fixed (0: all)"),
     checkpoint: str = typer.Option("best", help="best (chosen on validation) or last"),
     force: bool = typer.Option(False, "--force", help="measure again what the store has"),
+    as_table: bool = typer.Option(
+        False, "--table", help="the paper's layout: attacks × budgets, SA first (the default)"
+    ),
     as_json: bool = typer.Option(False, "--json", help="one record per attack and budget"),
     csv_out: bool = typer.Option(False, "--csv", help="CSV on stdout"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
@@ -817,8 +820,8 @@ def eval_command(
     """
     from caat_app.evalplan import build_table, eval_spec
 
-    if as_json and csv_out:
-        raise CaatError("give --json or --csv, not both")
+    if as_table + as_json + csv_out > 1:
+        raise CaatError("give one of --table, --json and --csv")
     check = {"attacks": attacks, "norm": norm, "n": n, "checkpoint": checkpoint}
     eval_spec(budgets=eps or "1", force=force, device=device, **check)  # fail before the store
     store = open_store(db)

@@ -98,7 +98,7 @@ def test_eval_json_is_stored_and_reused(
 
 
 def test_eval_table_and_bad_input(trained: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_cli("eval", "1", "--db", trained, "--attacks", "fgsm", "--n", "30") == 0
+    assert run_cli("eval", "1", "--db", trained, "--attacks", "fgsm", "--n", "30", "--table") == 0
     out = capsys.readouterr().out
     assert "SA" in out and "fgsm" in out and "accuracy in %" in out
     with Store.open(f"sqlite:///{trained}") as store:
@@ -113,6 +113,7 @@ def test_eval_table_and_bad_input(trained: str, capsys: pytest.CaptureFixture[st
         ["--checkpoint", "middle"],
         ["--n", "-1"],
         ["--json", "--csv"],
+        ["--table", "--json"],
     ):
         assert run_cli("eval", "1", "--db", trained, "--n", "10", *bad) == 2, bad
         err = capsys.readouterr().err
