@@ -26,6 +26,7 @@ from rich.text import Text
 from caat_app.config import RunConfig, build_config, format_budget, load_config_file
 from caat_app.errors import CaatError
 from caat_app.evalplan import DEFAULT_ATTACKS as DEFAULT_EVAL_ATTACKS
+from caat_app.evalplan import EVAL_ATTACKS
 from caat_app.runs import create_run
 from storage import Run, RunStatus, Store, StoreError, resolve_db_url
 
@@ -793,10 +794,9 @@ def eval_command(
     runs: list[str] = typer.Argument(..., help="run ids or names; several print side by side"),
     attacks: str = typer.Option(
         ",".join(DEFAULT_EVAL_ATTACKS),
-        help="comma list: fgsm, pgd, pgd-100, mifgsm, apgd-ce, apgd-dlr, apgd-t, fab, fab-t, "
-        "square, autoattack, autoattack-fast. Quote AutoAttack's number: it is the one "
-        "robust accuracy that no single attack overestimates. pgd also runs two probes "
-        "for the masking report (pgd-100, and pgd at 4× the largest ε)",
+        help=f"comma list of {', '.join(EVAL_ATTACKS)}. Quote AutoAttack's number: a point "
+        "counts as robust only if every attack of its ensemble fails on it. pgd also runs "
+        "two probes for the masking report (pgd-100, and pgd at 4× the largest ε)",
     ),
     eps: str = typer.Option(
         "", help="comma list of budgets, e.g. 8/255,16/255 (default: the run's own)"

@@ -45,6 +45,16 @@ def attack_batch(
         return A.fgsm(model, x, y, eps=eps, norm=norm)
     if name in {"pgd", "pgd-100"}:
         return A.pgd(model, x, y, eps=eps, alpha=s["alpha"], steps=s["steps"], norm=norm)
+    if name == "pgd-t":
+        with torch.no_grad():
+            logits = model(x)
+        # The runner-up class: the strongest single target, as APGD-T's first one.
+        target = logits.scatter(1, y[:, None], -torch.inf).argmax(1)
+        adv = A.pgd(
+            model, x, target, eps=eps, alpha=s["alpha"], steps=s["steps"], norm=norm, targeted=True
+        )
+        # A point already misclassified stays as it is: a target could only "fix" it.
+        return torch.where((logits.argmax(1) != y).view(-1, *[1] * (x.dim() - 1)), x, adv)
     if name == "mifgsm":
         return A.mifgsm(model, x, y, eps=eps, steps=s["steps"], decay=s["decay"], norm=norm)
     if name in {"apgd-ce", "apgd-dlr", "apgd-t"}:
