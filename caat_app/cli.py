@@ -520,12 +520,26 @@ def show(
     db: str | None = DbOption,
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
-    """A run's status, config and final metrics."""
-    record = open_store(db).find_run(run)
+    """A run's status, config and final metrics, and every evaluation stored for it."""
+    from caat_app.evalplan import tables_from_results
+
+    store = open_store(db)
+    record = store.find_run(run)
+    assert record.id is not None
+    tables = tables_from_results(store.evals(record.id))
     if as_json:
-        print(json.dumps(run_record(record), indent=2))
-    else:
-        show_run(record)
+        print(
+            json.dumps(
+                run_record(record) | {"evaluations": [t.to_json() for t in tables]}, indent=2
+            )
+        )
+        return
+    show_run(record)
+    for table in tables:
+        out.print(
+            Text(f"evaluation: {table.checkpoint} checkpoint, {table.norm}, {table.seconds:.0f} s")
+        )
+        _eval_tables([(record, table)])
 
 
 def _ordered(row: dict[str, Any], key: str) -> dict[str, Any]:

@@ -350,16 +350,43 @@ def build_table(
     return table
 
 
+def _grid_of(rows: Sequence[EvalRow]) -> tuple[list[str], list[float]]:
+    """Columns and rows for stored results, with what looks like `plan`'s probes left out.
+
+    The store does not mark probes, so they are recognised by their shape: `pgd-100`
+    only where `pgd` was run at the same ε, and a budget at which only `pgd` was run that
+    is the very-large one for the others. Nothing is hidden: they become probe lines.
+    """
+    order = {a: i for i, a in enumerate(EVAL_ATTACKS)}
+    measured = [r for r in rows if r.attack != "clean"]
+    at: dict[str, set[float]] = {}
+    for r in measured:
+        at.setdefault(r.attack, set()).add(_key(r.eps))
+    columns = sorted(at, key=lambda a: order.get(a, len(order)))
+    if PROBE_STEPS in at and at[PROBE_STEPS] <= at.get("pgd", set()) and len(columns) > 2:
+        columns.remove(PROBE_STEPS)
+    budgets = sorted({_key(r.eps) for r in measured})
+    others = sorted({_key(r.eps) for r in measured if r.attack != "pgd"})
+    if others:
+        norm = rows[0].norm
+        big = large_budget(others, norm)
+        budgets = [e for e in budgets if e in others or e < big - 1e-12]
+    return columns, budgets
+
+
 def tables_from_results(rows: Iterable[EvalRow]) -> list[EvalTable]:
     """A run's stored results as tables, one per (checkpoint, norm, samples), newest first."""
     groups: dict[tuple[str, str, int], list[EvalRow]] = {}
     for r in rows:
-        key = (r.checkpoint, r.norm, r.samples)
-        groups.setdefault(key, []).append(r)
+        groups.setdefault((r.checkpoint, r.norm, r.samples), []).append(r)
     newest = sorted(
-        groups.items(), key=lambda kv: max(getattr(r, "id", 0) or 0 for r in kv[1]), reverse=True
+        groups.values(), key=lambda g: max(getattr(r, "id", 0) or 0 for r in g), reverse=True
     )
-    return [build_table(group) for _, group in newest]
+    tables = []
+    for group in newest:
+        columns, budgets = _grid_of(group)
+        tables.append(build_table(group, attacks=columns, budgets=budgets))
+    return tables
 
 
 def pct(value: float | None) -> str:

@@ -225,3 +225,25 @@ def test_evals_of_runs_is_one_mapping(store: Store) -> None:
     assert [r.attack for r in got[1]] == ["clean", "fgsm"] and got[5] == []
     assert all(isinstance(r, EvalResult) for r in got[1])
     assert store.evals_of_runs([]) == {}
+
+
+def test_stored_tables_list_probes_under_the_report(tmp_path: Path) -> None:
+    spec = eval_spec(attacks="fgsm,pgd", budgets="0.1,0.2")
+    rows = [
+        result(j.attack, j.eps, 0.5 if j.eps < 0.5 else 0.0, id=i) for i, j in enumerate(plan(spec))
+    ]
+
+    class Row:
+        def __init__(self, data: dict[str, object]) -> None:
+            self.__dict__.update(data)
+
+    [table] = tables_from_results([Row(r) for r in rows])  # type: ignore[list-item]
+    assert table.attacks == ["fgsm", "pgd"] and table.budgets == [0.1, 0.2]
+    assert sorted((p["attack"], p["eps"]) for p in table.probes) == [
+        ("pgd", 0.8),
+        ("pgd-100", 0.1),
+        ("pgd-100", 0.2),
+    ]
+    # asked for by name, pgd-100 is a column like any other
+    named = [Row(result(a, 0.1, 0.5, id=i)) for i, a in enumerate(["clean", "pgd-100", "fgsm"])]
+    assert tables_from_results(named)[0].attacks == ["fgsm", "pgd-100"]  # type: ignore[arg-type]
