@@ -315,15 +315,15 @@ def test_stratified_order_balances_any_prefix() -> None:
 def test_show_lists_the_stored_evaluations(
     trained: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = ("eval", "1", "--db", trained, "--attacks", "fgsm,pgd", "--eps", "0.2", "--n", "25")
+    args = ("eval", "1", "--db", trained, "--attacks", "fgsm,pgd", "--eps", "0.12", "--n", "25")
     assert run_cli(*args, "--json") == 0
     measured = json.loads(capsys.readouterr().out)
     assert run_cli("show", "1", "--db", trained, "--json") == 0
     shown = json.loads(capsys.readouterr().out)
     [table] = [t for t in shown["evaluations"] if t["samples"] == 25]
     assert table["clean"] == measured["clean"]
-    assert {(r["attack"], r["eps"]) for r in table["results"]} == {("fgsm", 0.2), ("pgd", 0.2)}
-    assert {(p["attack"], p["eps"]) for p in table["probes"]} == {("pgd-100", 0.2), ("pgd", 0.8)}
+    assert {(r["attack"], r["eps"]) for r in table["results"]} == {("fgsm", 0.12), ("pgd", 0.12)}
+    assert {(p["attack"], p["eps"]) for p in table["probes"]} == {("pgd-100", 0.12), ("pgd", 0.48)}
     assert run_cli("show", "1", "--db", trained) == 0
     out = capsys.readouterr().out
-    assert "accuracy in % on 25 test images" in out and "probe pgd at ε=0.8" in out
+    assert "accuracy in % on 25 test images" in out and "probe pgd at ε=0.48" in out
