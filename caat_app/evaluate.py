@@ -116,9 +116,14 @@ def accuracy(
     eps: float,
     norm: str,
     should_stop: Callable[[], bool] = lambda: False,
+    batch_dependent: bool = False,
 ) -> float | None:
     """Accuracy on clean inputs (`attack` None) or under an attack, in fixed batches.
 
+    A point the model gets wrong unattacked counts as not robust and is not attacked
+    (AutoAttack's convention: robust accuracy never exceeds clean accuracy). A
+    `batch_dependent` model (batch statistics in BatchNorm) is attacked and judged on
+    whole fixed batches instead, since removing points would change its predictions.
     None when `should_stop` said so between two batches: a partial number is never kept.
     """
     correct = torch.zeros((), dtype=torch.long, device=x.device)
@@ -126,10 +131,20 @@ def accuracy(
         if should_stop():
             return None
         xb, yb = x[start : start + BATCH], y[start : start + BATCH]
-        if attack is not None and eps > 0:
-            xb = attack_batch(attack, model, xb, yb, eps=eps, norm=norm)
         with torch.no_grad():
-            correct += (model(xb).argmax(1) == yb).sum()
+            right = model(xb).argmax(1) == yb
+        if attack is not None and eps > 0:
+            if batch_dependent:
+                adv = attack_batch(attack, model, xb, yb, eps=eps, norm=norm)
+                with torch.no_grad():
+                    right &= model(adv).argmax(1) == yb
+            else:
+                idx = right.nonzero().squeeze(1)  # one host sync per batch
+                if idx.numel() > 0:
+                    adv = attack_batch(attack, model, xb[idx], yb[idx], eps=eps, norm=norm)
+                    with torch.no_grad():
+                        right[idx] = model(adv).argmax(1) == yb[idx]
+        correct += right.sum()
     return int(correct) / max(len(y), 1)
 
 
@@ -151,7 +166,7 @@ def evaluate_run(
     after it. Returns every row, or None when stopped (what was finished stays stored).
     """
     assert run.id is not None
-    model, _, data = load_run_model(run, spec.checkpoint, spec.device)
+    model, config, data = load_run_model(run, spec.checkpoint, spec.device)
     dev = next(model.parameters()).device
     n = spec.n
     order = stratified_order(data.y_test)[:n] if n > 0 else torch.arange(len(data.y_test))
@@ -185,7 +200,14 @@ def evaluate_run(
             began = time.perf_counter()
             attack = None if job.attack == "clean" else job.attack
             acc = accuracy(
-                model, x, y, attack, eps=job.eps, norm=spec.norm, should_stop=should_stop
+                model,
+                x,
+                y,
+                attack,
+                eps=job.eps,
+                norm=spec.norm,
+                should_stop=should_stop,
+                batch_dependent=config.bn == "batchstats",
             )
             if acc is None:
                 return None

@@ -37,3 +37,33 @@ def test_budget_range_clean_and_monotone(digits_linear: tuple, attack: str, norm
     assert max(accuracies) <= clean
     assert accuracies[1] <= accuracies[0] + NOISE
     assert accuracies[1] < clean  # the larger budget breaks something on this model
+
+
+@pytest.mark.parametrize("batch_dependent", [False, True])
+def test_only_correct_points_are_attacked(
+    digits_linear: tuple, monkeypatch: pytest.MonkeyPatch, batch_dependent: bool
+) -> None:
+    import caat_app.evaluate as ev
+
+    model, x_test, y_test = digits_linear
+    x, y = x_test[:300], y_test[:300]
+    seen: list[int] = []
+    real = ev.attack_batch
+
+    def spy(name: str, model: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor, **kw):
+        seen.append(len(yb))
+        return real(name, model, xb, yb, **kw)
+
+    monkeypatch.setattr(ev, "attack_batch", spy)
+    clean = ev.accuracy(model, x, y, None, eps=0.0, norm="linf")
+    attacked = ev.accuracy(
+        model, x, y, "fgsm", eps=0.1, norm="linf", batch_dependent=batch_dependent
+    )
+    assert clean is not None and attacked is not None and attacked <= clean < 1.0
+    with torch.no_grad():
+        right = (model(x).argmax(1) == y).tolist()
+    assert len(y) > 256  # two batches
+    if batch_dependent:  # whole fixed batches of 256, then the rest
+        assert seen == [256, len(y) - 256]
+    else:  # per batch, only what the model gets right
+        assert seen == [sum(right[:256]), sum(right[256:])]
