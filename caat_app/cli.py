@@ -537,7 +537,10 @@ def show(
     show_run(record)
     for table in tables:
         out.print(
-            Text(f"evaluation: {table.checkpoint} checkpoint, {table.norm}, {table.seconds:.0f} s")
+            Text(
+                f"evaluation: {table.checkpoint} checkpoint ({table.weights or '?'}), "
+                f"{table.norm}, measured in {table.seconds:.0f} s"
+            )
         )
         _eval_tables([(record, table)])
 

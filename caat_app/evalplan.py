@@ -222,6 +222,7 @@ class EvalRow(Protocol):
     """What a stored result offers (storage's EvalResult, or a plain record in tests)."""
 
     checkpoint: str
+    weights: str
     attack: str
     norm: str
     eps: float
@@ -252,11 +253,13 @@ def _key(eps: float) -> float:
 class EvalTable:
     """One evaluation as the paper prints it: budgets as rows, attacks as columns, SA first.
 
-    All results of one run that share a checkpoint, a norm and a sample count form one
-    table, whichever `caat eval` calls measured them; the masking report reads them all.
+    All results of one run that share a checkpoint (and its weights), a norm and a sample
+    count form one table, whichever `caat eval` calls measured them; the masking report
+    reads them all.
     """
 
     checkpoint: str
+    weights: str
     norm: str
     samples: int
     clean: float | None
@@ -275,6 +278,7 @@ class EvalTable:
 
         return {
             "checkpoint": self.checkpoint,
+            "weights": self.weights,
             "norm": self.norm,
             "samples": self.samples,
             "clean": self.clean,
@@ -292,10 +296,8 @@ class EvalTable:
 def _row(r: EvalRow | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(r, Mapping):
         return dict(r)
-    return {
-        k: getattr(r, k)
-        for k in ("checkpoint", "attack", "norm", "eps", "samples", "accuracy", "seconds")
-    } | {"settings": r.settings}
+    keys = ("checkpoint", "weights", "attack", "norm", "eps", "samples", "accuracy", "seconds")
+    return {k: getattr(r, k) for k in keys} | {"settings": r.settings}
 
 
 def build_table(
@@ -304,7 +306,7 @@ def build_table(
     attacks: Sequence[str] | None = None,
     budgets: Sequence[float] | None = None,
 ) -> EvalTable:
-    """One table from the results of one (checkpoint, norm, samples).
+    """One table from the results of one (checkpoint and weights, norm, samples).
 
     `attacks` and `budgets` choose the columns and rows (the CLI shows what was asked);
     by default every attack and budget present, probes included. Results outside the
@@ -331,6 +333,7 @@ def build_table(
     wanted_eps = {_key(e) for e in rows_eps}
     table = EvalTable(
         checkpoint=first["checkpoint"],
+        weights=first.get("weights", ""),
         norm=first["norm"],
         samples=int(first["samples"]),
         clean=clean,
@@ -375,10 +378,11 @@ def _grid_of(rows: Sequence[EvalRow]) -> tuple[list[str], list[float]]:
 
 
 def tables_from_results(rows: Iterable[EvalRow]) -> list[EvalTable]:
-    """A run's stored results as tables, one per (checkpoint, norm, samples), newest first."""
-    groups: dict[tuple[str, str, int], list[EvalRow]] = {}
+    """A run's stored results as tables, newest first: one per checkpoint and its weights,
+    norm and sample count."""
+    groups: dict[tuple[str, str, str, int], list[EvalRow]] = {}
     for r in rows:
-        groups.setdefault((r.checkpoint, r.norm, r.samples), []).append(r)
+        groups.setdefault((r.checkpoint, r.weights, r.norm, r.samples), []).append(r)
     newest = sorted(
         groups.values(), key=lambda g: max(getattr(r, "id", 0) or 0 for r in g), reverse=True
     )

@@ -89,8 +89,12 @@ def stratified_order(y: Tensor) -> Tensor:
 
 def load_run_model(
     run: Run, checkpoint: str, device: str = "auto"
-) -> tuple[nn.Module, RunConfig, Any]:
-    """The run's model with a checkpoint's weights (never anything but weights)."""
+) -> tuple[nn.Module, RunConfig, Any, str]:
+    """The run's model with a checkpoint's weights (never anything but weights).
+
+    Also says which weights: the epoch and step the checkpoint was saved at, so a result
+    measured on an earlier `best` is never taken for one of a later `best`.
+    """
     if checkpoint not in CHECKPOINTS:
         raise CaatError(f"--checkpoint: unknown {checkpoint!r}; choose one of best, last")
     path = Path(run.run_dir) / f"{checkpoint}.pt"
@@ -104,7 +108,8 @@ def load_run_model(
     state = torch.load(path, map_location=dev, weights_only=True)
     model.load_state_dict(state["model"])
     model.eval()
-    return model, config, data
+    weights = f"epoch {state.get('epoch', '?')}, step {state.get('step', '?')}"
+    return model, config, data, weights
 
 
 def accuracy(
@@ -148,7 +153,17 @@ def accuracy(
     return int(correct) / max(len(y), 1)
 
 
-_STORED = ("checkpoint", "attack", "norm", "eps", "samples", "accuracy", "seconds", "settings")
+_STORED = (
+    "checkpoint",
+    "weights",
+    "attack",
+    "norm",
+    "eps",
+    "samples",
+    "accuracy",
+    "seconds",
+    "settings",
+)
 
 
 def evaluate_run(
@@ -166,7 +181,7 @@ def evaluate_run(
     after it. Returns every row, or None when stopped (what was finished stays stored).
     """
     assert run.id is not None
-    model, config, data = load_run_model(run, spec.checkpoint, spec.device)
+    model, config, data, weights = load_run_model(run, spec.checkpoint, spec.device)
     dev = next(model.parameters()).device
     n = spec.n
     order = stratified_order(data.y_test)[:n] if n > 0 else torch.arange(len(data.y_test))
@@ -174,6 +189,7 @@ def evaluate_run(
     cached = {
         (r.attack, r.norm, round(r.eps, 12), r.samples, r.settings): r
         for r in store.evals(run.id, checkpoint=spec.checkpoint)
+        if r.weights == weights
     }
     jobs = plan(spec)
     results = []
@@ -186,6 +202,7 @@ def evaluate_run(
         hit = cached.get((job.attack, spec.norm, round(job.eps, 12), len(y), settings))
         row = {
             "checkpoint": spec.checkpoint,
+            "weights": weights,
             "attack": job.attack,
             "norm": spec.norm,
             "eps": job.eps,

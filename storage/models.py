@@ -143,9 +143,9 @@ class EpochMetric(SQLModel, table=True):
 class EvalResult(SQLModel, table=True):
     """One attack at one budget on one checkpoint: what `caat eval` measured.
 
-    `settings` holds the attack's settings as JSON; together with the run, checkpoint,
-    attack, norm, ε and sample count it identifies an evaluation, so an identical one
-    is reused instead of run again.
+    `settings` holds the attack's settings as JSON; together with the run, checkpoint
+    and its weights, attack, norm, ε and sample count it identifies an evaluation, so an
+    identical one is reused instead of run again.
     """
 
     __tablename__ = "eval_result"
@@ -153,6 +153,9 @@ class EvalResult(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     run_id: int = Field(foreign_key="run.id", index=True, ondelete="CASCADE")
     checkpoint: str
+    # Which weights the checkpoint held ("epoch 12, step 3400"): `best` moves while a
+    # run trains, and a result belongs to the weights it was measured on.
+    weights: str = ""
     attack: str
     norm: str
     eps: float

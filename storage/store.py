@@ -934,11 +934,12 @@ class Store:
 
     def add_evals(self, run_id: int, rows: Sequence[Mapping[str, Any]]) -> None:
         """Record evaluation results in one transaction (an identical one is replaced)."""
-        keys = ("checkpoint", "attack", "norm", "eps", "samples", "settings")
+        keys = ("checkpoint", "weights", "attack", "norm", "eps", "samples", "settings")
         with self._write() as session:
             if session.get(Run, run_id) is None:
                 raise StoreError(f"no run {run_id} in {self._where}")
             for row in rows:
+                row = {"weights": "", **row}
                 same = [getattr(EvalResult, k) == row[k] for k in keys]
                 session.execute(
                     delete(EvalResult).where(EvalResult.run_id == run_id, *same)  # type: ignore[arg-type]

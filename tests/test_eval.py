@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import time
@@ -164,13 +166,11 @@ def test_several_runs_print_side_by_side(trained: str, capsys: pytest.CaptureFix
 def test_csv_has_one_row_per_measurement(trained: str, capsys: pytest.CaptureFixture[str]) -> None:
     args = ("eval", "1", "--db", trained, "--attacks", "fgsm,mifgsm", "--eps", "0.1", "--n", "40")
     assert run_cli(*args, "--csv") == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    header = lines[0].split(",")
-    assert header[:2] == ["run", "checkpoint"] and "accuracy" in header and "probe" in header
-    assert sorted(line.split(",")[header.index("attack")] for line in lines[1:]) == [
-        "fgsm",
-        "mifgsm",
-    ]
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert list(rows[0])[:3] == ["run", "checkpoint", "weights"]
+    assert rows[0]["weights"].startswith("epoch ")  # which weights `best` held
+    assert sorted(r["attack"] for r in rows) == ["fgsm", "mifgsm"]
+    assert all(r["probe"] == "False" and 0 <= float(r["accuracy"]) <= 1 for r in rows)
 
 
 def test_front_on_an_evaluated_attack(trained: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -327,3 +327,25 @@ def test_show_lists_the_stored_evaluations(
     assert run_cli("show", "1", "--db", trained) == 0
     out = capsys.readouterr().out
     assert "accuracy in % on 25 test images" in out and "probe pgd at ε=0.48" in out
+
+
+def test_results_of_older_weights_are_not_reused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "w.db")
+    train = ("train", "--db", db, "--epochs", "1", "--model", "linear", "--attack-steps", "2")
+    assert run_cli(*train, "--eval-steps", "2") == 0
+    args = ("eval", "1", "--db", db, "--attacks", "fgsm", "--eps", "0.1", "--n", "20", "--json")
+    assert run_cli(*args) == 0
+    capsys.readouterr()
+    with Store.open(f"sqlite:///{db}") as store:
+        best = Path(store.get_run(1).run_dir) / "best.pt"  # type: ignore[union-attr]
+    state = torch.load(best, weights_only=True)
+    state["epoch"] += 5  # as if training went on and saved a new best
+    torch.save(state, best)
+    assert run_cli(*args) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert not any(r["cached"] for r in again["results"])
+    assert run_cli("show", "1", "--db", db, "--json") == 0
+    shown = json.loads(capsys.readouterr().out)["evaluations"]
+    assert [t["weights"].split(",")[0] for t in shown] == ["epoch 6", "epoch 1"]  # newest first

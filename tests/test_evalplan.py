@@ -30,6 +30,7 @@ from storage.models import utcnow
 def result(attack: str, eps: float, acc: float, **kw: object) -> dict[str, object]:
     return {
         "checkpoint": "best",
+        "weights": "epoch 3, step 30",
         "attack": attack,
         "norm": "linf",
         "eps": eps,
