@@ -210,7 +210,7 @@ def plan(spec: EvalSpec) -> list[Measurement]:
         if PROBE_STEPS not in spec.attacks:
             jobs += [Measurement(PROBE_STEPS, e, probe=True) for e in spec.budgets]
         big = large_budget(spec.budgets, spec.norm)
-        if big >= VERY_LARGE_RATIO * min(spec.budgets) and big not in spec.budgets:
+        if big > max(spec.budgets):  # L∞ at 1 is very large too: its ball is the whole box
             jobs.append(Measurement("pgd", big, probe=True))
     return jobs
 
@@ -233,15 +233,15 @@ class EvalRow(Protocol):
 
 
 def masking_records(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Results as the masking report reads them: `pgd-100` is PGD with its step count."""
+    """Results as the masking report reads them: with step counts, and `pgd-100` as PGD's kin."""
     records = []
     for r in rows:
         if r["attack"] == "clean":
             continue
         settings = r.get("settings") or "{}"
         steps = json.loads(settings).get("steps") if isinstance(settings, str) else None
-        attack = "pgd" if r["attack"] == PROBE_STEPS else r["attack"]
-        records.append({**r, "attack": attack, "steps": steps})
+        family = "pgd" if r["attack"] == PROBE_STEPS else r["attack"]
+        records.append({**r, "family": family, "steps": steps})
     return records
 
 

@@ -6,7 +6,9 @@ Carlini et al. 2019): one step beats many, black-box beats white-box, accuracy d
 fall with the budget, more steps keep helping, PGD and AutoAttack disagree, or an attack
 raises accuracy. Each check reads only the table's numbers, so it runs on stored results.
 
-A record is ``{"attack", "eps", "accuracy", "samples", "steps"}``; accuracies are fractions.
+A record is ``{"attack", "eps", "accuracy", "samples", "steps"}``, optionally with ``norm``
+and ``family`` (the attack a variant belongs to, for the convergence check: ``pgd-100`` is
+PGD with more steps); accuracies are fractions.
 """
 
 from __future__ import annotations
@@ -125,11 +127,16 @@ def _monotone(best: dict[str, dict[float, float]], tolerance: float) -> Check:
     return Check(name, True, f"non-increasing for {', '.join(sorted(series))}")
 
 
-def _near_zero(best: dict[str, dict[float, float]], tolerance: float) -> Check:
-    """At a very large budget every image can be destroyed; surviving points mean masking."""
+def _near_zero(best: dict[str, dict[float, float]], tolerance: float, norm: str | None) -> Check:
+    """At a very large budget every image can be destroyed; surviving points mean masking.
+
+    Very large: 4× the smallest budget, or for L∞ an ε of 1, whose ball is the whole
+    [0, 1] box (any image can be turned into any other).
+    """
     name = "near zero at large ε"
     budgets = sorted({e for per_eps in best.values() for e in per_eps if e > 0})
-    if not budgets or budgets[-1] < VERY_LARGE_RATIO * budgets[0]:
+    whole_box = norm == "linf" and bool(budgets) and budgets[-1] >= 1.0
+    if not budgets or (budgets[-1] < VERY_LARGE_RATIO * budgets[0] and not whole_box):
         span = f" (largest ε is {budgets[-1] / budgets[0]:.1f}× the smallest)" if budgets else ""
         return Check(name, None, f"needs an ε ≥ {VERY_LARGE_RATIO:g}× the smallest{span}")
     top = budgets[-1]
@@ -149,7 +156,8 @@ def _converged(records: Sequence[Mapping[str, Any]], tolerance: float) -> Check:
     for r in records:
         if r.get("steps") is None:
             continue
-        per_steps = runs.setdefault((str(r["attack"]).lower(), _key(r["eps"])), {})
+        family = str(r.get("family") or r["attack"]).lower()  # pgd-100 is PGD run longer
+        per_steps = runs.setdefault((family, _key(r["eps"])), {})
         s, acc = int(r["steps"]), float(r["accuracy"])
         per_steps[s] = min(acc, per_steps.get(s, acc))
     pairs = {k: v for k, v in runs.items() if len(v) >= 2}
@@ -220,11 +228,12 @@ def masking_report(
 ) -> list[Check]:
     """All checks, in a fixed order; ``tolerance`` absorbs sampling noise between attacks."""
     best = _best(records)
+    norms = {r.get("norm") for r in records}
     return [
         _iterative(best, tolerance),
         _white_box(best, tolerance),
         _monotone(best, tolerance),
-        _near_zero(best, tolerance),
+        _near_zero(best, tolerance, norms.pop() if len(norms) == 1 else None),
         _converged(records, tolerance),
         _pgd_gap(best),
         _below_clean(records, clean, tolerance),

@@ -13,10 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from caat_app import launcher
 from caat_app.config import RunConfig
 from caat_app.errors import CaatError
 from caat_app.evalplan import EvalSpec, plan
-from caat_app.launcher import Launch, launch_eval_worker, request_cancel
+from caat_app.launcher import Launch, request_cancel
 from storage import EvalJob, Run, RunStatus, Store, StoreError
 from storage.store import lost_worker_error
 
@@ -186,14 +187,14 @@ def relaunch_config(run: Run) -> dict[str, Any]:
 # --------------------------------------------------------------------------- evaluations
 
 
-def start_eval(
-    store: Store, run: Run, spec: EvalSpec, *, launch: Launch = launch_eval_worker
-) -> int:
+def start_eval(store: Store, run: Run, spec: EvalSpec, *, launch: Launch | None = None) -> int:
     """Record an evaluation of a run and start its worker now; returns the job id.
 
     Only a run with a checkpoint can be evaluated; a launch that fails ends the job
-    `failed` with the reason, so nothing stays queued forever.
+    `failed` with the reason, so nothing stays queued forever. `launch` defaults to
+    `launcher.launch_eval_worker`, looked up at call time.
     """
+    launch = launch or launcher.launch_eval_worker
     current = _current(store, run)
     assert current.id is not None
     checkpoint = Path(current.run_dir) / f"{spec.checkpoint}.pt"
@@ -206,8 +207,11 @@ def start_eval(
     try:
         launch(store.url, job_id, Path(current.run_dir))
     except Exception as exc:
-        store.finish_eval_job(job_id, RunStatus.FAILED, error=f"could not start its worker: {exc}")
-        raise CaatError(f"evaluation {job_id}: could not start its worker: {exc}") from None
+        reason = " ".join(str(exc).split()) or type(exc).__name__  # one line, whatever the OS said
+        store.finish_eval_job(
+            job_id, RunStatus.FAILED, error=f"could not start its worker: {reason}"
+        )
+        raise CaatError(f"evaluation {job_id}: could not start its worker: {reason}") from None
     return job_id
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from textual import work
 from textual.app import App, SystemCommand
@@ -14,10 +16,18 @@ from textual.widgets import Input
 from caat_app.errors import CaatError
 from caat_app.launcher import Gpu, Scheduler, list_gpus
 from screens.modals import HelpScreen
-from storage import Run, Store, StoreError
+from storage import EvalJob, Run, Store, StoreError
+
+if TYPE_CHECKING:
+    from caat_app.evalplan import EvalSpec
 
 # A worker writes a heartbeat at least every 5 s; a minute of silence means it died.
 HEARTBEAT_TIMEOUT = 60.0
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as one line for a notification: an OS error's text may span lines."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 class CaatApp(App[None]):
@@ -52,6 +62,8 @@ class CaatApp(App[None]):
         self.per_gpu = per_gpu
         self.max_cpu = max_cpu
         self.scheduler: Scheduler | None = None
+        self.eval_children: list[Any] = []  # evaluation workers' Popens, waited for (no zombies)
+        self._children_lock = threading.Lock()
 
     def on_mount(self) -> None:
         from screens.runs import RunsScreen
@@ -78,15 +90,38 @@ class CaatApp(App[None]):
         """Mark silent workers failed, then start queued runs where there is room."""
         from caat_app.runs import pid_alive
 
+        self._wait_eval_children()
         try:
             for run_id in self.store.reap_stale(timeout=HEARTBEAT_TIMEOUT, is_alive=pid_alive):
                 self.call_from_thread(
                     self.notify, f"run {run_id}: its worker died", severity="error"
                 )
+            for job_id in self.store.reap_stale_evals(
+                timeout=HEARTBEAT_TIMEOUT, is_alive=pid_alive
+            ):
+                self.call_from_thread(
+                    self.notify, f"evaluation {job_id}: its worker died", severity="error"
+                )
             if self.scheduler is not None and self.start_workers:
                 self.scheduler.dispatch()
         except (StoreError, CaatError) as exc:
             self.call_from_thread(self.notify, str(exc), severity="error", markup=False)
+
+    def _wait_eval_children(self) -> None:
+        """Reap finished evaluation workers, so none stays a zombie (and looks alive)."""
+        with self._children_lock:
+            self.eval_children = [p for p in self.eval_children if p.poll() is None]
+
+    def _launch_eval(
+        self, db_url: str, run_id: int, run_dir: Path, *, env: dict[str, str] | None = None
+    ) -> Any:
+        """`launch_eval_worker`, keeping the Popen so housekeeping can wait for it."""
+        from caat_app import launcher
+
+        proc = launcher.launch_eval_worker(db_url, run_id, run_dir, env=env)
+        with self._children_lock:
+            self.eval_children.append(proc)
+        return proc
 
     # ------------------------------------------------------------------ navigation
 
@@ -94,6 +129,11 @@ class CaatApp(App[None]):
         from screens.monitor import MonitorScreen
 
         self.push_screen(MonitorScreen(run_id))
+
+    def open_evaluation(self, run_id: int) -> None:
+        from screens.evals import EvalScreen
+
+        self.push_screen(EvalScreen(run_id))
 
     def open_launch(self, values: dict[str, Any] | None = None) -> None:
         from screens.launch import LaunchScreen
@@ -111,11 +151,36 @@ class CaatApp(App[None]):
         yield SystemCommand("New run", "Open the launch form", self.open_launch)
         yield SystemCommand("Help", "Keys and what they do", self.action_help)
         yield SystemCommand("Toggle theme", "Light or dark", self.action_toggle_dark)
+        from screens.evals import EvalScreen
+        from screens.front import FrontScreen
+        from screens.monitor import MonitorScreen
         from screens.runs import RunsScreen
 
+        if isinstance(screen, MonitorScreen):
+            yield SystemCommand(
+                "Evaluate run",
+                "Robust accuracy under the attack zoo, with a masking report",
+                screen.action_evaluate,
+            )
+        if isinstance(screen, EvalScreen):
+            yield SystemCommand("New evaluation", "Open the evaluation form", screen.action_new)
+            yield SystemCommand(
+                "Cancel evaluation",
+                "Stop the running evaluation (asks first)",
+                screen.action_cancel_eval,
+            )
+        if isinstance(screen, FrontScreen):
+            yield SystemCommand(
+                "Front AA axis", "Training's PGD or an evaluated attack", screen.action_axis
+            )
         if isinstance(screen, RunsScreen):
             for title, action, help_text in (
                 ("Monitor run", "open", "Live charts of the selected run"),
+                (
+                    "Evaluate run",
+                    "evaluate",
+                    "Robust accuracy under the attack zoo, masking report",
+                ),
                 ("Cancel run", "cancel_run", "Stop the selected run (asks first)"),
                 ("Delete run", "delete", "Delete the selected run (asks first)"),
                 ("Rename run", "rename", "Give the selected run a new name"),
@@ -185,6 +250,45 @@ class CaatApp(App[None]):
             self.call_from_thread(self.notify, str(exc), severity="error", markup=False)
             return
         self.call_from_thread(self._show_sweep, name, len(new), len(held))
+
+    @work(thread=True, group="edit")
+    def start_evaluation(self, run_id: int, spec: EvalSpec) -> None:
+        """Record an evaluation of a run and start its worker now.
+
+        Evaluations are not queued (asking is starting), so a dashboard whose workers are
+        off refuses instead of leaving a job that nothing would ever start.
+        """
+        from caat_app.runs import start_eval
+
+        if not self.start_workers:
+            self.call_from_thread(
+                self.notify,
+                "workers are off in this dashboard: no evaluation started",
+                severity="warning",
+            )
+            return
+        try:
+            run = self.store.get_run(run_id)
+            if run is None:
+                raise CaatError(f"run {run_id} no longer exists")
+            job_id = start_eval(self.store, run, spec, launch=self._launch_eval)
+        except (StoreError, CaatError, OSError) as exc:
+            self.call_from_thread(self.notify, one_line(exc), severity="error", markup=False)
+            return
+        self.call_from_thread(
+            self.notify, f"evaluation {job_id} of run {run_id} started", markup=False
+        )
+
+    @work(thread=True, group="edit")
+    def cancel_evaluation(self, job: EvalJob) -> None:
+        from caat_app.runs import cancel_eval
+
+        try:
+            cancel_eval(self.store, job)
+        except (StoreError, CaatError) as exc:
+            self.call_from_thread(self.notify, one_line(exc), severity="error", markup=False)
+            return
+        self.call_from_thread(self.notify, f"evaluation {job.id}: asked to stop", markup=False)
 
     def _show_sweep(self, name: str, new: int, held: int) -> None:
         from screens.runs import RunsScreen

@@ -1,34 +1,84 @@
-"""The SA-AA front of finished runs: points, each family's Pareto front, a computed verdict."""
+"""The SA-AA front of finished runs: points, each family's Pareto front, a computed verdict.
+
+AA is training's per-epoch PGD accuracy, or (`a`) an attack `caat eval` measured.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.containers import Vertical
 from textual.message import Message
-from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.screen import ModalScreen, Screen
+from textual.widgets import DataTable, Footer, Header, Label, OptionList, Static
+from textual.widgets.option_list import Option
 from textual_plotext import PlotextPlot
 
-from caat_app.compare import SPLITS, axis_labels, points_from_runs
+from caat_app.compare import (
+    SPLITS,
+    EvalAxis,
+    axis_labels,
+    eval_axes,
+    eval_axis_labels,
+    points_from_evals,
+    points_from_runs,
+)
 from caat_app.front import POINT_COLUMNS, point_cells
 from screens.messages import StoreFailed
 
 if TYPE_CHECKING:
     from screens.app import CaatApp
 
+TRAINING_AXIS = "training PGD (per-epoch)"
 COLORS = [(66, 135, 245), (245, 130, 48), (60, 180, 75), (220, 50, 120), (145, 30, 180)]
 MAX_RUNS = 10_000
 
 
 @dataclass
 class FrontLoaded(Message):
+    """The front's report and axis titles; the evaluated axes there are; runs left out."""
+
     report: dict[str, Any]
     labels: tuple[str, str]
+    axes: list[EvalAxis] = field(default_factory=list)
+    missing: list[int] = field(default_factory=list)
+
+
+class AxisPicker(ModalScreen[int | None]):
+    """Choose the AA axis: 0 is training's PGD, then every evaluated attack and budget."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def __init__(self, axes: list[EvalAxis], current: EvalAxis | None) -> None:
+        super().__init__(classes="modal")
+        self.axes = axes
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog axis-picker"):
+            yield Label("AA axis of the front")
+            options = [Option(Text(TRAINING_AXIS))]
+            options += [Option(Text(f"evaluated: {axis.text}")) for axis in self.axes]
+            yield OptionList(*options, id="axis-options")
+            if not self.axes:
+                yield Static(
+                    Text("no shown run has evaluations yet: press e on a run to evaluate it"),
+                    classes="hint",
+                )
+
+    def on_mount(self) -> None:
+        options = self.query_one(OptionList)
+        chosen = self.axes.index(self.current) + 1 if self.current in self.axes else 0
+        options.highlighted = chosen
+        options.focus()
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option_index)
 
 
 def staircase(sa: list[float], aa: list[float]) -> tuple[list[float], list[float]]:
@@ -47,9 +97,12 @@ class FrontChart(PlotextPlot):
         super().__init__(**kwargs)
         self.report: dict[str, Any] | None = None
         self.labels = ("SA (%)", "AA (%)")
+        self.empty = "no finished runs yet"
 
-    def show(self, report: dict[str, Any], labels: tuple[str, str]) -> None:
-        self.report, self.labels = report, labels
+    def show(
+        self, report: dict[str, Any], labels: tuple[str, str], empty: str = "no finished runs yet"
+    ) -> None:
+        self.report, self.labels, self.empty = report, labels, empty
         self.refresh()
 
     def render(self) -> Any:
@@ -59,7 +112,7 @@ class FrontChart(PlotextPlot):
         plt.ylabel(self.labels[1])
         report = self.report
         if not report or not report["points"]:
-            plt.title("no finished runs yet")
+            plt.title(self.empty)
             return super().render()
         for i, family in enumerate(report["families"]):
             color = COLORS[i % len(COLORS)]
@@ -86,10 +139,11 @@ class FrontChart(PlotextPlot):
 
 
 class FrontScreen(Screen[None]):
-    """Finished runs matching the runs table's filter; `v` switches test / validation."""
+    """Finished runs matching the runs table's filter; `a` picks the AA axis, `v` the split."""
 
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
+        Binding("a", "axis", "AA axis"),
         Binding("v", "split", "Test/val"),
     ]
 
@@ -97,6 +151,8 @@ class FrontScreen(Screen[None]):
         super().__init__()
         self.search = search
         self.split = "test"
+        self.axis: EvalAxis | None = None  # None: training's per-epoch PGD
+        self.axes: list[EvalAxis] = []
 
     @property
     def caat(self) -> CaatApp:
@@ -116,25 +172,48 @@ class FrontScreen(Screen[None]):
     def load(self) -> None:
         from caat_app.front import report
 
+        axis = self.axis
+        store = self.caat.store
         try:
-            runs = self.caat.store.list_runs(limit=MAX_RUNS, search=self.search or None)
+            runs = store.list_runs(limit=MAX_RUNS, search=self.search or None)
             finished = [run for run in runs if run.status == "finished"]
-            rep = report(points_from_runs(finished, split=self.split))
-            labels = axis_labels(finished, split=self.split) if finished else ("SA", "AA")
+            results = store.evals_of_runs([r.id for r in finished if r.id is not None])
+            axes = eval_axes(r for rows in results.values() for r in rows)
+            missing: list[int] = []
+            if axis is None:
+                rep = report(points_from_runs(finished, split=self.split))
+                labels = axis_labels(finished, split=self.split) if finished else ("SA", "AA")
+            else:
+                points, missing = points_from_evals(finished, results, axis)
+                rep = report(points)
+                samples = [r.samples for p in points for r in results[p.run_id] if axis.matches(r)]
+                labels = eval_axis_labels(axis, samples) if samples else ("SA", "AA")
         except Exception as exc:
             self.post_message(StoreFailed(f"cannot build the front: {exc}"))
             return
-        self.post_message(FrontLoaded(rep, labels))
+        self.post_message(FrontLoaded(rep, labels, axes, missing))
 
     def on_store_failed(self, message: StoreFailed) -> None:
         self.notify(message.error, severity="error", markup=False)
 
     def on_front_loaded(self, message: FrontLoaded) -> None:
         rep = message.report
-        self.query_one(FrontChart).show(rep, message.labels)
+        self.axes = message.axes
+        empty = "no finished runs yet" if self.axis is None else "no shown run has this evaluation"
+        self.query_one(FrontChart).show(rep, message.labels, empty)
         scope = f"runs matching '{self.search}'" if self.search else "all finished runs"
-        verdict = Text(f"{scope}, {self.split} split. ", style="bold")
+        if self.axis is None:
+            verdict = Text(f"{scope}, {self.split} split. ", style="bold")
+        else:
+            verdict = Text(f"{scope}, AA: {self.axis.text}. ", style="bold")
         verdict.append(" ".join(rep["verdict"]))
+        if message.missing:
+            verdict.append(
+                f" {len(message.missing)} run(s) left out, never evaluated with "
+                f"{self.axis.text if self.axis else 'this attack'}: "
+                + " ".join(map(str, message.missing)),
+                style="yellow",
+            )
         self.query_one("#front-verdict", Static).update(verdict)
         table = self.query_one("#front-points", DataTable)
         table.clear(columns=True)
@@ -143,5 +222,22 @@ class FrontScreen(Screen[None]):
             table.add_row(*[Text(cell) for cell in point_cells(point)])
 
     def action_split(self) -> None:
+        if self.axis is not None:
+            self.notify(
+                "test/val applies to training's PGD axis; evaluations measure test images",
+                markup=False,
+            )
+            return
         self.split = SPLITS[(SPLITS.index(self.split) + 1) % len(SPLITS)]
         self.load()
+
+    def action_axis(self) -> None:
+        axes = list(self.axes)
+
+        def done(index: int | None) -> None:
+            if index is None:
+                return
+            self.axis = axes[index - 1] if 0 < index <= len(axes) else None
+            self.load()
+
+        self.app.push_screen(AxisPicker(axes, self.axis), done)

@@ -95,6 +95,7 @@ and opening it again shows them live. Everything shown comes from the store.
 |---|---|
 | `n` | new run (the launch form) |
 | `enter` | monitor the selected run |
+| `e` | evaluate the selected run: attack zoo, paper table, masking report |
 | `/` | filter by name, method, data set, status, tag |
 | `s` / `S` | sort by the next column / reverse the order (or click a header) |
 | `[` `]` | previous / next page |
@@ -107,7 +108,8 @@ and opening it again shows them live. Everything shown comes from the store.
 | `F` | the SA-AA front of the finished runs the filter shows |
 
 ## Compare and front
-`m` the metric overlaid · `e` show the equal options · `v` test or validation split
+`m` the metric overlaid · `e` show the equal options · `v` test or validation split ·
+`a` the front's AA axis: training's PGD or an evaluated attack and budget
 
 ## Monitor
 | key | action |
@@ -116,7 +118,17 @@ and opening it again shows them live. Everything shown comes from the store.
 | `m` | smoothing on/off |
 | `g` | μ on a log10 scale |
 | `c` | cancel the run |
+| `e` | its evaluations |
 | `escape` | back to the runs |
+
+## Evaluation
+Evaluations run in worker processes, like training: leaving the screen leaves them going.
+
+| key | action |
+|---|---|
+| `n` | new evaluation: attacks, budgets, norm, images, checkpoint (`ctrl+s` starts) |
+| `c` | cancel the running evaluation (asks first; what it measured stays stored) |
+| `escape` | back |
 
 ## Everywhere
 `?` this help · `ctrl+p` command palette · `ctrl+t` light/dark theme · `q` quit

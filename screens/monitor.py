@@ -79,6 +79,7 @@ class MonitorScreen(Screen[None]):
         Binding("m", "smooth", "Smooth"),
         Binding("g", "log_mu", "log μ"),
         Binding("c", "cancel_run", "Cancel"),
+        Binding("e", "evaluate", "Evaluate"),
     ]
 
     def __init__(self, run_id: int) -> None:
@@ -239,6 +240,9 @@ class MonitorScreen(Screen[None]):
     def action_log_mu(self) -> None:
         self.log_mu = not self.log_mu
         self.redraw()
+
+    def action_evaluate(self) -> None:
+        self.caat.open_evaluation(self.run_id)
 
     def action_cancel_run(self) -> None:
         run = self.run

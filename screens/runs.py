@@ -84,6 +84,7 @@ class RunsScreen(Screen[None]):
     BINDINGS = [
         Binding("n", "new", "New"),
         Binding("enter", "open", "Monitor", show=False),
+        Binding("e", "evaluate", "Evaluate"),
         Binding("slash", "filter", "Filter"),
         Binding("s", "sort", "Sort"),
         Binding("S", "reverse", "Reverse", show=False),
@@ -284,6 +285,11 @@ class RunsScreen(Screen[None]):
         run = self.selected_run()
         if run is not None and run.id is not None:
             self.caat.open_monitor(run.id)
+
+    def action_evaluate(self) -> None:
+        run = self.selected_run()
+        if run is not None and run.id is not None:
+            self.caat.open_evaluation(run.id)
 
     def action_new(self) -> None:
         self.caat.open_launch()

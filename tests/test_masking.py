@@ -77,6 +77,11 @@ def test_near_zero_at_a_very_large_eps() -> None:
     small = check([rec("pgd", E8, 0.5), rec("pgd", E24, 0.2)], name)  # only 3× the smallest
     assert small.passed is None and "3.0×" in small.detail
     assert check([rec("pgd", E8, 0.5)], name).passed is None
+    # L∞ at ε = 1 is the whole [0, 1] box: very large whatever the smallest budget
+    box = [{**r, "norm": "linf"} for r in (rec("pgd", 0.3, 0.2), rec("pgd", 1.0, 0.0))]
+    assert check(box, name).passed is True
+    as_l2 = [{**r, "norm": "l2"} for r in box]  # an L2 ball of 1 is not the whole box
+    assert check(as_l2, name).passed is None
 
 
 # ----------------------------------------------------------------------- (d) converged
@@ -93,6 +98,9 @@ def test_converged() -> None:
         check([rec("pgd", E8, 0.5, steps=20), rec("pgd", E16, 0.3, steps=100)], name).passed is None
     )
     assert check([rec("fgsm", E8, 0.5), rec("fgsm", E8, 0.3)], name).passed is None
+    # a variant run longer belongs to its family's check (pgd-100 is PGD with 100 steps)
+    kin = [rec("pgd", E8, 0.50, steps=20), {**rec("pgd-100", E8, 0.30, steps=100), "family": "pgd"}]
+    assert check(kin, name).passed is False
 
 
 # ----------------------------------------------------------------- (e) PGD vs AutoAttack
