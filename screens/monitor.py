@@ -79,7 +79,7 @@ class MonitorScreen(Screen[None]):
         Binding("m", "smooth", "Smooth"),
         Binding("g", "log_mu", "log μ"),
         Binding("c", "cancel_run", "Cancel"),
-        Binding("e", "evaluate", "Evaluate"),
+        Binding("e", "evaluate", "Eval", show=False),
     ]
 
     def __init__(self, run_id: int) -> None:

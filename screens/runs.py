@@ -84,7 +84,7 @@ class RunsScreen(Screen[None]):
     BINDINGS = [
         Binding("n", "new", "New"),
         Binding("enter", "open", "Monitor", show=False),
-        Binding("e", "evaluate", "Evaluate"),
+        Binding("e", "evaluate", "Eval"),
         Binding("slash", "filter", "Filter"),
         Binding("s", "sort", "Sort"),
         Binding("S", "reverse", "Reverse", show=False),
