@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import signal
 import sys
 from collections.abc import Iterable
@@ -904,8 +905,26 @@ def eval_foreground(store: Store, record: Run, spec: Any) -> tuple[str, list[dic
     assert record.id is not None
     job_id = store.create_eval_job(record.id, spec.to_json(), total=len(plan(spec)))
     flag = StopFlag()
-    previous = signal.signal(signal.SIGINT, flag.set)
     label = f"run {record.id} ({record.name})"
+    bar: Any = None
+
+    def quit_now(*_: Any) -> None:
+        # The attack runs in a thread that cannot be interrupted; leaving the interpreter
+        # under it would abort, so the job is recorded and the process ends at once.
+        store.finish_eval_job(job_id, RunStatus.CANCELLED)
+        if bar is not None:
+            bar.progress.stop()
+        err.print(Text(f"evaluation of {label} cancelled; what it measured is stored"))
+        sys.stderr.flush()
+        os._exit(EXIT_CODES["cancelled"])
+
+    def on_sigint(*_: Any) -> None:
+        flag.set()
+        signal.signal(signal.SIGINT, quit_now)  # a second Ctrl-C: now
+        if bar is not None:  # an attack can take a while: say that the stop was heard
+            bar.progress.update(bar.task, live="stopping after this batch (Ctrl-C again: now)")
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         with LiveBar(err, label, len(plan(spec)), TimeElapsedColumn()) as bar:
 
