@@ -11,17 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 
-from caat_app.cli import main
 from storage import RunStatus, Store
-
-
-def run_cli(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 @pytest.fixture

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import run_app, wait_for
 from textual.pilot import Pilot
 from textual.widgets import Button, DataTable, Input, Static
 
@@ -88,25 +86,6 @@ def store(tmp_path: Path) -> Store:
             if run.pid and run.status == "running":
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(run.pid, signal.SIGKILL)
-
-
-def run_app(
-    app: CaatApp, body: Callable[[Pilot[None]], Awaitable[None]], size: tuple[int, int] = (120, 36)
-) -> None:
-    async def main() -> None:
-        async with app.run_test(size=size) as pilot:
-            await pilot.pause()
-            await body(pilot)
-
-    asyncio.run(main())
-
-
-async def wait_for(pilot: Pilot[None], predicate: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting in the dashboard")
-        await pilot.pause(0.2)
 
 
 def table_names(app: CaatApp) -> list[str]:

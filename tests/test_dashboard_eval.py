@@ -3,20 +3,18 @@ housekeeping of eval workers, and the front on an evaluated axis (headless, real
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import run_app, wait_for
 from textual.pilot import Pilot
 from textual.widgets import Button, DataTable, Input, OptionList, ProgressBar, SelectionList, Static
 
@@ -89,25 +87,6 @@ def add_results(
             for (attack, eps), acc in accuracies.items()
         ],
     )
-
-
-def run_app(
-    app: App, body: Callable[[Pilot[None]], Awaitable[None]], size: tuple[int, int] = (100, 36)
-) -> None:
-    async def main() -> None:
-        async with app.run_test(size=size) as pilot:
-            await pilot.pause()
-            await body(pilot)
-
-    asyncio.run(main())
-
-
-async def wait_for(pilot: Pilot[None], predicate: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting in the dashboard")
-        await pilot.pause(0.05)
 
 
 def text_of(app: App, selector: str) -> str:

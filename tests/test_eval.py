@@ -11,18 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_cli
 
-from caat_app.cli import main
 from caat_app.evaluate import stratified_order
 from storage import Store, StoreError
-
-
-def run_cli(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import run_cli
 
 from caat_app.config import ConfigError, RunConfig, build_config
 from caat_app.sweep import (
@@ -373,16 +374,6 @@ def test_stopping_a_sweep_cancels_running_and_queued_runs(store: Store) -> None:
 
 
 # -- caat sweep -----------------------------------------------------------------------------
-
-
-def run_cli(*args: str) -> int:
-    from caat_app.cli import main
-
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 @pytest.fixture
