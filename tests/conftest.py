@@ -50,3 +50,11 @@ def digits_linear() -> tuple:
         opt.step()
     model.eval()
     return model, data.x_test, data.y_test
+
+
+@pytest.fixture(scope="module")
+def digits_model(request: pytest.FixtureRequest, digits_linear: tuple) -> tuple:
+    """`digits_linear` on the first `N` test images, `N` set by the test module (else all)."""
+    model, x, y = digits_linear
+    n = getattr(request.module, "N", None)
+    return (model, x, y) if n is None else (model, x[:n], y[:n])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from attack_helpers import correct, size
 from torch import Tensor, nn
 
 from caat_app.attacks.apgd import apgd, apgd_checkpoints, dlr_loss, dlr_targeted_loss
@@ -13,25 +14,6 @@ from caat_app.models import build_model
 
 EPS = {"linf": 0.1, "l2": 1.0}
 N = 120  # test points attacked per case: enough to compare attacks, small enough to be fast
-
-
-@pytest.fixture(scope="module")
-def digits_model(
-    digits_linear: tuple[nn.Module, Tensor, Tensor],
-) -> tuple[nn.Module, Tensor, Tensor]:
-    """The session's logistic regression on digits (tests/conftest.py)."""
-    model, x, y = digits_linear
-    return model, x[:N], y[:N]
-
-
-def _correct(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    with torch.no_grad():
-        return model(x).argmax(1) == y
-
-
-def _size(delta: Tensor, norm: str) -> Tensor:
-    flat = delta.flatten(1)
-    return flat.abs().amax(1) if norm == "linf" else flat.norm(dim=1)
 
 
 def test_dlr_losses_by_hand() -> None:
@@ -65,11 +47,11 @@ def test_budget_box_and_strength(digits_model, norm: str, variant: str) -> None:
         model, x, y, eps=eps, norm=norm, loss=loss, targeted=targeted, steps=20, target_classes=3
     )
     assert x_adv.shape == x.shape and not x_adv.requires_grad
-    assert (_size(x_adv - x, norm) <= eps + 1e-6).all()
+    assert (size(x_adv - x, norm) <= eps + 1e-6).all()
     assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
-    clean = _correct(model, x, y).float().mean()
+    clean = correct(model, x, y).float().mean()
     assert clean > 0.9
-    assert _correct(model, x_adv, y).float().mean() < clean - 0.2
+    assert correct(model, x_adv, y).float().mean() < clean - 0.2
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
@@ -78,8 +60,8 @@ def test_apgd_ce_at_least_as_strong_as_pgd10(digits_model, norm: str) -> None:
     eps = EPS[norm] / 2  # a budget where neither attack breaks everything
     x_pgd = pgd(model, x, y, eps=eps, alpha=eps / 4, steps=10, norm=norm)
     x_apgd = apgd(model, x, y, eps=eps, norm=norm)
-    robust_pgd = int(_correct(model, x_pgd, y).sum())
-    robust_apgd = int(_correct(model, x_apgd, y).sum())
+    robust_pgd = int(correct(model, x_pgd, y).sum())
+    robust_apgd = int(correct(model, x_apgd, y).sum())
     assert robust_pgd < len(y)  # the comparison means something
     assert robust_apgd <= robust_pgd + 1
 
@@ -99,7 +81,7 @@ def test_misclassified_points_unchanged_and_eps_zero(digits_model) -> None:
     model, x, y = digits_model
     y_wrong = y.clone()
     y_wrong[::2] = (y[::2] + 1) % 10  # every other label is wrong: misclassified at start
-    wrong = ~_correct(model, x, y_wrong)
+    wrong = ~correct(model, x, y_wrong)
     assert wrong.sum() >= len(y) // 2
     for targeted in (False, True):
         x_adv = apgd(model, x, y_wrong, eps=0.1, steps=10, targeted=targeted, target_classes=2)
@@ -127,7 +109,7 @@ def test_restarts_never_hurt(digits_model) -> None:
     model, x, y = digits_model
     one = apgd(model, x, y, eps=0.03, steps=10, restarts=1)
     three = apgd(model, x, y, eps=0.03, steps=10, restarts=3)
-    assert _correct(model, three, y).sum() <= _correct(model, one, y).sum()
+    assert correct(model, three, y).sum() <= correct(model, one, y).sum()
 
 
 def _two_class_linear() -> tuple[nn.Module, Tensor, Tensor, Tensor]:

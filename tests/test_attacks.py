@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from attack_helpers import Exploding, accuracy
 from torch import Tensor, nn
 
 from caat_app.attacks import (
@@ -20,19 +21,6 @@ from caat_app.attacks import (
 from caat_app.models import build_model
 
 EPS = {"linf": 0.1, "l2": 1.0}
-
-
-@pytest.fixture(scope="module")
-def digits_model(
-    digits_linear: tuple[nn.Module, Tensor, Tensor],
-) -> tuple[nn.Module, Tensor, Tensor]:
-    """The session's logistic regression on digits (tests/conftest.py)."""
-    return digits_linear
-
-
-def _accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
-    with torch.no_grad():
-        return (model(x).argmax(1) == y).float().mean().item()
 
 
 def _loss(model: nn.Module, x: Tensor, y: Tensor) -> float:
@@ -61,11 +49,11 @@ def test_stays_in_budget_and_box(digits_model, name: str, norm: str) -> None:
 @pytest.mark.parametrize("name", ATTACKS)
 def test_untargeted_raises_loss_and_lowers_accuracy(digits_model, name: str, norm: str) -> None:
     model, x, y = digits_model
-    clean_acc = _accuracy(model, x, y)
+    clean_acc = accuracy(model, x, y)
     assert clean_acc > 0.9
     x_adv = _attack(name, model, x, y, norm)
     assert _loss(model, x_adv, y) > _loss(model, x, y) + 0.5
-    assert _accuracy(model, x_adv, y) < clean_acc - 0.2
+    assert accuracy(model, x_adv, y) < clean_acc - 0.2
 
 
 def test_pgd_is_at_least_as_strong_as_fgsm(digits_model) -> None:
@@ -223,17 +211,12 @@ def test_works_under_no_grad(digits_model) -> None:
     assert not torch.equal(x_adv, x[:16])
 
 
-class _Exploding(nn.Module):
-    def forward(self, x: Tensor) -> Tensor:
-        raise AssertionError("eps 0 must not call the model")
-
-
 @pytest.mark.parametrize("name", ATTACKS)
 def test_eps_zero_returns_input(name: str) -> None:
     x = torch.rand(3, 1, 8, 8)
     out = run_attack(
         name,
-        _Exploding(),
+        Exploding(),
         x,
         torch.zeros(3, dtype=torch.long),
         eps=0.0,

@@ -7,6 +7,7 @@ from itertools import pairwise
 
 import pytest
 import torch
+from attack_helpers import correct, size
 from torch import Tensor, nn
 
 from caat_app.attacks.apgd import apgd
@@ -19,39 +20,20 @@ N = 120
 FAST = {"steps": 10, "queries": 100, "target_classes": 3}
 
 
-@pytest.fixture(scope="module")
-def digits_model(
-    digits_linear: tuple[nn.Module, Tensor, Tensor],
-) -> tuple[nn.Module, Tensor, Tensor]:
-    """The session's logistic regression on digits (tests/conftest.py)."""
-    model, x, y = digits_linear
-    return model, x[:N], y[:N]
-
-
-def _correct(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    with torch.no_grad():
-        return model(x).argmax(1) == y
-
-
-def _size(delta: Tensor, norm: str) -> Tensor:
-    flat = delta.flatten(1)
-    return flat.abs().amax(1) if norm == "linf" else flat.norm(dim=1)
-
-
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_budget_box_and_stages(digits_model, norm: str) -> None:
     model, x, y = digits_model
     eps = EPS[norm]
     x_adv, acc = autoattack(model, x, y, eps=eps, norm=norm, **FAST)
     assert x_adv.shape == x.shape and not x_adv.requires_grad
-    assert (_size(x_adv - x, norm) <= eps + 1e-6).all()
+    assert (size(x_adv - x, norm) <= eps + 1e-6).all()
     assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
     assert list(acc) == ["clean", "apgd-ce", "apgd-t", "fab-t", "square"]
     values = list(acc.values())
     assert all(b <= a for a, b in pairwise(values))
     assert values[0] > 0.9 and values[-1] < values[0]  # the attack did something
     # The reported number is the accuracy on the returned points.
-    assert acc["square"] == pytest.approx(_correct(model, x_adv, y).float().mean().item())
+    assert acc["square"] == pytest.approx(correct(model, x_adv, y).float().mean().item())
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
@@ -67,7 +49,7 @@ def test_at_least_as_strong_as_each_member(digits_model, norm: str) -> None:
         "square": square(model, x, y, eps=eps, norm=norm, queries=FAST["queries"]),
     }
     for name, x_adv in alone.items():
-        single = _correct(model, x_adv, y).float().mean().item()
+        single = correct(model, x_adv, y).float().mean().item()
         assert acc["square"] <= single + 1 / N, name
 
 
@@ -107,13 +89,13 @@ def test_misclassified_points_untouched(digits_model) -> None:
     model, x, y = digits_model
     y_wrong = y.clone()
     y_wrong[::2] = (y[::2] + 1) % 10
-    wrong = ~_correct(model, x, y_wrong)
+    wrong = ~correct(model, x, y_wrong)
     assert wrong.sum() >= N // 2
     x_adv, acc = autoattack(model, x, y_wrong, eps=EPS["linf"], **FAST)
     assert torch.equal(x_adv[wrong], x[wrong])
     assert acc["clean"] <= 0.5
     # Robust points the ensemble could not break come back unchanged too.
-    robust = _correct(model, x_adv, y_wrong)
+    robust = correct(model, x_adv, y_wrong)
     assert torch.equal(x_adv[robust], x[robust])
 
 

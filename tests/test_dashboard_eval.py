@@ -599,7 +599,7 @@ def test_a_real_evaluation_from_the_form_to_the_table(store: Store, tmp_path: Pa
         sa, fgsm, pgd = (float(x) for x in rows[0][1:])
         assert 0 <= pgd <= sa and 0 <= fgsm <= sa
         assert any("ok   converged" in line for line in lines())  # the probe made it checkable
-        assert "finished" in text_of(app, "#eval-job-text")
+        await wait_for(pilot, lambda: "finished" in text_of(app, "#eval-job-text"), timeout=10)
         await wait_for(pilot, lambda: app.eval_children == [], timeout=10)  # no zombie left
 
     run_app(app, body)

@@ -5,17 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from attack_helpers import accuracy, size
 from torch import Tensor, nn
 
 from caat_app.attacks.fab import fab, fab_distance, project_onto_hyperplane_box
 
 WIDE = (-100.0, 100.0)  # a box that never binds, so the closed forms hold
 DUAL = {"linf": 1, "l2": 2}  # ‖·‖_q of the weight difference, q the dual norm
-
-
-def _size(d: Tensor, norm: str) -> Tensor:
-    d = d.flatten(1)
-    return d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
 
 
 def _linear(classes: int, seed: int, n: int = 64) -> tuple[nn.Module, Tensor, Tensor]:
@@ -39,11 +35,6 @@ def _closed_form(model: nn.Module, x: Tensor, y: Tensor, norm: str) -> Tensor:
     dist = margin / dw.clamp_min(1e-12)
     dist[torch.arange(len(y)), y] = float("inf")
     return dist.min(1).values
-
-
-def _accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
-    with torch.no_grad():
-        return (model(x).argmax(1) == y).float().mean().item()
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
@@ -100,7 +91,7 @@ def test_targeted_hits_target_within_eps(norm: str) -> None:
     with torch.no_grad():
         pred = model(x_adv).argmax(1)
     assert (pred[ok] == target[ok]).all()
-    torch.testing.assert_close(_size(x_adv - x, norm)[ok], dist_t[ok], rtol=1e-3, atol=1e-6)
+    torch.testing.assert_close(size(x_adv - x, norm)[ok], dist_t[ok], rtol=1e-3, atol=1e-6)
 
 
 @pytest.mark.parametrize("targeted", [False, True])
@@ -110,7 +101,7 @@ def test_budget_box_and_accuracy(norm: str, targeted: bool) -> None:
     torch.manual_seed(0)
     y = torch.randint(0, 3, (96,))  # some points start misclassified
     x[:8] = torch.rand(8, 1, 4, 4)  # and some lie near the box edges
-    clean = _accuracy(model, x, y)
+    clean = accuracy(model, x, y)
     exact = _closed_form(model, x, y, norm)  # a lower bound once the box binds
     accs = []
     for eps in (0.02, 0.05, 0.2) if norm == "linf" else (0.1, 0.3, 1.0):
@@ -126,13 +117,13 @@ def test_budget_box_and_accuracy(norm: str, targeted: bool) -> None:
             restarts=2,
         )
         assert x_adv.shape == x.shape and not x_adv.requires_grad
-        assert (_size(x_adv - x, norm) <= eps + 1e-6).all()
+        assert (size(x_adv - x, norm) <= eps + 1e-6).all()
         assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
         moved = (x_adv != x).flatten(1).any(1)
         with torch.no_grad():
             pred = model(x_adv).argmax(1)
         assert (pred[moved] != y[moved]).all()  # only successful points are changed
-        accs.append(_accuracy(model, x_adv, y))
+        accs.append(accuracy(model, x_adv, y))
         # Inside the box every point closer than ε to the boundary is broken.
         assert (pred == y)[8:][exact[8:] < eps * 0.999].sum() == 0
     assert accs[0] <= clean and accs == sorted(accs, reverse=True)
@@ -151,7 +142,7 @@ def test_box_binding_distance_is_feasible_and_small(norm: str) -> None:
     assert finite.float().mean() > 0.9
     assert (dist[finite] >= exact[finite] * (1 - 1e-4)).all()
     x_adv = fab(model, x, y, eps=float(dist[finite].max()) + 1e-6, norm=norm, steps=30)
-    assert _accuracy(model, x_adv[finite], y[finite]) == 0.0
+    assert accuracy(model, x_adv[finite], y[finite]) == 0.0
 
 
 def _box_projection_reference(t: Tensor, w: Tensor, b: Tensor, norm: str) -> Tensor:

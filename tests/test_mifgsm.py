@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from attack_helpers import Exploding, accuracy
 from torch import Tensor, nn
 
 from caat_app.attacks.fgsm import fgsm
@@ -12,19 +13,6 @@ from caat_app.attacks.mifgsm import mifgsm
 from caat_app.models import build_model
 
 EPS = {"linf": 0.1, "l2": 1.0}
-
-
-@pytest.fixture(scope="module")
-def digits_model(
-    digits_linear: tuple[nn.Module, Tensor, Tensor],
-) -> tuple[nn.Module, Tensor, Tensor]:
-    """The session's logistic regression on digits (tests/conftest.py)."""
-    return digits_linear
-
-
-def _accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
-    with torch.no_grad():
-        return (model(x).argmax(1) == y).float().mean().item()
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
@@ -41,9 +29,9 @@ def test_stays_in_budget_and_box(digits_model, norm: str) -> None:
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_lowers_accuracy(digits_model, norm: str) -> None:
     model, x, y = digits_model
-    clean = _accuracy(model, x, y)
+    clean = accuracy(model, x, y)
     assert clean > 0.9
-    assert _accuracy(model, mifgsm(model, x, y, eps=EPS[norm], norm=norm), y) < clean - 0.3
+    assert accuracy(model, mifgsm(model, x, y, eps=EPS[norm], norm=norm), y) < clean - 0.3
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
@@ -96,15 +84,10 @@ def test_works_under_no_grad(digits_model) -> None:
     assert not torch.equal(x_adv, x[:16])
 
 
-class _Exploding(nn.Module):
-    def forward(self, x: Tensor) -> Tensor:
-        raise AssertionError("a zero budget must not call the model")
-
-
 @pytest.mark.parametrize(("eps", "steps"), [(0.0, 10), (0.1, 0)])
 def test_zero_budget_returns_input(eps: float, steps: int) -> None:
     x = torch.rand(3, 1, 8, 8)
-    out = mifgsm(_Exploding(), x, torch.zeros(3, dtype=torch.long), eps=eps, steps=steps)
+    out = mifgsm(Exploding(), x, torch.zeros(3, dtype=torch.long), eps=eps, steps=steps)
     assert torch.equal(out, x) and out.data_ptr() != x.data_ptr()
 
 

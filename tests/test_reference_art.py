@@ -23,6 +23,7 @@ from art.attacks.evasion import (
     SquareAttack,
 )
 from art.estimators.classification import PyTorchClassifier
+from attack_helpers import correct
 from torch import Tensor, nn
 
 from caat_app.attacks import apgd, fgsm, pgd, square
@@ -162,11 +163,6 @@ def _art(
     return torch.from_numpy(np.asarray(x_adv, dtype=np.float32))
 
 
-def _correct(model: nn.Module, x_adv: Tensor, y: Tensor) -> Tensor:
-    with torch.no_grad():
-        return model(x_adv).argmax(1) == y
-
-
 def _check_budget(x_adv: Tensor, x: Tensor, norm: str, eps: float, who: str) -> None:
     delta = (x_adv - x).flatten(1)
     size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
@@ -177,7 +173,7 @@ def _check_budget(x_adv: Tensor, x: Tensor, norm: str, eps: float, who: str) -> 
 @pytest.mark.parametrize(("attack", "norm", "eps"), CASES)
 def test_ours_at_least_as_strong_as_art(setup, attack: str, norm: str, eps: float) -> None:
     name, model, classifier, x, y = setup
-    clean = int(_correct(model, x, y).sum())
+    clean = int(correct(model, x, y).sum())
     assert clean >= 0.9 * N, f"{name}: clean accuracy {clean}/{N} too low for a fair comparison"
 
     # A point counts as robust only if it survives every seeded run (FGSM has one run).
@@ -189,8 +185,8 @@ def test_ours_at_least_as_strong_as_art(setup, attack: str, norm: str, eps: floa
         x_ours = _ours(attack, model, x, y, norm, eps, seed)
         _check_budget(x_art, x, norm, eps, f"ART (seed {seed})")
         _check_budget(x_ours, x, norm, eps, f"ours (seed {seed})")
-        art_ok &= _correct(model, x_art, y)
-        our_ok &= _correct(model, x_ours, y)
+        art_ok &= correct(model, x_art, y)
+        our_ok &= correct(model, x_ours, y)
 
     art_robust, our_robust = int(art_ok.sum()), int(our_ok.sum())
     print(

@@ -6,26 +6,13 @@ from collections import Counter
 
 import pytest
 import torch
+from attack_helpers import Exploding, accuracy
 from torch import Tensor, nn
 
 from caat_app.attacks.square import p_selection, square
 
 EPS = {"linf": 0.1, "l2": 1.0}
 N = 120  # test points per attack: enough to measure, few enough to stay fast
-
-
-@pytest.fixture(scope="module")
-def digits_model(
-    digits_linear: tuple[nn.Module, Tensor, Tensor],
-) -> tuple[nn.Module, Tensor, Tensor]:
-    """The session's logistic regression on digits (tests/conftest.py)."""
-    model, x, y = digits_linear
-    return model, x[:N], y[:N]
-
-
-def _accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
-    with torch.no_grad():
-        return (model(x).argmax(1) == y).float().mean().item()
 
 
 class _Recorder(nn.Module):
@@ -61,9 +48,9 @@ def test_stays_in_budget_and_box(digits_model, norm: str) -> None:
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_lowers_accuracy(digits_model, norm: str) -> None:
     model, x, y = digits_model
-    clean = _accuracy(model, x, y)
+    clean = accuracy(model, x, y)
     assert clean > 0.9
-    assert _accuracy(model, square(model, x, y, eps=EPS[norm], norm=norm, queries=300), y) < (
+    assert accuracy(model, square(model, x, y, eps=EPS[norm], norm=norm, queries=300), y) < (
         clean - 0.3
     )
 
@@ -159,15 +146,10 @@ def test_restores_training_mode(digits_model) -> None:
         model.eval()
 
 
-class _Exploding(nn.Module):
-    def forward(self, x: Tensor) -> Tensor:
-        raise AssertionError("a zero budget must not call the model")
-
-
 @pytest.mark.parametrize(("eps", "queries"), [(0.0, 100), (0.1, 0)])
 def test_zero_budget_returns_input(eps: float, queries: int) -> None:
     x = torch.rand(3, 1, 8, 8)
-    out = square(_Exploding(), x, torch.zeros(3, dtype=torch.long), eps=eps, queries=queries)
+    out = square(Exploding(), x, torch.zeros(3, dtype=torch.long), eps=eps, queries=queries)
     assert torch.equal(out, x) and out.data_ptr() != x.data_ptr()
 
 
