@@ -595,12 +595,26 @@ def export(
 
 @app.command()
 def cancel(
-    run: str = typer.Argument(..., help="run id or name"), db: str | None = DbOption
+    run: str | None = typer.Argument(None, help="run id or name"),
+    eval_job: int | None = typer.Option(
+        None, "--eval", help="an evaluation job instead (the id `caat eval --detach` printed)"
+    ),
+    db: str | None = DbOption,
 ) -> None:
-    """Stop a run: a worker checkpoints and ends `cancelled`; a queued run never starts."""
-    from caat_app.runs import cancel_run
+    """Stop a run (its worker checkpoints, ends `cancelled`) or, with --eval, an evaluation."""
+    from caat_app.runs import cancel_eval, cancel_run
 
+    if (run is None) == (eval_job is None):
+        raise CaatError("name a run, or an evaluation with --eval JOB (not both)")
     store = open_store(db)
+    if eval_job is not None:
+        job = store.get_eval_job(eval_job)
+        if job is None:
+            raise CaatError(f"no evaluation {eval_job} in {store.url}")
+        cancel_eval(store, job)
+        out.print(Text(f"asked evaluation {eval_job} to stop; what it measured stays stored"))
+        return
+    assert run is not None
     record = store.find_run(run)
     cancel_run(store, record)
     out.print(Text(f"asked run {record.id} to stop"))
@@ -856,7 +870,11 @@ def eval_command(
             job = start_eval(store, record, spec)
             out.print(Text(f"evaluation {job} of run {record.id} ({record.name}) started"))
             out.print(Text(f"  log: {eval_log(Path(record.run_dir), job)}"))
-        out.print(Text("its table appears in `caat eval` (read back) and in the dashboard"))
+        out.print(
+            Text(
+                "`caat show RUN` and the dashboard show its table; `caat cancel --eval JOB` stops"
+            )
+        )
         return
     report: list[dict[str, Any]] = []
     tables = []

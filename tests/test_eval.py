@@ -341,3 +341,21 @@ def test_results_of_older_weights_are_not_reused(
     assert run_cli("show", "1", "--db", db, "--json") == 0
     shown = json.loads(capsys.readouterr().out)["evaluations"]
     assert [t["weights"].split(",")[0] for t in shown] == ["epoch 6", "epoch 1"]  # newest first
+
+
+def test_cancel_an_evaluation_from_the_command_line(
+    trained: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from caat_app.evalplan import eval_spec
+
+    with Store.open(f"sqlite:///{trained}") as store:
+        job = store.create_eval_job(1, eval_spec(attacks="fgsm", budgets="0.1").to_json())
+    assert run_cli("cancel", "--eval", str(job), "--db", trained) == 0  # queued: ends now
+    assert "asked evaluation" in capsys.readouterr().out
+    with Store.open(f"sqlite:///{trained}") as store:
+        assert store.get_eval_job(job).status == "cancelled"  # type: ignore[union-attr]
+    assert run_cli("cancel", "--eval", str(job), "--db", trained) == 2  # already over
+    assert "is cancelled, not running" in capsys.readouterr().err
+    for args in (["--eval", "999"], [], ["1", "--eval", str(job)]):
+        assert run_cli("cancel", *args, "--db", trained) == 2
+        assert capsys.readouterr().err.count("\n") == 1
