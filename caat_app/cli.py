@@ -1103,8 +1103,9 @@ def demo(
     out.print(
         Text(
             f"Open them: `caat show {first}`, `caat show {second}`, "
-            f"`caat export {second} --format csv`, `caat runs` for every run, or `caat` "
-            f"for the dashboard (store: {store.url})."
+            f"`caat export {second} --format csv`, `caat runs` for every run, `caat eval "
+            f"{first} {second} --attacks pgd,autoattack` for their robustness side by side, or "
+            f"`caat` for the dashboard (store: {store.url})."
         )
     )
     raise typer.Exit(max(EXIT_CODES.get(status, 0) for status in statuses))
