@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from attack_helpers import Exploding, accuracy
+from attack_helpers import Exploding, accuracy, size
 from torch import Tensor, nn
 
 from caat_app.attacks import (
@@ -39,9 +39,7 @@ def test_stays_in_budget_and_box(digits_model, name: str, norm: str) -> None:
     model, x, y = digits_model
     x_adv = _attack(name, model, x, y, norm)
     assert x_adv.shape == x.shape and not x_adv.requires_grad
-    delta = (x_adv - x).flatten(1)
-    size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
-    assert (size <= EPS[norm] + 1e-6).all()
+    assert (size(x_adv - x, norm) <= EPS[norm] + 1e-6).all()
     assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
 
 
@@ -235,13 +233,10 @@ def test_steps_zero_returns_input(digits_model) -> None:
 def test_helpers() -> None:
     torch.manual_seed(3)
     x = torch.rand(64, 3, 4, 4)
-    for norm, size in (
-        ("linf", lambda d: d.abs().flatten(1).amax(1)),
-        ("l2", lambda d: d.flatten(1).norm(dim=1)),
-    ):
+    for norm in ("linf", "l2"):
         delta = random_init(x, 0.5, norm)
-        assert (size(delta) <= 0.5 + 1e-6).all()
-        assert (size(project(delta * 10, 0.5, norm)) <= 0.5 + 1e-6).all()
+        assert (size(delta, norm) <= 0.5 + 1e-6).all()
+        assert (size(project(delta * 10, 0.5, norm), norm) <= 0.5 + 1e-6).all()
     g = torch.zeros(2, 3, 4, 4)
     g[1] = 2.0
     unit = normalize_l2(g)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from attack_helpers import size
 
 from caat_app.evalplan import EVAL_ATTACKS
 from caat_app.evaluate import attack_batch
@@ -28,9 +29,7 @@ def test_budget_range_clean_and_monotone(digits_linear: tuple, attack: str, norm
     for eps in (small, large):
         torch.manual_seed(0)
         x_adv = attack_batch(attack, model, x, y, eps=eps, norm=norm)
-        delta = (x_adv - x).flatten(1)
-        size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
-        assert size.max().item() <= eps * (1 + 1e-5) + 1e-6
+        assert size(x_adv - x, norm).max().item() <= eps * (1 + 1e-5) + 1e-6
         assert x_adv.min().item() >= 0.0 and x_adv.max().item() <= 1.0
         with torch.no_grad():
             accuracies.append((model(x_adv).argmax(1) == y).float().mean().item())
