@@ -871,9 +871,7 @@ def eval_command(
             out.print(Text(f"evaluation {job} of run {record.id} ({record.name}) started"))
             out.print(Text(f"  log: {eval_log(Path(record.run_dir), job)}"))
         out.print(
-            Text(
-                "`caat show RUN` and the dashboard show its table; `caat cancel --eval JOB` stops"
-            )
+            Text("`caat show RUN` and the dashboard show its table; `caat cancel --eval JOB` stops")
         )
         return
     report: list[dict[str, Any]] = []
@@ -921,7 +919,8 @@ def eval_foreground(store: Store, record: Run, spec: Any) -> tuple[str, list[dic
     from caat_app.worker import StopFlag, execute_eval
 
     assert record.id is not None
-    job_id = store.create_eval_job(record.id, spec.to_json(), total=len(plan(spec)))
+    total = len(plan(spec))
+    job_id = store.create_eval_job(record.id, spec.to_json(), total=total)
     flag = StopFlag()
     label = f"run {record.id} ({record.name})"
     bar: Any = None
@@ -944,7 +943,7 @@ def eval_foreground(store: Store, record: Run, spec: Any) -> tuple[str, list[dic
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        with LiveBar(err, label, len(plan(spec)), TimeElapsedColumn()) as bar:
+        with LiveBar(err, label, total, TimeElapsedColumn()) as bar:
 
             def started(index: int, total: int, measurement: Any) -> None:
                 bar.progress.update(bar.task, completed=index, live=measurement.label)

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from caat_app.config import NORMS, format_budget, parse_budget
 from caat_app.errors import CaatError
 from caat_app.masking import VERY_LARGE_RATIO, Check, masking_report
+from caat_app.masking import to_json as masking_json
 
 EVAL_ATTACKS = (
     "fgsm",
@@ -55,7 +56,6 @@ ATTACK_HELP = {
 CHECKPOINTS = ("best", "last")
 DEFAULT_ATTACKS = ("fgsm", "pgd", "apgd-ce", "autoattack-fast")
 PROBE_STEPS = "pgd-100"  # the convergence probe of `pgd`
-L2_CEILING = math.inf  # L2 budgets have no natural ceiling; L∞ stops at 1 (all of [0, 1])
 
 
 def settings_of(attack: str, eps: float) -> dict[str, Any]:
@@ -199,7 +199,7 @@ class Measurement:
 def large_budget(budgets: Sequence[float], norm: str) -> float:
     """The masking report's 'very large' ε: 4× the largest asked for (L∞: at most 1)."""
     top = VERY_LARGE_RATIO * max(budgets)
-    return min(top, 1.0) if norm == "linf" else min(top, L2_CEILING)
+    return min(top, 1.0) if norm == "linf" else top  # L∞ at 1 is already all of [0, 1]
 
 
 def plan(spec: EvalSpec) -> list[Measurement]:
@@ -274,8 +274,6 @@ class EvalTable:
         return self.cells.get((attack, _key(eps)))
 
     def to_json(self) -> dict[str, Any]:
-        from caat_app.masking import to_json
-
         return {
             "checkpoint": self.checkpoint,
             "weights": self.weights,
@@ -289,7 +287,7 @@ class EvalTable:
                 if (a, _key(e)) in self.cells
             ],
             "probes": self.probes,
-            "masking": to_json(self.checks),
+            "masking": masking_json(self.checks),
         }
 
 
@@ -366,7 +364,7 @@ def _grid_of(rows: Sequence[EvalRow]) -> tuple[list[str], list[float]]:
     for r in measured:
         at.setdefault(r.attack, set()).add(_key(r.eps))
     columns = sorted(at, key=lambda a: order.get(a, len(order)))
-    if PROBE_STEPS in at and at[PROBE_STEPS] <= at.get("pgd", set()) and len(columns) > 2:
+    if PROBE_STEPS in at and at[PROBE_STEPS] <= at.get("pgd", set()):
         columns.remove(PROBE_STEPS)
     budgets = sorted({_key(r.eps) for r in measured})
     others = sorted({_key(r.eps) for r in measured if r.attack != "pgd"})

@@ -178,11 +178,7 @@ class EvalScreen(Screen[None]):
             None
             if job is None
             else (job.id, job.status, job.done, job.total, job.current, job.error),
-            (
-                run.config,
-                tuple((j.id, j.spec) for j in jobs),
-                tuple((r.id, r.accuracy) for r in results),
-            ),
+            (run.config, tuple((r.id, r.accuracy) for r in results)),
         )
         if key == self.key:
             return

@@ -995,11 +995,14 @@ class Store:
         with self._read() as session:
             return list(session.exec(statement.order_by(EvalJob.id.desc())).all())  # type: ignore[union-attr]
 
-    def _update_job(self, job_id: int, values: Mapping[str, Any], **when: Any) -> bool:
+    def _update_job(
+        self, job_id: int, values: Mapping[str, Any], statuses: Collection[str]
+    ) -> bool:
+        """Change a job only while its status is one of `statuses` (compare-and-set)."""
         with self._write() as session:
             result = session.execute(
                 update(EvalJob)
-                .where(EvalJob.id == job_id, *_conditions(when, EvalJob))  # type: ignore[arg-type]
+                .where(EvalJob.id == job_id, EvalJob.status.in_(list(statuses)))  # type: ignore[arg-type, attr-defined]
                 .values(**values),
                 execution_options={"synchronize_session": False},
             )
@@ -1018,7 +1021,7 @@ class Store:
                 "started_at": now,
                 "heartbeat_at": now,
             },
-            status=RunStatus.QUEUED.value,
+            [RunStatus.QUEUED.value],
         )
         if not started:
             job = self.get_eval_job(job_id)
@@ -1030,7 +1033,7 @@ class Store:
         values: dict[str, Any] = {"heartbeat_at": utcnow()}
         if done is not None:
             values.update(done=done, current=current)
-        self._update_job(job_id, values, status=RunStatus.RUNNING.value)
+        self._update_job(job_id, values, [RunStatus.RUNNING.value])
 
     def finish_eval_job(
         self, job_id: int, status: RunStatus, *, error: str | None = None, when: str | None = None
@@ -1040,17 +1043,8 @@ class Store:
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"{status.value!r} is not a final status")
         values = {"status": status.value, "finished_at": utcnow(), "error": error, "current": ""}
-        if when is not None:
-            return self._update_job(job_id, values, status=when)
-        active = [RunStatus.QUEUED.value, RunStatus.RUNNING.value]
-        with self._write() as session:
-            result = session.execute(
-                update(EvalJob)
-                .where(EvalJob.id == job_id, EvalJob.status.in_(active))  # type: ignore[arg-type, attr-defined]
-                .values(**values),
-                execution_options={"synchronize_session": False},
-            )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+        active = (RunStatus.QUEUED.value, RunStatus.RUNNING.value)
+        return self._update_job(job_id, values, [when] if when is not None else active)
 
 
 class BatchWriter:

@@ -212,7 +212,7 @@ def test_silent_eval_workers_are_reaped(store: Store) -> None:
     quiet, dead, alive = (store.create_eval_job(1, {}) for _ in range(3))
     for job, pid in ((quiet, 11), (dead, 12), (alive, 13)):
         store.start_eval_job(job, pid, total=1)
-    store._update_job(quiet, {"heartbeat_at": utcnow() - timedelta(minutes=5)})
+    store._update_job(quiet, {"heartbeat_at": utcnow() - timedelta(minutes=5)}, ["running"])
     reaped = store.reap_stale_evals(timeout=60, is_alive=lambda pid: pid != 12)
     assert sorted(reaped) == sorted([quiet, dead])
     states = {j.id: (j.status, j.error or "") for j in store.eval_jobs()}
