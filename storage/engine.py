@@ -1,6 +1,8 @@
 """Engines tuned for many processes sharing one SQLite file (and plain ones for the rest)."""
 
 import errno
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +11,9 @@ from sqlalchemy.engine import Connection, make_url
 
 WRITE_OPTION = "caat_write"
 """Execution option that makes a transaction start with BEGIN IMMEDIATE."""
+
+WAL_WAIT_S = 30.0
+"""How long a new connection keeps trying to switch a fresh file to WAL."""
 
 
 def _sqlite_file(database: str | None) -> Path | None:
@@ -25,11 +30,32 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     try:
         # busy_timeout first: switching to WAL itself may have to wait for a lock.
         cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _enter_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
     finally:
         cursor.close()
+
+
+def _enter_wal(cursor: Any, wait_s: float = WAL_WAIT_S) -> None:
+    """Switch to WAL, retrying while another connection holds the file's write lock.
+
+    On a file still in rollback mode the switch needs an exclusive lock after a shared
+    one; SQLite refuses that at once, without its busy handler, while another connection
+    holds the write lock (to avoid a deadlock). That happens when several processes open
+    a fresh store together, so wait here instead.
+    """
+    deadline = time.monotonic() + wait_s
+    pause = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
 
 
 def _on_sqlite_begin(conn: Connection) -> None:

@@ -4,6 +4,7 @@ import multiprocessing
 import os
 import queue
 import sqlite3
+import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -107,6 +108,31 @@ def test_sqlite_connections_are_tuned(db_path: Path) -> None:
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
     finally:
+        engine.dispose()
+
+
+def test_switching_a_fresh_file_to_wal_waits_for_a_writer(db_path: Path) -> None:
+    # Another process's write lock on a file still in rollback mode makes SQLite refuse
+    # the switch to WAL at once, busy timeout or not; the connection must wait instead.
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    other = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE t (i INTEGER)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO t VALUES (1)")
+    plain = sqlite3.connect(db_path, timeout=5, isolation_level=None)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        plain.execute("PRAGMA journal_mode=WAL")  # the failure the engine has to absorb
+    plain.close()
+    release = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    engine = make_engine(_url(db_path))
+    release.start()
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == 1
+    finally:
+        release.join()
+        other.close()
         engine.dispose()
 
 
