@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from caat_app.config import NORMS, format_budget, parse_budget
 from caat_app.errors import CaatError
-from caat_app.masking import VERY_LARGE_RATIO, Check, masking_report
+from caat_app.masking import VERY_LARGE_RATIO, Check, masking_report, pct
 from caat_app.masking import to_json as masking_json
 
 EVAL_ATTACKS = (
@@ -389,11 +389,6 @@ def tables_from_results(rows: Iterable[EvalRow]) -> list[EvalTable]:
         columns, budgets = _grid_of(group)
         tables.append(build_table(group, attacks=columns, budgets=budgets))
     return tables
-
-
-def pct(value: float | None) -> str:
-    """An accuracy in % with one decimal, or a dash where nothing was measured."""
-    return "–" if value is None else f"{100 * value:.1f}"
 
 
 def table_cells(table: EvalTable) -> tuple[list[str], list[list[str]]]:

@@ -8,7 +8,8 @@ raises accuracy. Each check reads only the table's numbers, so it runs on stored
 
 A record is ``{"attack", "eps", "accuracy", "samples", "steps"}``, optionally with ``norm``
 and ``family`` (the attack a variant belongs to, for the convergence check: ``pgd-100`` is
-PGD with more steps); accuracies are fractions.
+PGD with more steps); accuracies are fractions;
+the report states them in percent, as the tables do.
 """
 
 from __future__ import annotations
@@ -44,6 +45,16 @@ def _pts(v: float) -> str:
     return f"{p:g}"
 
 
+def pct(value: float | None) -> str:
+    """An accuracy in % with one decimal, or a dash where nothing was measured."""
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def _pct(v: float) -> str:
+    """An accuracy in the report's sentences, as the tables show it."""
+    return f"{pct(v)}%"
+
+
 def _key(e: float) -> float:
     """Group budgets that differ only by float noise (8/255 computed two ways)."""
     return round(float(e), 9)
@@ -73,10 +84,12 @@ def _not_above(
     bad = [e for e in common if strong[e] > weak[e] + tolerance]
     if bad:
         parts = [
-            f"ε={_eps(e)}: {labels[0]} {strong[e]:.3f} > {labels[1]} {weak[e]:.3f}" for e in bad
+            f"ε={_eps(e)}: {labels[0]} {_pct(strong[e])} > {labels[1]} {_pct(weak[e])}" for e in bad
         ]
         return Check(name, False, "; ".join(parts))
-    parts = [f"ε={_eps(e)}: {labels[0]} {strong[e]:.3f}, {labels[1]} {weak[e]:.3f}" for e in common]
+    parts = [
+        f"ε={_eps(e)}: {labels[0]} {_pct(strong[e])}, {labels[1]} {_pct(weak[e])}" for e in common
+    ]
     return Check(name, True, "; ".join(parts))
 
 
@@ -119,8 +132,8 @@ def _monotone(best: dict[str, dict[float, float]], tolerance: float) -> Check:
         for lo, hi in pairwise(budgets):
             if per_eps[hi] > per_eps[lo] + tolerance:
                 bad.append(
-                    f"{attack}: {per_eps[lo]:.3f} at ε={_eps(lo)} → "
-                    f"{per_eps[hi]:.3f} at ε={_eps(hi)}"
+                    f"{attack}: {_pct(per_eps[lo])} at ε={_eps(lo)} → "
+                    f"{_pct(per_eps[hi])} at ε={_eps(hi)}"
                 )
     if bad:
         return Check(name, False, "accuracy rises with ε: " + "; ".join(bad))
@@ -145,7 +158,7 @@ def _near_zero(best: dict[str, dict[float, float]], tolerance: float, norm: str 
     )
     limit = max(NEAR_ZERO, tolerance)
     verdict = "≤" if acc <= limit else ">"
-    detail = f"ε={_eps(top)}: lowest accuracy {acc:.3f} ({attack}) {verdict} {limit:.3f}"
+    detail = f"ε={_eps(top)}: lowest accuracy {_pct(acc)} ({attack}) {verdict} {_pct(limit)}"
     return Check(name, acc <= limit, detail)
 
 
@@ -169,8 +182,8 @@ def _converged(records: Sequence[Mapping[str, Any]], tolerance: float) -> Check:
         few, many = min(per_steps), max(per_steps)
         drop = per_steps[few] - per_steps[many]
         line = (
-            f"{attack} at ε={_eps(e)}: {few} steps {per_steps[few]:.3f} → "
-            f"{many} steps {per_steps[many]:.3f}"
+            f"{attack} at ε={_eps(e)}: {few} steps {_pct(per_steps[few])} → "
+            f"{many} steps {_pct(per_steps[many])}"
         )
         if drop > 2 * tolerance:
             bad.append(f"{line} (−{_pts(drop)} points)")
@@ -197,11 +210,11 @@ def _pgd_gap(best: dict[str, dict[float, float]]) -> Check:
     if bad:
         parts = [
             f"PGD overestimates robustness by {_pts(gaps[e])} points at ε={_eps(e)} "
-            f"(PGD {pgd[e]:.3f}, {label[e]} {ref[e]:.3f})"
+            f"(PGD {_pct(pgd[e])}, {label[e]} {_pct(ref[e])})"
             for e in bad
         ]
         return Check(name, False, "; ".join(parts))
-    parts = [f"ε={_eps(e)}: PGD {pgd[e]:.3f}, {label[e]} {ref[e]:.3f}" for e in common]
+    parts = [f"ε={_eps(e)}: PGD {_pct(pgd[e])}, {label[e]} {_pct(ref[e])}" for e in common]
     return Check(name, True, "gap ≤ " + _pts(PGD_GAP) + " points; " + "; ".join(parts))
 
 
@@ -212,15 +225,15 @@ def _below_clean(records: Sequence[Mapping[str, Any]], clean: float, tolerance: 
         return Check(name, None, "no attack results")
     bad = sorted(
         {
-            f"{str(r['attack']).lower()} at ε={_eps(r['eps'])}: {float(r['accuracy']):.3f}"
+            f"{str(r['attack']).lower()} at ε={_eps(r['eps'])}: {_pct(float(r['accuracy']))}"
             for r in records
             if float(r["accuracy"]) > clean + tolerance
         }
     )
     if bad:
-        return Check(name, False, f"above clean {clean:.3f}: " + "; ".join(bad))
+        return Check(name, False, f"above clean {_pct(clean)}: " + "; ".join(bad))
     top = max(float(r["accuracy"]) for r in records)
-    return Check(name, True, f"highest attacked accuracy {top:.3f} ≤ clean {clean:.3f}")
+    return Check(name, True, f"highest attacked accuracy {_pct(top)} ≤ clean {_pct(clean)}")
 
 
 def masking_report(

@@ -131,7 +131,7 @@ def test_table_takes_the_grid_and_lists_the_rest_as_probes() -> None:
     ]
     checks = {c.name: c for c in table.checks}
     # the probe shows PGD-20 had not converged: 100 steps take 20 more points
-    assert checks["converged"].passed is False and "20 steps 0.500" in checks["converged"].detail
+    assert checks["converged"].passed is False and "20 steps 50.0%" in checks["converged"].detail
     assert checks["near zero at large ε"].passed is False  # 0.2 survives at 4× the budget
     assert table.seconds == 5.0
     everything = build_table(rows)  # no choice: every attack and budget, in zoo order

@@ -27,7 +27,7 @@ def check(records: list[dict], name: str, *, clean: float = 0.8, **kw: float) ->
 def test_iterative_vs_single_step() -> None:
     name = "iterative ≤ single-step"
     ok = check([rec("pgd", E8, 0.45), rec("fgsm", E8, 0.55)], name)
-    assert ok.passed is True and "0.450" in ok.detail and "0.550" in ok.detail
+    assert ok.passed is True and "45.0%" in ok.detail and "55.0%" in ok.detail
     within = check([rec("pgd", E8, 0.56), rec("fgsm", E8, 0.55)], name)
     assert within.passed is True  # inside the tolerance
     bad = check(
@@ -35,7 +35,7 @@ def test_iterative_vs_single_step() -> None:
         name,
     )
     assert bad.passed is False
-    assert "16/255" in bad.detail and "0.400" in bad.detail and "8/255" not in bad.detail
+    assert "16/255" in bad.detail and "40.0%" in bad.detail and "8/255" not in bad.detail
     assert check([rec("pgd", E8, 0.45), rec("fgsm", E16, 0.3)], name).passed is None
     assert check([rec("pgd", E8, 0.45)], name).passed is None
 
@@ -47,9 +47,9 @@ def test_white_box_vs_black_box_uses_lower_apgd() -> None:
     name = "white-box ≤ black-box"
     # APGD-CE alone would be above Square; APGD-DLR is lower, so the check passes.
     ok = check([rec("apgd-ce", E8, 0.60), rec("apgd-dlr", E8, 0.40), rec("square", E8, 0.50)], name)
-    assert ok.passed is True and "0.400" in ok.detail
+    assert ok.passed is True and "40.0%" in ok.detail
     bad = check([rec("apgd-ce", E8, 0.60), rec("square", E8, 0.50)], name)
-    assert bad.passed is False and "0.600" in bad.detail and "0.500" in bad.detail
+    assert bad.passed is False and "60.0%" in bad.detail and "50.0%" in bad.detail
     assert check([rec("apgd-ce", E8, 0.60)], name).passed is None
     assert check([rec("apgd-t", E8, 0.3), rec("square", E8, 0.5)], name).passed is None
 
@@ -64,7 +64,7 @@ def test_accuracy_falls_as_eps_grows() -> None:
     bad = check([rec("pgd", E8, 0.5), rec("pgd", E16, 0.3), rec("square", E8, 0.5),
                  rec("square", E16, 0.6)], name)  # fmt: skip
     assert bad.passed is False and "square" in bad.detail and "pgd" not in bad.detail
-    assert "0.500" in bad.detail and "0.600" in bad.detail
+    assert "50.0%" in bad.detail and "60.0%" in bad.detail
     assert check([rec("pgd", E8, 0.5), rec("fgsm", E16, 0.6)], name).passed is None
 
 
@@ -73,7 +73,7 @@ def test_near_zero_at_a_very_large_eps() -> None:
     ok = check([rec("pgd", E8, 0.5), rec("pgd", E32, 0.2), rec("autoattack", E32, 0.01)], name)
     assert ok.passed is True and "autoattack" in ok.detail and "32/255" in ok.detail
     bad = check([rec("pgd", E8, 0.5), rec("pgd", E32, 0.2)], name)
-    assert bad.passed is False and "0.200" in bad.detail
+    assert bad.passed is False and "20.0%" in bad.detail
     small = check([rec("pgd", E8, 0.5), rec("pgd", E24, 0.2)], name)  # only 3× the smallest
     assert small.passed is None and "3.0×" in small.detail
     assert check([rec("pgd", E8, 0.5)], name).passed is None
@@ -112,10 +112,10 @@ def test_pgd_gap_published_ca_at_pattern() -> None:
     assert bad.passed is False
     assert "PGD overestimates robustness by 11 points" in bad.detail
     ok = check([rec("pgd", E8, 0.50), rec("autoattack", E8, 0.47)], name)
-    assert ok.passed is True and "0.470" in ok.detail
+    assert ok.passed is True and "47.0%" in ok.detail
     # Without AutoAttack, the lowest APGD is the reference.
     apgd = check([rec("pgd", E8, 0.50), rec("apgd-ce", E8, 0.46), rec("apgd-dlr", E8, 0.42)], name)
-    assert apgd.passed is False and "8 points" in apgd.detail and "APGD 0.420" in apgd.detail
+    assert apgd.passed is False and "8 points" in apgd.detail and "APGD 42.0%" in apgd.detail
     assert check([rec("pgd", E8, 0.50), rec("square", E8, 0.3)], name).passed is None
 
 
@@ -125,9 +125,9 @@ def test_pgd_gap_published_ca_at_pattern() -> None:
 def test_attack_above_clean() -> None:
     name = "attacks ≤ clean"
     ok = check([rec("pgd", E8, 0.5), rec("fgsm", E8, 0.81)], name, clean=0.8)
-    assert ok.passed is True and "0.810" in ok.detail
+    assert ok.passed is True and "81.0%" in ok.detail
     bad = check([rec("pgd", E8, 0.5), rec("fgsm", E8, 0.9)], name, clean=0.8)
-    assert bad.passed is False and "fgsm" in bad.detail and "0.900" in bad.detail
+    assert bad.passed is False and "fgsm" in bad.detail and "90.0%" in bad.detail
     assert check([], name).passed is None
 
 
