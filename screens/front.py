@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 TRAINING_AXIS = "training PGD (per-epoch)"
 COLORS = [(66, 135, 245), (245, 130, 48), (60, 180, 75), (220, 50, 120), (145, 30, 180)]
 MAX_RUNS = 10_000
+FRAME_ROWS = 5  # a plot's rows that are not canvas: title, box top and bottom, ticks, label
 
 
 @dataclass
@@ -108,8 +109,8 @@ class FrontChart(PlotextPlot):
     def render(self) -> Any:
         plt = self.plt
         plt.clear_figure()
-        plt.xlabel(self.labels[0])
-        plt.ylabel(self.labels[1])
+        # plotext writes the y label over the x label's line: the y axis is named on top.
+        plt.xlabel(f"→ {self.labels[0]}")
         report = self.report
         if not report or not report["points"]:
             plt.title(self.empty)
@@ -131,11 +132,18 @@ class FrontChart(PlotextPlot):
         sa = [100 * p["sa"] for p in report["points"]]
         aa = [100 * p["aa"] for p in report["points"]]
         pad_x = max(max(sa) - min(sa), 1.0) * 0.05
-        pad_y = max(max(aa) - min(aa), 1.0)
+        bottom = min(aa) - 0.05 * max(max(aa) - min(aa), 1.0)
         plt.xlim(min(sa) - pad_x, max(sa) + pad_x)
-        plt.ylim(min(aa) - 0.05 * pad_y, max(aa) + 0.25 * pad_y)  # room for the legend
-        plt.title("SA-AA front (up and to the right is better)")
+        plt.ylim(bottom, legend_top(bottom, max(aa), len(report["families"]), self.size.height))
+        plt.title(f"↑ {self.labels[1]}")
         return super().render()
+
+
+def legend_top(bottom: float, highest: float, entries: int, height: int) -> float:
+    """The y limit that keeps every point below the legend, which plotext draws over the
+    top rows of the plot, one row per entry (the highest point would hide under it)."""
+    rows = max(height - FRAME_ROWS, entries + 2)
+    return bottom + (highest - bottom) * rows / (rows - entries - 0.5)
 
 
 class FrontScreen(Screen[None]):

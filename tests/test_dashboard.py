@@ -544,6 +544,43 @@ def test_compare_marked_runs(store: Store) -> None:
     run_app(app, body)
 
 
+@pytest.mark.parametrize("height", [10, 11, 14, 24])
+def test_front_chart_keeps_every_point_clear_of_the_legend(height: int) -> None:
+    # plotext draws the legend over the top-left rows; the best-AA point of the
+    # lowest-SA run sits exactly there unless the y range leaves room.
+    from textual.app import App, ComposeResult
+
+    from screens.front import FrontChart
+
+    families = ["Vanilla AT", "CA-AT", "Vanilla AT + TRADES"]
+    report = {
+        "families": families,
+        "points": [
+            {"family": families[0], "sa": 0.975, "aa": 0.230, "on_front": True},
+            {"family": families[1], "sa": 0.980, "aa": 0.175, "on_front": True},
+            {"family": families[2], "sa": 0.990, "aa": 0.120, "on_front": True},
+        ],
+    }
+
+    class One(App[None]):
+        def compose(self) -> ComposeResult:
+            yield FrontChart()
+
+    app = One()
+
+    async def body(pilot: Pilot[None]) -> None:
+        chart = app.query_one(FrontChart)
+        chart.show(report, ("SA (%)", "AA (%)"))
+        await pilot.pause()
+        lines = str(chart.render()).splitlines()
+        legend = [line for line in lines if any(f"● {f}" in line for f in families)]
+        assert len(legend) == len(families)
+        shown = sum(line.count("●") for line in lines if line not in legend)
+        assert shown == len(report["points"])
+
+    run_app(app, body, size=(80, height))
+
+
 def test_front_screen_shows_points_and_a_verdict(store: Store) -> None:
     fill(store, SPECS)
     app = CaatApp(store, poll_interval=0.2, gpus=[])
