@@ -253,10 +253,12 @@ def field_errors(options: dict[str, Any]) -> dict[str, str]:
 def format_budget(eps: float, *, exact: bool = False) -> str:
     """A budget as people write it: `8/255` on the 8-bit pixel grid, else the number.
 
+    A short decimal stays one (0.2 is also 51/255, but nobody writes it so).
     `exact` keeps every digit off the grid (a command line must rebuild the same float).
     """
     k = round(eps * 255)
-    if 0 < k < 255 and abs(eps * 255 - k) < (1e-9 if exact else 1e-6):
+    short = abs(eps - round(eps, 2)) < 1e-12
+    if not short and 0 < k < 255 and abs(eps * 255 - k) < (1e-9 if exact else 1e-6):
         return f"{k}/255"
     return repr(eps) if exact else f"{eps:g}"
 

@@ -5,8 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from caat_app.config import PRESETS, ConfigError, build_config, load_config_file, parse_budget
+from caat_app.config import (
+    PRESETS,
+    ConfigError,
+    build_config,
+    format_budget,
+    load_config_file,
+    parse_budget,
+)
 
 
 @pytest.mark.parametrize(
@@ -15,6 +24,33 @@ from caat_app.config import PRESETS, ConfigError, build_config, load_config_file
 )
 def test_budget_parses_fractions_and_numbers(text: str | float, value: float) -> None:
     assert parse_budget(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (8 / 255, "8/255"),
+        (16 / 255, "16/255"),
+        (0.3, "0.3"),
+        (0.2, "0.2"),  # also 51/255, but written as a decimal
+        (0.5, "0.5"),
+        (1.0, "1"),
+        (2.0, "2"),
+        (0.123456, "0.123456"),
+    ],
+)
+def test_budget_reads_as_people_write_it(value: float, text: str) -> None:
+    assert format_budget(value) == text
+
+
+@given(st.floats(min_value=1e-6, max_value=64, allow_nan=False))
+def test_exact_budget_text_parses_back_to_the_same_float(eps: float) -> None:
+    assert parse_budget(format_budget(eps, exact=True)) == eps
+
+
+@given(st.integers(min_value=1, max_value=254).filter(lambda k: (k * 100) % 255))
+def test_pixel_grid_budgets_that_are_no_short_decimal_read_as_fractions(k: int) -> None:
+    assert format_budget(k / 255) == format_budget(k / 255, exact=True) == f"{k}/255"
 
 
 @pytest.mark.parametrize("text", ["abc", "8/0", "nan", "inf", "1/2/3", ""])
