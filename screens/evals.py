@@ -255,7 +255,11 @@ class EvalScreen(Screen[None]):
             widgets.append(Static(Text(caption(table), style="bold"), classes="eval-caption"))
             header, rows = table_cells(table)
             grid: DataTable[Text] = DataTable(
-                id=f"eval-table-{i}", classes="eval-table", zebra_stripes=True, cursor_type="row"
+                id=f"eval-table-{i}",
+                classes="eval-table",
+                zebra_stripes=True,
+                cursor_type="row",
+                fixed_columns=2,  # ε and SA stay in view while the attacks scroll by
             )
             grid.add_columns(*[_cell(h, j) for j, h in enumerate(header)])
             for row in rows:
