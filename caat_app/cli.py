@@ -27,7 +27,7 @@ from rich.text import Text
 from caat_app.config import RunConfig, build_config, format_budget, load_config_file
 from caat_app.errors import CaatError
 from caat_app.evalplan import DEFAULT_ATTACKS as DEFAULT_EVAL_ATTACKS
-from caat_app.evalplan import EVAL_ATTACKS
+from caat_app.evalplan import EVAL_ATTACKS, describe_spec, pct
 from caat_app.runs import create_run
 from storage import Run, RunStatus, Store, StoreError, resolve_db_url
 
@@ -102,10 +102,6 @@ def _fmt(value: Any, digits: int = 4) -> str:
             )
         )
     return str(value)
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
 
 
 def run_record(run: Run) -> dict[str, Any]:
@@ -328,8 +324,8 @@ def sweep_command(
             Text(row.label),
             _fmt(row.seed),
             _status_text(r.status),
-            _pct(r.best_test_clean),
-            _pct(r.best_test_adv),
+            pct(r.best_test_clean),
+            pct(r.best_test_adv),
         )
     out.print(table)
     # Judged by this call's grid: the other half of a sweep, or its history, is not ours.
@@ -461,8 +457,8 @@ def runs(
             Text(f"{r.dataset}/{r.model}"),
             _fmt(r.eps, 3),
             f"{r.epochs_done}/{r.epochs_total}",
-            _pct(r.best_val_clean),
-            _pct(r.best_val_adv),
+            pct(r.best_val_clean),
+            pct(r.best_val_adv),
             _fmt(r.last_phi, 2),
             _fmt(r.last_mu, 2),
         )
@@ -528,10 +524,18 @@ def show(
     record = store.find_run(run)
     assert record.id is not None
     tables = tables_from_results(store.evals(record.id))
+    jobs = store.eval_jobs(record.id, active=True)
     if as_json:
+        evaluating = [
+            job.model_dump(mode="json", include={"id", "status", "done", "total", "current"})
+            | {"spec": json.loads(job.spec)}
+            for job in jobs
+        ]
         print(
             json.dumps(
-                run_record(record) | {"evaluations": [t.to_json() for t in tables]}, indent=2
+                run_record(record)
+                | {"evaluations": [t.to_json() for t in tables], "evaluating": evaluating},
+                indent=2,
             )
         )
         return
@@ -544,6 +548,10 @@ def show(
             )
         )
         _eval_tables([(record, table)])
+    for job in jobs:
+        now = f", now {job.current}" if job.current else ""
+        out.print(Text(f"evaluation {job.id} {job.status}: {job.done}/{job.total} measured{now}"))
+        out.print(Text(f"  {describe_spec(job.spec)}; `caat cancel --eval {job.id}` stops it"))
 
 
 def _ordered(row: dict[str, Any], key: str) -> dict[str, Any]:
@@ -659,7 +667,7 @@ def compare_command(
     for row in data["metrics"]:
         percent = "SA" in row["metric"] or "AA" in row["metric"]
         cells = [
-            _status_text(v) if row["key"] == "status" else (_pct(v) if percent else _fmt(v, 3))
+            _status_text(v) if row["key"] == "status" else (pct(v) if percent else _fmt(v, 3))
             for v in row["values"]
         ]
         metrics.add_row(row["metric"], *cells)
@@ -968,8 +976,7 @@ def eval_foreground(store: Store, record: Run, spec: Any) -> tuple[str, list[dic
 
 def _eval_tables(tables: list[tuple[Run, Any]]) -> None:
     """The paper's layout, attacks as columns and budgets as rows, runs side by side."""
-    from caat_app.evalplan import pct, probe_lines
-    from caat_app.masking import summary
+    from caat_app.evalplan import report_lines
 
     several = len(tables) > 1
     attacks = list(dict.fromkeys(a for _, t in tables for a in t.attacks))
@@ -981,41 +988,32 @@ def _eval_tables(tables: list[tuple[Run, Any]]) -> None:
         record = tables[0][0]
         title = f"run {record.id} ({record.name}): accuracy in % on {samples[0]} test images"
     out.print(Text(title))
-    table = Table()
-    table.add_column("ε")
-    if several:
-        table.add_column("run")
-    table.add_column("SA", justify="right")
-    for name in attacks:
-        table.add_column(name, justify="right")
-    for i, budget in enumerate(budgets):
-        mine = [(r, t) for r, t in tables if budget in t.budgets]
-        for j, (record, t) in enumerate(mine):
-            cells = [pct(t.cell(a, budget)) for a in attacks]
-            who = [Text(f"{record.id} {record.name}")] if several else []
-            table.add_row(
-                format_budget(budget) if j == 0 else "",
-                *who,
-                pct(t.clean),
-                *cells,
-                end_section=several and j == len(mine) - 1 and i < len(budgets) - 1,
-            )
-    out.print(table)
-    for record, t in tables:
-        lead = f"run {record.id} ({record.name}): " if several else ""
-        out.print(Text(lead + summary(t.checks)))
-        for c in t.checks:
-            mark = {True: "ok  ", False: "FLAG", None: "n/a "}[c.passed]
-            out.print(Text(f"  {mark} {c.name}: {c.detail}"))
-        for line in probe_lines(t):
-            out.print(Text(f"  {line}"))
-        if json.loads(record.config).get("bn") == "batchstats":
-            out.print(
-                Text(
-                    "  note: BatchNorm in batchstats mode: predictions depend on the batch "
-                    "(fixed batches of 256 here)"
+    if budgets:
+        table = Table()
+        table.add_column("ε")
+        if several:
+            table.add_column("run")
+        table.add_column("SA", justify="right")
+        for name in attacks:
+            table.add_column(name, justify="right")
+        for i, budget in enumerate(budgets):
+            mine = [(r, t) for r, t in tables if budget in t.budgets]
+            for j, (record, t) in enumerate(mine):
+                cells = [pct(t.cell(a, budget)) for a in attacks]
+                who = [Text(f"{record.id} {record.name}")] if several else []
+                table.add_row(
+                    format_budget(budget) if j == 0 else "",
+                    *who,
+                    pct(t.clean),
+                    *cells,
+                    end_section=several and j == len(mine) - 1 and i < len(budgets) - 1,
                 )
-            )
+        out.print(table)
+    for record, t in tables:
+        batchstats = json.loads(record.config).get("bn") == "batchstats"
+        for k, (line, _) in enumerate(report_lines(t, batchstats=batchstats)):
+            lead = f"run {record.id} ({record.name}): " if several and k == 0 else ""
+            out.print(Text(lead + line))
 
 
 @app.command()
@@ -1119,10 +1117,10 @@ def results_table(records: list[Run]) -> None:
     rows = [
         ("status", lambda r: _status_text(r.status)),
         ("best epoch", lambda r: _fmt(r.best_epoch)),
-        ("val SA", lambda r: _pct(r.best_val_clean)),
-        ("val AA (PGD)", lambda r: _pct(r.best_val_adv)),
-        ("test SA", lambda r: _pct(r.best_test_clean)),
-        ("test AA (PGD)", lambda r: _pct(r.best_test_adv)),
+        ("val SA", lambda r: pct(r.best_val_clean)),
+        ("val AA (PGD)", lambda r: pct(r.best_val_adv)),
+        ("test SA", lambda r: pct(r.best_test_clean)),
+        ("test AA (PGD)", lambda r: pct(r.best_test_adv)),
         ("last φ", lambda r: _fmt(r.last_phi, 3)),
         ("last μ", lambda r: _fmt(r.last_mu, 3)),
     ]

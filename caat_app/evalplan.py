@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from caat_app.config import NORMS, format_budget, parse_budget
 from caat_app.errors import CaatError
-from caat_app.masking import VERY_LARGE_RATIO, Check, masking_report, pct
+from caat_app.masking import VERY_LARGE_RATIO, Check, masking_report, pct, summary
 from caat_app.masking import to_json as masking_json
 
 EVAL_ATTACKS = (
@@ -407,3 +407,46 @@ def probe_lines(table: EvalTable) -> list[str]:
         f"probe {p['attack']} at ε={format_budget(p['eps'])}: {pct(p['accuracy'])}%"
         for p in table.probes
     ]
+
+
+NORM_TEXT = {"linf": "L∞", "l2": "L2"}
+MARKS = {True: "ok  ", False: "FLAG", None: "n/a "}
+BATCH_NOTE = (
+    "note: BatchNorm in batchstats mode: predictions depend on the batch "
+    "(fixed batches of 256 here)"
+)
+
+
+def report_lines(table: EvalTable, *, batchstats: bool = False) -> list[tuple[str, bool]]:
+    """What follows a table, for the CLI and the dashboard alike: the masking report (its
+    summary, one line per check), the probes, the batch note; True marks a flagged line.
+
+    Clean accuracy alone (the attacks still running, or stopped before one finished) gets
+    one line instead of a report whose every check says it cannot tell.
+    """
+    if table.attacks or table.probes:
+        lines = [(summary(table.checks), any(c.passed is False for c in table.checks))]
+        lines += [
+            (f"  {MARKS[c.passed]} {c.name}: {c.detail}", c.passed is False) for c in table.checks
+        ]
+        lines += [(f"  {line}", False) for line in probe_lines(table)]
+    else:
+        lines = [(f"clean accuracy {pct(table.clean)}%; no attack measured yet", False)]
+    if batchstats:
+        lines.append((f"  {BATCH_NOTE}", False))
+    return lines
+
+
+def describe_spec(text: str) -> str:
+    """A stored job's request in one line; one that cannot be read is shown as it is."""
+    try:
+        spec = json.loads(text)
+        budgets = ",".join(format_budget(float(e)) for e in spec["budgets"])
+        n = int(spec["n"])
+        norm = NORM_TEXT.get(spec["norm"], spec["norm"])
+        return (
+            f"{','.join(spec['attacks'])} · ε={budgets} {norm} · {n or 'all'} images · "
+            f"{spec['checkpoint']}" + (" · measured again" if spec.get("force") else "")
+        )
+    except (TypeError, ValueError, KeyError):
+        return text

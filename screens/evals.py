@@ -41,14 +41,15 @@ from caat_app.evalplan import (
     CHECKPOINTS,
     DEFAULT_ATTACKS,
     EVAL_ATTACKS,
+    NORM_TEXT,
     EvalSpec,
     EvalTable,
+    describe_spec,
     eval_spec,
-    probe_lines,
+    report_lines,
     table_cells,
     tables_from_results,
 )
-from caat_app.masking import summary
 from screens.messages import StoreFailed
 from screens.modals import ConfirmScreen
 from screens.runs import STATUS_STYLE
@@ -58,12 +59,6 @@ if TYPE_CHECKING:
     from screens.app import CaatApp
 
 ACTIVE = ("queued", "running")
-NORM_TEXT = {"linf": "L∞", "l2": "L2"}
-MARKS = {True: "ok  ", False: "FLAG", None: "n/a "}
-BATCH_NOTE = (
-    "note: BatchNorm in batchstats mode: predictions depend on the batch "
-    "(fixed batches of 256 here)"
-)
 
 
 @dataclass
@@ -94,33 +89,9 @@ def caption(table: EvalTable) -> str:
     )
 
 
-def check_lines(table: EvalTable) -> list[tuple[str, bool]]:
-    """The masking report: the summary, then one line per check; True marks a flagged line."""
-    lines = [(summary(table.checks), any(c.passed is False for c in table.checks))]
-    lines += [
-        (f"  {MARKS[c.passed]} {c.name}: {c.detail}", c.passed is False) for c in table.checks
-    ]
-    return lines
-
-
 def _cell(text: str, column: int) -> Text:
     """Budgets to the left, accuracies to the right, as the CLI prints them."""
     return Text(text, justify="left" if column == 0 else "right")
-
-
-def spec_text(job: EvalJob) -> str:
-    """A job's request in one line; a spec the screen cannot read is shown as it is."""
-    try:
-        spec = json.loads(job.spec)
-        budgets = ",".join(format_budget(float(e)) for e in spec["budgets"])
-        n = int(spec["n"])
-        norm = NORM_TEXT.get(spec["norm"], spec["norm"])
-        return (
-            f"{','.join(spec['attacks'])} · ε={budgets} {norm} · {n or 'all'} images · "
-            f"{spec['checkpoint']}" + (" · measured again" if spec.get("force") else "")
-        )
-    except (TypeError, ValueError, KeyError):
-        return job.spec
 
 
 class EvalScreen(Screen[None]):
@@ -228,7 +199,7 @@ class EvalScreen(Screen[None]):
         if job.current and job.status in ACTIVE:
             text.append("  now: ")
             text.append(job.current)
-        text.append("\n" + spec_text(job), style="dim")
+        text.append("\n" + describe_spec(job.spec), style="dim")
         if job.error:
             text.append("\n" + job.error.strip().splitlines()[-1], style="red")
             if run.run_dir:
@@ -254,25 +225,22 @@ class EvalScreen(Screen[None]):
         for i, table in enumerate(tables):
             widgets.append(Static(Text(caption(table), style="bold"), classes="eval-caption"))
             header, rows = table_cells(table)
-            grid: DataTable[Text] = DataTable(
-                id=f"eval-table-{i}",
-                classes="eval-table",
-                zebra_stripes=True,
-                cursor_type="row",
-                fixed_columns=2,  # ε and SA stay in view while the attacks scroll by
-            )
-            grid.add_columns(*[_cell(h, j) for j, h in enumerate(header)])
-            for row in rows:
-                grid.add_row(*[_cell(cell, j) for j, cell in enumerate(row)])
-            widgets.append(grid)
-            for line, flagged in check_lines(table):
+            if rows:
+                grid: DataTable[Text] = DataTable(
+                    id=f"eval-table-{i}",
+                    classes="eval-table",
+                    zebra_stripes=True,
+                    cursor_type="row",
+                    fixed_columns=2,  # ε and SA stay in view while the attacks scroll by
+                )
+                grid.add_columns(*[_cell(h, j) for j, h in enumerate(header)])
+                for row in rows:
+                    grid.add_row(*[_cell(cell, j) for j, cell in enumerate(row)])
+                widgets.append(grid)
+            for line, flagged in report_lines(table, batchstats=batchstats):
                 widgets.append(
                     Static(Text(line), classes="eval-check flag" if flagged else "eval-check")
                 )
-            for line in probe_lines(table):
-                widgets.append(Static(Text(f"  {line}"), classes="eval-check"))
-            if batchstats:
-                widgets.append(Static(Text(f"  {BATCH_NOTE}"), classes="eval-check eval-note"))
         await box.mount_all(widgets)
         box.call_after_refresh(box.scroll_to, y=scroll_y, animate=False)
 

@@ -205,6 +205,11 @@ def test_eval_screen_empty_state_literal_name_and_failed_job(store: Store) -> No
         await wait_for(pilot, lambda: "failed" in text_of(app, "#eval-job-text"))
         shown = text_of(app, "#eval-job-text")
         assert "RuntimeError: [red]boom[/]" in shown and f"eval-{job}.log" in shown
+        add_results(store, run_id, {("clean", 0.0): 0.9})  # it failed before any attack
+        await wait_for(pilot, lambda: bool(screen.query(".eval-check")))
+        lines = [str(w.render()) for w in screen.query(".eval-check")]
+        assert lines == ["clean accuracy 90.0%; no attack measured yet"]
+        assert not screen.query(".eval-table")  # no empty grid
 
     run_app(app, body)
 

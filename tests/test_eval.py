@@ -321,6 +321,41 @@ def test_show_lists_the_stored_evaluations(
     assert "accuracy in % on 25 test images" in out and "probe pgd at ε=0.48" in out
 
 
+def test_show_tells_what_is_being_evaluated_and_what_only_has_its_clean_number(
+    trained: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from caat_app.evalplan import eval_spec
+    from caat_app.worker import StopFlag, execute_eval
+    from storage import RunStatus
+
+    spec = eval_spec(attacks="fgsm,square", budgets="0.2", n=17)
+    with Store.open(f"sqlite:///{trained}") as store:
+        stopped = store.create_eval_job(1, spec.to_json())
+        flag = StopFlag()
+
+        def stop_after_clean(index: int, total: int, measurement: object) -> None:
+            if index == 1:
+                flag.set()
+
+        execute_eval(store, stopped, flag, stop_after_clean)
+        running = store.create_eval_job(1, spec.to_json())
+        store.start_eval_job(running, os.getpid(), total=4)
+        store.eval_progress(running, done=2, current="square at ε=0.2")
+    try:
+        assert run_cli("show", "1", "--db", trained) == 0
+        out = capsys.readouterr().out
+        assert f"evaluation {running} running: 2/4 measured, now square at ε=0.2" in out
+        assert f"caat cancel --eval {running}" in out and f"evaluation {stopped} " not in out
+        assert "no attack measured yet" in out  # the stopped job's clean-only table
+        assert run_cli("show", "1", "--db", trained, "--json") == 0
+        [job] = json.loads(capsys.readouterr().out)["evaluating"]
+        assert (job["id"], job["done"], job["total"]) == (running, 2, 4)
+        assert job["spec"]["attacks"] == ["fgsm", "square"] and job["spec"]["n"] == 17
+    finally:
+        with Store.open(f"sqlite:///{trained}") as store:
+            store.finish_eval_job(running, RunStatus.CANCELLED)
+
+
 def test_results_of_older_weights_are_not_reused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

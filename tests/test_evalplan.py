@@ -23,6 +23,7 @@ from caat_app.evalplan import (
     table_cells,
     tables_from_results,
 )
+from caat_app.masking import summary
 from storage import EvalResult, Store, StoreError
 from storage.models import utcnow
 
@@ -250,3 +251,31 @@ def test_stored_tables_list_probes_under_the_report(tmp_path: Path) -> None:
     # asked for by name, pgd-100 is a column like any other
     named = [Row(result(a, 0.1, 0.5, id=i)) for i, a in enumerate(["clean", "pgd-100", "fgsm"])]
     assert tables_from_results(named)[0].attacks == ["fgsm", "pgd-100"]  # type: ignore[arg-type]
+
+
+def test_report_lines_follow_a_table_and_a_clean_number_alone_gets_one() -> None:
+    from caat_app.evalplan import BATCH_NOTE, describe_spec, eval_spec, report_lines
+
+    rows = [
+        {"attack": "clean", "eps": 0.0, "accuracy": 0.9, "samples": 50},
+        {"attack": "fgsm", "eps": 0.1, "accuracy": 0.5, "samples": 50},
+        {"attack": "pgd", "eps": 0.1, "accuracy": 0.6, "samples": 50},
+        {"attack": "pgd-100", "eps": 0.1, "accuracy": 0.6, "samples": 50},
+    ]
+    common = {"checkpoint": "best", "norm": "linf", "seconds": 1.0}
+    table = build_table([r | common for r in rows], attacks=["fgsm", "pgd"], budgets=[0.1])
+    lines = report_lines(table)
+    assert lines[0] == (summary(table.checks), True)  # pgd above fgsm is flagged
+    assert len(lines) == 1 + len(table.checks) + len(table.probes)
+    assert [flag for _, flag in lines[1:]].count(True) == 1
+    assert lines[-1] == ("  probe pgd-100 at ε=0.1: 60.0%", False)
+    assert report_lines(table, batchstats=True)[-1] == (f"  {BATCH_NOTE}", False)
+
+    alone = build_table([rows[0] | common])
+    assert report_lines(alone) == [("clean accuracy 90.0%; no attack measured yet", False)]
+
+    spec = eval_spec(attacks="pgd,autoattack", budgets="8/255,0.3", n=0, force=True)
+    assert describe_spec(json.dumps(spec.to_json())) == (
+        "pgd,autoattack · ε=8/255,0.3 L∞ · all images · best · measured again"
+    )
+    assert describe_spec("{not json") == "{not json"
