@@ -12,6 +12,8 @@ failed on, and per sample the first successful adversarial is kept.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -40,37 +42,13 @@ def _members(
     target_classes: int,
 ) -> dict[str, _Attack]:
     """The ensemble's attacks with AutoAttack's settings (one restart each, shared seed)."""
+    common: dict[str, Any] = {"eps": eps, "norm": norm, "seed": seed, "clip": clip}
+    targets: dict[str, Any] = {"targeted": True, "target_classes": target_classes}
     return {
-        "apgd-ce": lambda m, x, y: apgd(
-            m, x, y, eps=eps, norm=norm, loss="ce", steps=steps, seed=seed, clip=clip
-        ),
-        "apgd-t": lambda m, x, y: apgd(
-            m,
-            x,
-            y,
-            eps=eps,
-            norm=norm,
-            targeted=True,
-            target_classes=target_classes,
-            steps=steps,
-            seed=seed,
-            clip=clip,
-        ),
-        "fab-t": lambda m, x, y: fab(
-            m,
-            x,
-            y,
-            eps=eps,
-            norm=norm,
-            targeted=True,
-            target_classes=target_classes,
-            steps=steps,
-            seed=seed,
-            clip=clip,
-        ),
-        "square": lambda m, x, y: square(
-            m, x, y, eps=eps, norm=norm, queries=queries, seed=seed, clip=clip
-        ),
+        "apgd-ce": partial(apgd, loss="ce", steps=steps, **common),
+        "apgd-t": partial(apgd, steps=steps, **targets, **common),
+        "fab-t": partial(fab, steps=steps, **targets, **common),
+        "square": partial(square, queries=queries, **common),
     }
 
 
