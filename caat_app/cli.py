@@ -770,15 +770,7 @@ def front(
         table.add_column(col, justify="left" if col in {"family", "setting", "runs"} else "right")
     for p in rep["points"]:
         table.add_row(*[Text(cell) for cell in point_cells(p)])
-    out.print(table)
-    for family, info in rep["families"].items():
-        out.print(
-            Text(
-                f"{family}: hypervolume {info['hypervolume']:.4f} "
-                f"(reference SA={ref_point[0]:g}, AA={ref_point[1]:g}), "
-                f"front {', '.join(info['front'])}"
-            )
-        )
+    out.print(table)  # which points make each front is its "on front" column
     for sentence in rep["verdict"]:
         out.print(Text(sentence))
 
