@@ -56,6 +56,7 @@ ATTACK_HELP = {
 CHECKPOINTS = ("best", "last")
 DEFAULT_ATTACKS = ("fgsm", "pgd", "apgd-ce", "autoattack-fast")
 PROBE_STEPS = "pgd-100"  # the convergence probe of `pgd`
+EVAL_BATCH = 256  # fixed: a `batchstats` model's predictions depend on the batch
 
 
 def settings_of(attack: str, eps: float) -> dict[str, Any]:
@@ -413,7 +414,7 @@ NORM_TEXT = {"linf": "L∞", "l2": "L2"}
 MARKS = {True: "ok  ", False: "FLAG", None: "n/a "}
 BATCH_NOTE = (
     "note: BatchNorm in batchstats mode: predictions depend on the batch "
-    "(fixed batches of 256 here)"
+    f"(here the images in their fixed order, {EVAL_BATCH} at a time)"
 )
 
 

@@ -24,6 +24,7 @@ from caat_app.errors import CaatError
 from caat_app.evalplan import (
     CHECKPOINTS,
     EVAL_ATTACKS,
+    EVAL_BATCH,
     EvalSpec,
     Measurement,
     plan,
@@ -32,8 +33,6 @@ from caat_app.evalplan import (
 )
 from caat_app.train import build, resolve_device
 from storage import Run, Store
-
-BATCH = 256  # fixed: a `batchstats` model's predictions depend on the batch
 
 
 def attack_batch(
@@ -132,10 +131,10 @@ def accuracy(
     None when `should_stop` said so between two batches: a partial number is never kept.
     """
     correct = torch.zeros((), dtype=torch.long, device=x.device)
-    for start in range(0, len(y), BATCH):
+    for start in range(0, len(y), EVAL_BATCH):
         if should_stop():
             return None
-        xb, yb = x[start : start + BATCH], y[start : start + BATCH]
+        xb, yb = x[start : start + EVAL_BATCH], y[start : start + EVAL_BATCH]
         with torch.no_grad():
             right = model(xb).argmax(1) == yb
         if attack is not None and eps > 0:
