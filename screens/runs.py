@@ -82,18 +82,19 @@ class RunsScreen(Screen[None]):
     """Runs newest first; the table refreshes every second without losing its place."""
 
     BINDINGS = [
+        # The footer keeps what fits at 80 columns with `q` and `?`; `?` lists every key.
         Binding("n", "new", "New"),
         Binding("enter", "open", "Monitor", show=False),
         Binding("e", "evaluate", "Eval"),
-        Binding("slash", "filter", "Filter"),
-        Binding("s", "sort", "Sort"),
+        Binding("slash", "filter", "Filter", show=False),  # the filter box says `/`
+        Binding("s", "sort", "Sort", show=False),
         Binding("S", "reverse", "Reverse", show=False),
         Binding("c", "cancel_run", "Cancel"),
-        Binding("d", "delete", "Delete"),
-        Binding("r", "rename", "Rename"),
+        Binding("d", "delete", "Delete", show=False),
+        Binding("r", "rename", "Rename", show=False),
         Binding("t", "tags", "Tags", show=False),
         Binding("o", "note", "Note", show=False),
-        Binding("l", "relaunch", "Relaunch"),
+        Binding("l", "relaunch", "Relaunch", show=False),
         Binding("f", "folder", "Folder", show=False),
         Binding("left_square_bracket", "page(-1)", "Prev page", show=False),
         Binding("right_square_bracket", "page(1)", "Next page", show=False),
