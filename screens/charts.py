@@ -44,6 +44,8 @@ HLINE_COLOR: tuple[int, int, int] = (128, 128, 128)
 """Reference lines (γ, targets) in neutral grey so they never look like data."""
 
 WAITING_TEXT = "waiting for data"
+ROOMY_HEIGHT = 12
+"""Below this many rows a chart drops its axis-label line to keep a row for data."""
 
 
 class MetricChart(PlotextPlot):
@@ -141,8 +143,9 @@ class MetricChart(PlotextPlot):
         plt = self.plt
         plt.clear_figure()  # also drops yticks/ylim from a previous log plot
         plt.title(self.title)
-        plt.xlabel(self._x_label)
-        plt.ylabel(self.y_label)
+        if self.size.height >= ROOMY_HEIGHT:  # else the title and the x ticks say enough
+            plt.xlabel(self._x_label)
+            plt.ylabel(self.y_label)
         lines = self._prepare(self.size.width)
         if not lines:
             plt.xlim(0.0, 1.0)

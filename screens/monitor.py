@@ -73,6 +73,8 @@ def _fmt_seconds(seconds: float | None) -> str:
 class MonitorScreen(Screen[None]):
     """Polls the store for rows newer than the ones it holds; never loads the series twice."""
 
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (34, "-tall")]  # a short terminal: charts first
+
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("x", "axis", "X axis"),

@@ -488,6 +488,33 @@ def test_snapshot_monitor(snap_compare: Any, tmp_path: Path, size: tuple[int, in
         assert snap_compare(app, terminal_size=size, run_before=open_monitor)
 
 
+@pytest.mark.parametrize(("size", "log_rows"), [((80, 24), 3), ((120, 40), 6)])
+def test_monitor_gives_a_short_terminal_to_the_charts(
+    store: Store, size: tuple[int, int], log_rows: int
+) -> None:
+    (run_id,) = fill(store, [{"name": "watched", "epochs": 20, "sa": 0.9, "aa": 0.3}])
+    _fill_metrics(store, run_id)
+    app = CaatApp(store, poll_interval=0.1, gpus=[])
+
+    async def body(pilot: Pilot[None]) -> None:
+        from screens.charts import MetricChart
+
+        app.open_monitor(run_id)
+        await wait_for(pilot, lambda: isinstance(app.screen, MonitorScreen))
+        monitor = app.screen
+        await wait_for(pilot, lambda: len(monitor.columns["step"]) > 0)  # type: ignore[attr-defined]
+        await pilot.pause()
+        assert monitor.query_one("#log").outer_size.height == log_rows
+        chart = monitor.query_one("#chart-loss", MetricChart)
+        lines = str(chart.render()).splitlines()
+        canvas = [line for line in lines if "┤" in line or line.rstrip().endswith("│")]
+        assert len(canvas) >= 4  # rows that can hold data
+        labelled = any(line.startswith("loss ") for line in lines)  # the axis-label line
+        assert labelled == (chart.size.height >= 12)
+
+    run_app(app, body, size=size)
+
+
 def test_monitor_polls_only_new_rows(store: Store) -> None:
     (run_id,) = fill(store, [{"name": "watched", "epochs": 20, "sa": 0.9, "aa": 0.3}])
     _fill_metrics(store, run_id, steps=45)
