@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from caat_app.config import format_budget
+from caat_app.config import NORM_TEXT, format_budget
 from storage import EvalResult, Run
 
 # (label, Run attribute): the final metrics compared, best epoch first (chosen on validation).
@@ -104,7 +104,7 @@ def axis_labels(runs: list[Run], *, split: str = "test") -> tuple[str, str]:
     if len(budgets) == 1:
         norm, eps, steps = budgets.pop()
         eps_text = format_budget(eps or 0.0)
-        norm_text = "L∞" if norm == "linf" else "L2"
+        norm_text = NORM_TEXT.get(str(norm), str(norm))
         aa = f"PGD-{steps} {norm_text} accuracy at ε = {eps_text}, {where} (%)"
     else:
         aa = f"PGD accuracy, {where} (%) (mixed budgets!)"
@@ -180,7 +180,7 @@ def points_from_evals(
 
 def eval_axis_labels(axis: EvalAxis, samples: Iterable[int]) -> tuple[str, str]:
     """Axis titles for a front on evaluated accuracy: the attack, budget and subset size."""
-    norm_text = "L∞" if axis.norm == "linf" else "L2"
+    norm_text = NORM_TEXT.get(axis.norm, axis.norm)
     sizes = sorted(set(samples))
     on = f"{sizes[0]} test images" if len(sizes) == 1 else "test subsets of mixed sizes!"
     return (

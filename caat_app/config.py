@@ -34,6 +34,7 @@ BN_MODES = ("standard", "batchstats")
 LOSSES = ("ce", "trades", "clp")
 ATTACKS = ("pgd", "fgsm", "mifgsm", "apgd-ce", "apgd-dlr", "apgd-t")
 NORMS = ("linf", "l2")
+NORM_TEXT = {"linf": "L∞", "l2": "L2"}  # as a norm is written for people
 DEFAULT_BETA = {"ce": 0.0, "trades": 6.0, "clp": 0.5}
 
 # Budgets at which the trade-off shows: 0.3 on the [0, 1] pixel scale for digit images,

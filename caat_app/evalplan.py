@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from caat_app.config import NORMS, format_budget, parse_budget
+from caat_app.config import NORM_TEXT, NORMS, format_budget, parse_budget
 from caat_app.errors import CaatError
 from caat_app.masking import VERY_LARGE_RATIO, Check, masking_report, pct, summary
 from caat_app.masking import to_json as masking_json
@@ -410,7 +410,6 @@ def probe_lines(table: EvalTable) -> list[str]:
     ]
 
 
-NORM_TEXT = {"linf": "L∞", "l2": "L2"}
 MARKS = {True: "ok  ", False: "FLAG", None: "n/a "}
 BATCH_NOTE = (
     "note: BatchNorm in batchstats mode: predictions depend on the batch "

@@ -34,14 +34,13 @@ from textual.widgets import (
     Static,
 )
 
-from caat_app.config import NORMS, format_budget
+from caat_app.config import NORM_TEXT, NORMS, format_budget
 from caat_app.errors import CaatError
 from caat_app.evalplan import (
     ATTACK_HELP,
     CHECKPOINTS,
     DEFAULT_ATTACKS,
     EVAL_ATTACKS,
-    NORM_TEXT,
     EvalSpec,
     EvalTable,
     describe_spec,
