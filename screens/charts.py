@@ -22,7 +22,9 @@ __all__ = ["SERIES_COLORS", "MetricChart", "Series"]
 Series = tuple[Sequence[float], Sequence[float | None]]
 """One named line: x values and y values of the same length."""
 
-SERIES_COLORS: tuple[tuple[int, int, int], ...] = (
+RGB = tuple[int, int, int]
+
+SERIES_COLORS: tuple[RGB, ...] = (
     (0, 130, 200),  # blue
     (230, 25, 75),  # red
     (60, 180, 75),  # green
@@ -40,7 +42,7 @@ after our drawing code has run; explicit colours also keep a series' colour
 stable when others come and go.
 """
 
-HLINE_COLOR: tuple[int, int, int] = (128, 128, 128)
+HLINE_COLOR: RGB = (128, 128, 128)
 """Reference lines (γ, targets) in neutral grey so they never look like data."""
 
 WAITING_TEXT = "waiting for data"
@@ -86,6 +88,8 @@ class MetricChart(PlotextPlot):
         self._prepared: tuple[int, dict[str, tuple[list[float], list[float]]]] | None = None
         self.last_error: Exception | None = None
         """The exception of the last failed build, shown in place of the plot; None if fine."""
+        self._legend: list[tuple[str, RGB]] = []
+        """A short chart's legend, drawn in its title line: (label, colour) per line."""
 
     def set_series(
         self,
@@ -143,9 +147,11 @@ class MetricChart(PlotextPlot):
         plt = self.plt
         plt.clear_figure()  # also drops yticks/ylim from a previous log plot
         plt.title(self.title)
-        if self.size.height >= ROOMY_HEIGHT:  # else the title and the x ticks say enough
+        roomy = self.size.height >= ROOMY_HEIGHT
+        if roomy:  # else the title and the x ticks say enough
             plt.xlabel(self._x_label)
             plt.ylabel(self.y_label)
+        self._legend = []
         lines = self._prepare(self.size.width)
         if not lines:
             plt.xlim(0.0, 1.0)
@@ -155,9 +161,17 @@ class MetricChart(PlotextPlot):
             plt.text(WAITING_TEXT, 0.5, 0.5, alignment="center")
             return
 
+        # A short chart has no rows to spare for plotext's legend (it covers the data, or
+        # plotext drops it): its legend goes into the title line instead.
+        def line(xs: Sequence[float], ys: Sequence[float], label: str, color: RGB) -> None:
+            if roomy:
+                plt.plot(xs, ys, label=label, color=color, marker=self.marker)
+            else:
+                plt.plot(xs, ys, color=color, marker=self.marker)
+                self._legend.append((label, color))
+
         for i, (label, (xs, ys)) in enumerate(lines.items()):
-            color = SERIES_COLORS[i % len(SERIES_COLORS)]
-            plt.plot(xs, ys, label=label, color=color, marker=self.marker)
+            line(xs, ys, label, SERIES_COLORS[i % len(SERIES_COLORS)])
 
         # Reference lines as two-point series, not plt.hline: that way they get a
         # legend entry and pull the y range in, so γ = 0.8 shows even while φ
@@ -175,7 +189,7 @@ class MetricChart(PlotextPlot):
             if not math.isfinite(y):
                 continue
             y_values.append(y)
-            plt.plot([x_lo, x_hi], [y, y], label=f"{label} = {value:g}", color=HLINE_COLOR)
+            line([x_lo, x_hi], [y, y], f"{label} = {value:g}", HLINE_COLOR)
 
         if self._log_y:
             ticks, labels = log10_ticks(min(y_values), max(y_values))
@@ -198,4 +212,23 @@ class MetricChart(PlotextPlot):
             self.log.error(f"{type(error).__name__} while drawing {self.title!r}: {error}")
             return Text(f"{self.title}: cannot draw ({type(error).__name__}: {error})")
         self.last_error = None
+        if self._legend and isinstance(result, Text):
+            rows = result.split("\n", allow_blank=True)
+            rows[0] = self._title_legend(self.size.width)
+            result = Text("\n").join(rows)
         return result
+
+    def _title_legend(self, width: int) -> Text:
+        """The title line of a short chart: title and legend, or the legend alone if the
+        two do not fit, cut with an ellipsis if even that does not."""
+        legend = Text()
+        for label, color in self._legend:
+            legend.append("  ■ ", style=f"rgb({color[0]},{color[1]},{color[2]})")
+            legend.append(label)
+        legend = legend[2:]  # no gap before the first entry
+        title = Text(self.title)
+        if len(title) + 3 + len(legend) <= width:
+            legend = Text.assemble(title, " · ", legend)
+        legend.truncate(width, overflow="ellipsis")
+        legend.align("center", width)
+        return legend

@@ -24,12 +24,15 @@ class ChartApp(App[None]):
         yield MetricChart("φ", "cos(g_c, g_a)", id="chart")
 
 
-def run_in_app(check: Callable[[ChartApp, MetricChart, Pilot[None]], Awaitable[None]]) -> None:
-    """Run ``check`` against a MetricChart mounted in an 80×24 headless app."""
+def run_in_app(
+    check: Callable[[ChartApp, MetricChart, Pilot[None]], Awaitable[None]],
+    size: tuple[int, int] = (80, 24),
+) -> None:
+    """Run ``check`` against a MetricChart mounted in a headless app (80×24 by default)."""
 
     async def main() -> None:
         app = ChartApp()
-        async with app.run_test(size=(80, 24)) as pilot:
+        async with app.run_test(size=size) as pilot:
             await pilot.pause()
             await check(app, app.query_one(MetricChart), pilot)
 
@@ -153,3 +156,38 @@ def test_follows_light_and_dark_themes_and_resizes():
 def test_charts_do_not_import_torch():
     code = "import sys, screens.charts; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+@pytest.mark.parametrize("height", [8, 11, 12, 24])
+def test_a_short_chart_carries_its_legend_in_the_title_line(height: int) -> None:
+    series = {
+        "clean": ([0.0, 1.0, 2.0, 3.0], [3.0, 2.0, 1.0, 0.5]),
+        "adversarial": ([0.0, 1.0, 2.0, 3.0], [3.5, 3.0, 2.5, 2.0]),
+    }
+
+    async def check(app: ChartApp, chart: MetricChart, pilot: Pilot[None]) -> None:
+        chart.set_series(series, hlines={"γ": 0.8})
+        await pilot.pause()
+        title, *body = plain(chart).splitlines()
+        entries = ["clean", "adversarial", "γ = 0.8"]
+        if height < charts.ROOMY_HEIGHT:
+            assert title.strip() == "φ · ■ clean  ■ adversarial  ■ γ = 0.8"
+            assert not any(e in line for line in body for e in entries)  # the data stays clear
+        else:
+            assert title.strip() == "φ"
+            assert all(any(e in line for line in body) for e in entries)  # plotext's legend
+
+    run_in_app(check, size=(80, height))
+
+
+def test_a_legend_too_long_for_the_title_line_keeps_the_legend_and_cuts_it() -> None:
+    names = ["train SA", "train AA", "val SA", "val AA", "test SA", "test AA"]
+    series = {n: ([0.0, 1.0], [float(i), float(i + 1)]) for i, n in enumerate(names)}
+
+    async def check(app: ChartApp, chart: MetricChart, pilot: Pilot[None]) -> None:
+        chart.set_series(series)
+        await pilot.pause()
+        title = plain(chart).splitlines()[0]
+        assert len(title) == 40 and title.startswith("■ train SA") and title.endswith("…")
+
+    run_in_app(check, size=(40, 9))
