@@ -726,7 +726,7 @@ def front(
         rep["axes"] = {"sa": sa_label, "aa": aa_label, "split": split}
     else:
         rep, sa_label, aa_label = _eval_front(
-            store, finished, attack, eps, norm, checkpoint, ref_point
+            store, sweep, finished, attack, eps, norm, checkpoint, ref_point
         )
     if plot is not None:
         from caat_app.figure import save_front_figure
@@ -777,6 +777,7 @@ def front(
 
 def _eval_front(
     store: Store,
+    sweep: str | None,
     finished: list[Run],
     attack: str,
     eps: str | None,
@@ -801,17 +802,19 @@ def _eval_front(
     axis = EvalAxis(spec.attacks[0], spec.budgets[0], spec.norm, spec.checkpoint)
     results = store.evals_of_runs([r.id for r in finished if r.id is not None])
     points, missing = points_from_evals(finished, results, axis)
+    options = f"--attacks {axis.attack} --eps {format_budget(axis.eps)} --norm {axis.norm}"
     if finished and not points:
+        which = f"--sweep {sweep}" if sweep else str(finished[0].id)
         raise CaatError(
             f"no run here was evaluated with {axis.text}; run `caat eval` on them first "
-            f"(e.g. caat eval {finished[0].id} --attacks {axis.attack} "
-            f"--eps {format_budget(axis.eps)} --norm {axis.norm})"
+            f"(e.g. caat eval {which} {options})"
         )
     if missing:
         err.print(
             Text(
                 f"{len(missing)} run(s) left out, never evaluated with {axis.text}: "
                 + " ".join(map(str, missing))
+                + f" (caat eval {' '.join(map(str, missing))} {options})"
             )
         )
     samples = [r.samples for p in points for r in results[p.run_id] if axis.matches(r)]
@@ -823,7 +826,12 @@ def _eval_front(
 
 @app.command(name="eval")
 def eval_command(
-    runs: list[str] = typer.Argument(..., help="run ids or names; several print side by side"),
+    runs: list[str] | None = typer.Argument(
+        None, help="run ids or names; several print side by side"
+    ),
+    sweep: str | None = typer.Option(
+        None, help="also every finished run of this sweep (for `caat front --attack`)"
+    ),
     attacks: str = typer.Option(
         ",".join(DEFAULT_EVAL_ATTACKS),
         help=f"comma list of {', '.join(EVAL_ATTACKS)}. Quote AutoAttack's number: a point "
@@ -856,8 +864,13 @@ def eval_command(
         raise CaatError("give one of --table, --json and --csv")
     check = {"attacks": attacks, "norm": norm, "n": n, "checkpoint": checkpoint}
     eval_spec(budgets=eps or "1", force=force, device=device, **check)  # fail before the store
+    if not runs and sweep is None:
+        raise CaatError("name the runs to evaluate, or --sweep NAME")
     store = open_store(db)
-    records = [store.find_run(ref) for ref in runs]
+    records = [store.find_run(ref) for ref in runs or []]
+    if sweep is not None:
+        records += _finished_of_sweep(store, sweep)
+    records = list({r.id: r for r in records}.values())  # a run named twice is measured once
     specs = [
         eval_spec(budgets=eps or [json.loads(r.config)["eps"]], force=force, device=device, **check)
         for r in records
@@ -908,6 +921,16 @@ def eval_command(
         )
     else:
         _eval_tables(tables)
+
+
+def _finished_of_sweep(store: Store, sweep: str) -> list[Run]:
+    runs = store.sweep_runs(sweep)
+    if not runs:
+        raise CaatError(f"--sweep: no sweep named {sweep!r}")
+    finished = [r for r in runs if r.status == RunStatus.FINISHED.value]
+    if not finished:
+        raise CaatError(f"--sweep: no run of {sweep!r} has finished yet")
+    return finished
 
 
 def eval_foreground(store: Store, record: Run, spec: Any) -> tuple[str, list[dict[str, Any]]]:

@@ -394,3 +394,33 @@ def test_cancel_an_evaluation_from_the_command_line(
     for args in (["--eval", "999"], [], ["1", "--eval", str(job)]):
         assert run_cli("cancel", *args, "--db", trained) == 2
         assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_sweep_is_evaluated_side_by_side_and_feeds_its_front(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "s.db")
+    tiny = ("--epochs", "1", "--model", "linear", "--attack-steps", "2", "--eval-steps", "2")
+    sweep = ("sweep", "--db", db, "--name", "tiny", "--method", "vanilla,caat")
+    assert run_cli(*sweep, "--lam", "0.5", "--gamma", "0.8", *tiny) == 0
+    queued = ("sweep", "--db", db, "--name", "later", "--method", "caat", "--detach")
+    assert run_cli(*queued, *tiny) == 0
+    capsys.readouterr()
+    axis = ("--attack", "fgsm", "--eps", "0.1")
+    assert run_cli("front", "--db", db, "--sweep", "tiny", *axis) == 2
+    assert "caat eval --sweep tiny --attacks fgsm --eps 0.1 --norm linf" in capsys.readouterr().err
+    measure = ("--attacks", "fgsm", "--eps", "0.1", "--n", "20", "--json")
+    assert run_cli("eval", "1", "--db", db, "--sweep", "tiny", *measure) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [r["run"] for r in report] == [1, 2]  # run 1, named and in the sweep, once
+    assert run_cli("front", "--db", db, "--sweep", "tiny", *axis, "--json") == 0
+    front = json.loads(capsys.readouterr().out)
+    assert len(front["points"]) == 2 and front["axes"]["missing"] == []
+    for args, why in (
+        (["--sweep", "nope"], "no sweep named 'nope'"),
+        (["--sweep", "later"], "no run of 'later' has finished"),
+        ([], "name the runs"),
+    ):
+        assert run_cli("eval", "--db", db, *args) == 2
+        err = capsys.readouterr().err
+        assert why in err and err.count("\n") == 1
