@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -876,13 +877,17 @@ def eval_command(
         for r in records
     ]
     if detach:
-        from caat_app.launcher import eval_log
+        from caat_app import launcher
         from caat_app.runs import start_eval
 
+        # Every run gets its worker now; on the CPU they share the cores, as a sweep's do.
+        on_cpu = device == "cpu" or (device == "auto" and not launcher.list_gpus())
+        env = launcher.cpu_share(len(records)) if on_cpu and len(records) > 1 else {}
+        launch = partial(launcher.launch_eval_worker, env=env)
         for record, spec in zip(records, specs, strict=True):
-            job = start_eval(store, record, spec)
+            job = start_eval(store, record, spec, launch=launch)
             out.print(Text(f"evaluation {job} of run {record.id} ({record.name}) started"))
-            out.print(Text(f"  log: {eval_log(Path(record.run_dir), job)}"))
+            out.print(Text(f"  log: {launcher.eval_log(Path(record.run_dir), job)}"))
         out.print(
             Text("`caat show RUN` and the dashboard show its table; `caat cancel --eval JOB` stops")
         )

@@ -60,6 +60,11 @@ def launch_eval_worker(
     return _spawn(command, eval_log(run_dir, job_id), env)  # type: ignore[no-any-return]
 
 
+def cpu_share(workers: int) -> dict[str, str]:
+    """The environment that gives each of `workers` CPU workers its share of the cores."""
+    return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // workers))}
+
+
 def request_cancel(pid: int) -> bool:
     """Ask a worker to stop (it checkpoints and ends `cancelled`); False if it is gone."""
     try:
@@ -255,10 +260,7 @@ class Scheduler:
         if gpu is None:
             # CPU workers share the cores: more threads than cores makes PyTorch's
             # OpenMP pool spin against itself, several times slower than sharing fairly.
-            if not self.share_cores:
-                return {}
-            threads = max(1, (os.cpu_count() or 1) // self.max_cpu)
-            return {"OMP_NUM_THREADS": str(threads)}
+            return cpu_share(self.max_cpu) if self.share_cores else {}
         env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
         if not _CUDA_INDEX.fullmatch(_device(run)):
             env["CUDA_VISIBLE_DEVICES"] = str(gpu)

@@ -397,7 +397,7 @@ def test_cancel_an_evaluation_from_the_command_line(
 
 
 def test_a_sweep_is_evaluated_side_by_side_and_feeds_its_front(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db = str(tmp_path / "s.db")
     tiny = ("--epochs", "1", "--model", "linear", "--attack-steps", "2", "--eval-steps", "2")
@@ -416,6 +416,18 @@ def test_a_sweep_is_evaluated_side_by_side_and_feeds_its_front(
     assert run_cli("front", "--db", db, "--sweep", "tiny", *axis, "--json") == 0
     front = json.loads(capsys.readouterr().out)
     assert len(front["points"]) == 2 and front["axes"]["missing"] == []
+    from caat_app import launcher
+
+    started: list[dict[str, str] | None] = []
+    monkeypatch.setattr(launcher, "list_gpus", lambda: [])
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(
+        launcher, "launch_eval_worker", lambda url, job, folder, env=None: started.append(env)
+    )
+    assert run_cli("eval", "--db", db, "--sweep", "tiny", "--detach") == 0
+    assert started == [{"OMP_NUM_THREADS": "4"}] * 2  # two CPU workers share the cores
+    assert run_cli("eval", "1", "--db", db, "--detach") == 0
+    assert started[-1] == {}  # one worker: the whole machine
     for args, why in (
         (["--sweep", "nope"], "no sweep named 'nope'"),
         (["--sweep", "later"], "no run of 'later' has finished"),
