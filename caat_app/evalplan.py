@@ -57,6 +57,11 @@ CHECKPOINTS = ("best", "last")
 DEFAULT_ATTACKS = ("fgsm", "pgd", "apgd-ce", "autoattack-fast")
 PROBE_STEPS = "pgd-100"  # the convergence probe of `pgd`
 EVAL_BATCH = 256  # fixed: a `batchstats` model's predictions depend on the batch
+MARKS = {True: "ok  ", False: "FLAG", None: "n/a "}
+BATCH_NOTE = (
+    "note: BatchNorm in batchstats mode: predictions depend on the batch "
+    f"(here the images in their fixed order, {EVAL_BATCH} at a time)"
+)
 
 
 def settings_of(attack: str, eps: float) -> dict[str, Any]:
@@ -408,13 +413,6 @@ def probe_lines(table: EvalTable) -> list[str]:
         f"probe {p['attack']} at ε={format_budget(p['eps'])}: {pct(p['accuracy'])}%"
         for p in table.probes
     ]
-
-
-MARKS = {True: "ok  ", False: "FLAG", None: "n/a "}
-BATCH_NOTE = (
-    "note: BatchNorm in batchstats mode: predictions depend on the batch "
-    f"(here the images in their fixed order, {EVAL_BATCH} at a time)"
-)
 
 
 def report_lines(table: EvalTable, *, batchstats: bool = False) -> list[tuple[str, bool]]:
