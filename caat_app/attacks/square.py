@@ -17,6 +17,7 @@ from caat_app.attacks._common import attack_mode, check_norm, normalize_l2
 _TINY = 1e-12
 # The original's schedule: p halves after each of these iterations (of a 10 000-query run).
 _P_HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+_REDRAWS = 8  # rounds of redrawing an L∞ proposal that would change nothing
 
 
 def p_selection(p_init: float, it: int, queries: int) -> float:
@@ -75,6 +76,13 @@ def _linf_step(
     s = _side(p, h, w, 1)
     mask, _, _ = _windows(n, s, h, w, g, x.device)
     vertex = (x + eps * _signs((n, c, 1, 1), g, x)).clamp(*clip)
+    for _ in range(_REDRAWS):
+        # A window already at the drawn vertex would spend a query on nothing: redraw its
+        # signs, as the original does (a fixed number of rounds, decided on the device).
+        same = ((vertex - best).abs() < 1e-7) | ~mask
+        idle = same.flatten(1).all(1).view(n, 1, 1, 1)
+        fresh = (x + eps * _signs((n, c, 1, 1), g, x)).clamp(*clip)
+        vertex = torch.where(idle, fresh, vertex)
     return torch.where(mask, vertex, best)
 
 
@@ -190,8 +198,9 @@ def square(
     Differences from the original: both norms draw an independent window per sample
     (AutoAttack's PyTorch port shares one across the batch; the original's L∞ draws one per
     image), the margin is the loss in the targeted case too (AutoAttack uses cross-entropy
-    there), and an L∞ proposal that changes nothing is not redrawn (the original's numpy
-    version redraws it; AutoAttack does not). Deterministic for a ``seed`` on a device.
+    there), and an L∞ proposal that would change nothing is redrawn as in the original's
+    numpy version (AutoAttack does not), for at most a fixed number of rounds so that the
+    choice stays on the device. Deterministic for a ``seed`` on a device.
     """
     check_norm(norm)
     x = x.detach()
