@@ -14,12 +14,13 @@ from textual.screen import Screen
 from textual.widgets import Input
 
 from caat_app.errors import CaatError
-from caat_app.launcher import Gpu, Scheduler, list_gpus
-from screens.modals import HelpScreen
-from storage import EvalJob, Run, Store, StoreError
+from caat_app.runs.launcher import Gpu, Scheduler, list_gpus
+from caat_storage import EvalJob, Run, Store, StoreError
+
+from .modals import HelpScreen
 
 if TYPE_CHECKING:
-    from caat_app.evalplan import EvalSpec
+    from caat_app.evaluation.plan import EvalSpec
 
 # A worker writes a heartbeat at least every 5 s; a minute of silence means it died.
 HEARTBEAT_TIMEOUT = 60.0
@@ -66,7 +67,7 @@ class CaatApp(App[None]):
         self._children_lock = threading.Lock()
 
     def on_mount(self) -> None:
-        from screens.runs import RunsScreen
+        from .runs import RunsScreen
 
         self.push_screen(RunsScreen())
         self.start_housekeeping()
@@ -88,7 +89,7 @@ class CaatApp(App[None]):
 
     def _housekeep(self) -> None:
         """Mark silent workers failed, then start queued runs where there is room."""
-        from caat_app.runs import pid_alive
+        from caat_app.runs.manage import pid_alive
 
         self._wait_eval_children()
         try:
@@ -116,7 +117,7 @@ class CaatApp(App[None]):
         self, db_url: str, run_id: int, run_dir: Path, *, env: dict[str, str] | None = None
     ) -> Any:
         """`launch_eval_worker`, keeping the Popen so housekeeping can wait for it."""
-        from caat_app import launcher
+        from caat_app.runs import launcher
 
         proc = launcher.launch_eval_worker(db_url, run_id, run_dir, env=env)
         with self._children_lock:
@@ -126,17 +127,17 @@ class CaatApp(App[None]):
     # ------------------------------------------------------------------ navigation
 
     def open_monitor(self, run_id: int) -> None:
-        from screens.monitor import MonitorScreen
+        from .monitor import MonitorScreen
 
         self.push_screen(MonitorScreen(run_id))
 
     def open_evaluation(self, run_id: int) -> None:
-        from screens.evals import EvalScreen
+        from .evals import EvalScreen
 
         self.push_screen(EvalScreen(run_id))
 
     def open_launch(self, values: dict[str, Any] | None = None) -> None:
-        from screens.launch import LaunchScreen
+        from .launch import LaunchScreen
 
         self.push_screen(LaunchScreen(values, gpus=self.gpus or []))
 
@@ -151,10 +152,10 @@ class CaatApp(App[None]):
         yield SystemCommand("New run", "Open the launch form", self.open_launch)
         yield SystemCommand("Help", "Keys and what they do", self.action_help)
         yield SystemCommand("Toggle theme", "Light or dark", self.action_toggle_dark)
-        from screens.evals import EvalScreen
-        from screens.front import FrontScreen
-        from screens.monitor import MonitorScreen
-        from screens.runs import RunsScreen
+        from .evals import EvalScreen
+        from .front import FrontScreen
+        from .monitor import MonitorScreen
+        from .runs import RunsScreen
 
         if isinstance(screen, MonitorScreen):
             yield SystemCommand(
@@ -194,7 +195,7 @@ class CaatApp(App[None]):
 
     @work(thread=True, group="edit")
     def cancel_run(self, run: Run) -> None:
-        from caat_app.runs import cancel_run
+        from caat_app.runs.manage import cancel_run
 
         try:
             cancel_run(self.store, run)
@@ -205,7 +206,7 @@ class CaatApp(App[None]):
 
     @work(thread=True, group="edit")
     def delete_run(self, run: Run) -> None:
-        from caat_app.runs import delete_run
+        from caat_app.runs.manage import delete_run
 
         try:
             delete_run(self.store, run)
@@ -226,7 +227,7 @@ class CaatApp(App[None]):
     @work(thread=True, group="edit")
     def submit_run(self, config: Any) -> None:
         """Record a launch-form config as a queued run, start it if there is room, monitor it."""
-        from caat_app.runs import create_run
+        from caat_app.runs.manage import create_run
 
         try:
             run_id = create_run(self.store, config)
@@ -240,7 +241,7 @@ class CaatApp(App[None]):
     @work(thread=True, group="edit")
     def submit_sweep(self, name: str, configs: list[Any]) -> None:
         """Queue a grid in sweep `name` (what it already holds is not queued again)."""
-        from caat_app.sweep import plan_sweep
+        from caat_app.runs.sweep import plan_sweep
 
         try:
             new, held = plan_sweep(self.store, name, configs)
@@ -258,7 +259,7 @@ class CaatApp(App[None]):
         Evaluations are not queued (asking is starting), so a dashboard whose workers are
         off refuses instead of leaving a job that nothing would ever start.
         """
-        from caat_app.runs import start_eval
+        from caat_app.runs.manage import start_eval
 
         if not self.start_workers:
             self.call_from_thread(
@@ -281,7 +282,7 @@ class CaatApp(App[None]):
 
     @work(thread=True, group="edit")
     def cancel_evaluation(self, job: EvalJob) -> None:
-        from caat_app.runs import cancel_eval
+        from caat_app.runs.manage import cancel_eval
 
         try:
             cancel_eval(self.store, job)
@@ -291,7 +292,7 @@ class CaatApp(App[None]):
         self.call_from_thread(self.notify, f"evaluation {job.id}: asked to stop", markup=False)
 
     def _show_sweep(self, name: str, new: int, held: int) -> None:
-        from screens.runs import RunsScreen
+        from .runs import RunsScreen
 
         self.pop_screen()
         self.notify(f"sweep {name}: {new} runs queued, {held} already there", markup=False)

@@ -14,12 +14,13 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from caat_app.compare import EPOCH_SERIES, STEP_SERIES, compare
-from screens.charts import MetricChart
-from screens.messages import StoreFailed
+from caat_app.analysis.compare import EPOCH_SERIES, STEP_SERIES, compare
+
+from .charts import MetricChart
+from .messages import StoreFailed
 
 if TYPE_CHECKING:
-    from screens.app import CaatApp
+    from .app import CaatApp
 
 SERIES = [*STEP_SERIES, *EPOCH_SERIES]
 

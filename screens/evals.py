@@ -1,6 +1,6 @@
 """Robust accuracy of one run: its evaluation jobs, the paper's tables, the masking report.
 
-The screen only reads the store; evaluations run in worker processes (`caat_app.worker
+The screen only reads the store; evaluations run in worker processes (`caat_app.runs.worker
 --eval`), started by the app, so leaving the screen or the dashboard never stops one.
 """
 
@@ -36,7 +36,7 @@ from textual.widgets import (
 
 from caat_app.config import NORM_TEXT, NORMS, format_budget
 from caat_app.errors import CaatError
-from caat_app.evalplan import (
+from caat_app.evaluation.plan import (
     ATTACK_HELP,
     CHECKPOINTS,
     DEFAULT_ATTACKS,
@@ -49,13 +49,14 @@ from caat_app.evalplan import (
     table_cells,
     tables_from_results,
 )
-from screens.messages import StoreFailed
-from screens.modals import ConfirmScreen
-from screens.runs import STATUS_STYLE
-from storage import EvalJob, Run
+from caat_storage import EvalJob, Run
+
+from .messages import StoreFailed
+from .modals import ConfirmScreen
+from .runs import STATUS_STYLE
 
 if TYPE_CHECKING:
-    from screens.app import CaatApp
+    from .app import CaatApp
 
 ACTIVE = ("queued", "running")
 
@@ -202,7 +203,7 @@ class EvalScreen(Screen[None]):
         if job.error:
             text.append("\n" + job.error.strip().splitlines()[-1], style="red")
             if run.run_dir:
-                from caat_app.launcher import eval_log
+                from caat_app.runs.launcher import eval_log
 
                 text.append(f"\nlog: {eval_log(Path(run.run_dir), job.id or 0)}", style="dim")
         self.query_one("#eval-job-text", Static).update(text)
@@ -370,7 +371,7 @@ class EvalForm(ModalScreen[EvalSpec | None]):
         if spec is None:
             note.update(Text(message))
         else:
-            from caat_app.evalplan import plan
+            from caat_app.evaluation.plan import plan
 
             note.update(Text(f"{len(plan(spec))} measurements (clean and probes included)"))
         note.set_class(spec is None, "error")

@@ -19,7 +19,7 @@ from textual.widgets import DataTable, Footer, Header, Label, OptionList, Static
 from textual.widgets.option_list import Option
 from textual_plotext import PlotextPlot
 
-from caat_app.compare import (
+from caat_app.analysis.compare import (
     SPLITS,
     EvalAxis,
     axis_labels,
@@ -28,11 +28,12 @@ from caat_app.compare import (
     points_from_evals,
     points_from_runs,
 )
-from caat_app.front import POINT_COLUMNS, point_cells
-from screens.messages import StoreFailed
+from caat_app.analysis.front import POINT_COLUMNS, point_cells
+
+from .messages import StoreFailed
 
 if TYPE_CHECKING:
-    from screens.app import CaatApp
+    from .app import CaatApp
 
 TRAINING_AXIS = "training PGD (per-epoch)"
 COLORS = [(66, 135, 245), (245, 130, 48), (60, 180, 75), (220, 50, 120), (145, 30, 180)]
@@ -178,7 +179,7 @@ class FrontScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="front")
     def load(self) -> None:
-        from caat_app.front import report
+        from caat_app.analysis.front import report
 
         axis = self.axis
         store = self.caat.store

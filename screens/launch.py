@@ -16,10 +16,10 @@ from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 
 from caat_app import config as C
 from caat_app.config import ConfigError, build_config, command_line, field_errors
-from caat_app.launcher import Gpu
+from caat_app.runs.launcher import Gpu
 
 if TYPE_CHECKING:
-    from screens.app import CaatApp
+    from .app import CaatApp
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ class LaunchScreen(Screen[None]):
 
     def grid(self) -> list[Any]:
         """The sweep's configs, named; a one-line ConfigError names what is wrong."""
-        from caat_app.sweep import expand, name_runs, sweep_options
+        from caat_app.runs.sweep import expand, name_runs, sweep_options
 
         base, lists, seeds = sweep_options(self.values(), {}, None)
         return name_runs(self.sweep_name, expand(base, lists, seeds))

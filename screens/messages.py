@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
-from storage import EpochMetric, Run, StepMetric
+from caat_storage import EpochMetric, Run, StepMetric
 
 
 @dataclass

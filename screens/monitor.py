@@ -15,14 +15,15 @@ from textual.containers import Grid
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Log, Static
 
-from screens.charts import MetricChart
-from screens.messages import RunLoaded, StoreFailed
-from screens.modals import ConfirmScreen
-from screens.series import eta_seconds
-from storage import EpochMetric, Run
+from caat_storage import EpochMetric, Run
+
+from .charts import MetricChart
+from .messages import RunLoaded, StoreFailed
+from .modals import ConfirmScreen
+from .series import eta_seconds
 
 if TYPE_CHECKING:
-    from screens.app import CaatApp
+    from .app import CaatApp
 
 AXES = ("step", "epoch", "time")
 STEP_KEYS = ("step", "epoch", "t", "loss_c", "loss_a", "phi", "mu", "lr")

@@ -12,12 +12,13 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from screens.messages import RunsLoaded, StoreFailed
-from screens.modals import ConfirmScreen, NoteScreen, TextPrompt
-from storage import Run
+from caat_storage import Run
+
+from .messages import RunsLoaded, StoreFailed
+from .modals import ConfirmScreen, NoteScreen, TextPrompt
 
 if TYPE_CHECKING:
-    from screens.app import CaatApp
+    from .app import CaatApp
 
 PAGE_SIZE = 100
 STATUS_STYLE = {
@@ -269,7 +270,7 @@ class RunsScreen(Screen[None]):
         self.update_info()
 
     def action_compare(self) -> None:
-        from screens.compare import CompareScreen
+        from .compare import CompareScreen
 
         chosen = sorted(self.marked)
         if len(chosen) < 2:
@@ -278,7 +279,7 @@ class RunsScreen(Screen[None]):
         self.app.push_screen(CompareScreen(chosen))
 
     def action_front(self) -> None:
-        from screens.front import FrontScreen
+        from .front import FrontScreen
 
         self.app.push_screen(FrontScreen(self.search))
 
@@ -296,7 +297,7 @@ class RunsScreen(Screen[None]):
         self.caat.open_launch()
 
     def action_relaunch(self) -> None:
-        from caat_app.runs import relaunch_config
+        from caat_app.runs.manage import relaunch_config
 
         run = self.selected_run()
         if run is not None:

@@ -3,9 +3,9 @@
 Knows nothing of torch or Textual, so the dashboard can import it and start fast.
 """
 
-from storage.location import caat_home, resolve_db_url
-from storage.models import SCHEMA_VERSION, EpochMetric, EvalJob, EvalResult, Run, StepMetric
-from storage.store import TERMINAL_STATUSES, BatchWriter, RunStatus, Store, StoreError
+from .location import caat_home, resolve_db_url
+from .models import SCHEMA_VERSION, EpochMetric, EvalJob, EvalResult, Run, StepMetric
+from .store import TERMINAL_STATUSES, BatchWriter, RunStatus, Store, StoreError
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -178,7 +178,7 @@ class EvalJob(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     run_id: int = Field(foreign_key="run.id", index=True, ondelete="CASCADE")
     status: str = Field(default="queued", index=True)
-    spec: str  # JSON text of the checked request (caat_app.evalplan.EvalSpec)
+    spec: str  # JSON text of the checked request (caat_app.evaluation.plan.EvalSpec)
     done: int = 0
     total: int = 0
     current: str = ""

@@ -30,9 +30,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlmodel import Session, SQLModel, select
 
-from storage.engine import _sqlite_file, make_engine, write_engine
-from storage.location import caat_home
-from storage.models import (
+from .engine import _sqlite_file, make_engine, write_engine
+from .location import caat_home
+from .models import (
     SCHEMA_VERSION,
     TABLES,
     EpochMetric,

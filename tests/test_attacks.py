@@ -18,7 +18,7 @@ from caat_app.attacks import (
     random_init,
     run_attack,
 )
-from caat_app.models import build_model
+from caat_app.models.nets import build_model
 
 EPS = {"linf": 0.1, "l2": 1.0}
 

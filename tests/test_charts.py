@@ -13,8 +13,8 @@ import pytest
 from textual.app import App, ComposeResult
 from textual.pilot import Pilot
 
-import screens.charts as charts
-from screens.charts import WAITING_TEXT, MetricChart
+import caat_screens.charts as charts
+from caat_screens.charts import WAITING_TEXT, MetricChart
 
 N = 100_000
 
@@ -154,7 +154,7 @@ def test_follows_light_and_dark_themes_and_resizes():
 
 
 def test_charts_do_not_import_torch():
-    code = "import sys, screens.charts; sys.exit('torch' in sys.modules)"
+    code = "import sys, caat_screens.charts; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from helpers import run_cli
 
-from storage import RunStatus, Store
+from caat_storage import RunStatus, Store
 
 
 @pytest.fixture
@@ -220,14 +220,14 @@ def test_sigterm_cancels_cleanly(db: str) -> None:
 
 
 def test_failed_run_keeps_its_traceback(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import caat_app.train
+    import caat_app.training.trainer
     from caat_app.config import build_config
-    from caat_app.worker import StopFlag, execute_run
+    from caat_app.runs.worker import StopFlag, execute_run
 
     def boom(*args, **kwargs):
         raise RuntimeError("the GPU caught fire")
 
-    monkeypatch.setattr(caat_app.train, "train", boom)
+    monkeypatch.setattr(caat_app.training.trainer, "train", boom)
     cfg = build_config({"epochs": 1})
     with Store.open(f"sqlite:///{db}") as store:
         run_id = store.create_run(
@@ -300,7 +300,7 @@ def test_rename_tag_note_delete(trained: str, capsys: pytest.CaptureFixture[str]
 
 
 def test_setup_keeps_the_heartbeat(db: str) -> None:
-    from caat_app.worker import _with_heartbeat
+    from caat_app.runs.worker import _with_heartbeat
 
     with Store.open(f"sqlite:///{db}") as store:
         run_id = store.create_run(
@@ -363,7 +363,7 @@ def test_compare_shows_differences(db: str, capsys: pytest.CaptureFixture[str]) 
 
 def _finished(store: Store, *, method: str, param: float, seed: int, sa: float, aa: float) -> int:
     from caat_app.config import build_config
-    from caat_app.runs import create_run
+    from caat_app.runs.manage import create_run
 
     key = "gamma" if method == "caat" else "lam"
     cfg = build_config({"method": method, key: param, "seed": seed, "eps": "8/255"})

@@ -16,7 +16,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from caat_app.conflict import (
+from caat_app.method.conflict import (
     Mixer,
     ca_at_direction,
     conflict_stats,

@@ -17,12 +17,12 @@ from textual.pilot import Pilot
 from textual.widgets import Button, DataTable, Input, Static
 
 from caat_app.config import build_config
-from caat_app.runs import create_run
-from screens.app import CaatApp
-from screens.launch import LaunchScreen
-from screens.monitor import MonitorScreen
-from screens.runs import RunsScreen
-from storage import RunStatus, Store
+from caat_app.runs.manage import create_run
+from caat_screens.app import CaatApp
+from caat_screens.launch import LaunchScreen
+from caat_screens.monitor import MonitorScreen
+from caat_screens.runs import RunsScreen
+from caat_storage import RunStatus, Store
 
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
@@ -332,7 +332,7 @@ def test_launch_watch_and_cancel_a_real_run(store: Store) -> None:
 
 @pytest.mark.slow
 def test_workers_outlive_the_dashboard_and_a_killed_one_shows_as_failed(store: Store) -> None:
-    from caat_app.runs import pid_alive
+    from caat_app.runs.manage import pid_alive
 
     run_id = create_run(store, build_config({"epochs": 200}))
 
@@ -394,7 +394,8 @@ def test_thousands_of_runs_come_a_page_at_a_time(store: Store) -> None:
 def test_dashboard_never_imports_torch() -> None:
     code = (
         "import sys\n"
-        "import screens.app, screens.runs, screens.launch, screens.monitor, screens.modals\n"
+        "import caat_screens.app, caat_screens.runs, caat_screens.launch\n"
+        "import caat_screens.monitor, caat_screens.modals\n"
         "import caat_app.cli\n"
         "print('torch' in sys.modules)\n"
     )
@@ -497,7 +498,7 @@ def test_monitor_gives_a_short_terminal_to_the_charts(
     app = CaatApp(store, poll_interval=0.1, gpus=[])
 
     async def body(pilot: Pilot[None]) -> None:
-        from screens.charts import MetricChart
+        from caat_screens.charts import MetricChart
 
         app.open_monitor(run_id)
         await wait_for(pilot, lambda: isinstance(app.screen, MonitorScreen))
@@ -546,7 +547,7 @@ def test_compare_marked_runs(store: Store) -> None:
     app = CaatApp(store, poll_interval=0.2, gpus=[])
 
     async def body(pilot: Pilot[None]) -> None:
-        from screens.compare import CompareScreen
+        from caat_screens.compare import CompareScreen
 
         await wait_for(pilot, lambda: len(table_names(app)) == 3)
         await pilot.press("C")  # nothing marked: a warning, no screen
@@ -577,7 +578,7 @@ def test_front_chart_keeps_every_point_clear_of_the_legend(height: int) -> None:
     # lowest-SA run sits exactly there unless the y range leaves room.
     from textual.app import App, ComposeResult
 
-    from screens.front import FrontChart
+    from caat_screens.front import FrontChart
 
     families = ["Vanilla AT", "CA-AT", "Vanilla AT + TRADES"]
     report = {
@@ -613,7 +614,7 @@ def test_front_screen_shows_points_and_a_verdict(store: Store) -> None:
     app = CaatApp(store, poll_interval=0.2, gpus=[])
 
     async def body(pilot: Pilot[None]) -> None:
-        from screens.front import FrontScreen
+        from caat_screens.front import FrontScreen
 
         await wait_for(pilot, lambda: len(table_names(app)) == 4)
         await pilot.press("F")

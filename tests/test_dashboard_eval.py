@@ -18,14 +18,14 @@ from helpers import run_app, wait_for
 from textual.pilot import Pilot
 from textual.widgets import Button, DataTable, Input, OptionList, ProgressBar, SelectionList, Static
 
-import screens.app
+import caat_screens.app
 from caat_app.config import build_config
-from caat_app.evalplan import DEFAULT_ATTACKS, eval_spec, plan, settings_text
-from caat_app.runs import create_run
-from screens.app import CaatApp
-from screens.evals import EvalForm, EvalScreen
-from screens.modals import ConfirmScreen
-from storage import Store
+from caat_app.evaluation.plan import DEFAULT_ATTACKS, eval_spec, plan, settings_text
+from caat_app.runs.manage import create_run
+from caat_screens.app import CaatApp
+from caat_screens.evals import EvalForm, EvalScreen
+from caat_screens.modals import ConfirmScreen
+from caat_storage import Store
 
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
@@ -100,7 +100,7 @@ def grid_rows(table: DataTable[Any]) -> list[list[str]]:
 class App(CaatApp):
     """The dashboard, keeping every notification it showed."""
 
-    CSS_PATH = str(Path(screens.app.__file__).with_name("caat.tcss"))
+    CSS_PATH = str(Path(caat_screens.app.__file__).with_name("caat.tcss"))
 
     def __init__(self, store: Store, **options: Any) -> None:
         super().__init__(store, poll_interval=0.1, gpus=[], **options)
@@ -219,7 +219,7 @@ def test_eval_screen_is_reached_from_the_monitor(store: Store) -> None:
     app = App(store, start_workers=False)
 
     async def body(pilot: Pilot[None]) -> None:
-        from screens.monitor import MonitorScreen
+        from caat_screens.monitor import MonitorScreen
 
         app.open_monitor(run_id)
         await wait_for(pilot, lambda: isinstance(app.screen, MonitorScreen))
@@ -240,7 +240,7 @@ def test_eval_screen_is_reached_from_the_monitor(store: Store) -> None:
 def test_form_checks_as_one_types_and_starts_the_job(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import caat_app.launcher
+    import caat_app.runs.launcher
 
     run_id = finished_run(store, norm="l2", eps="0.5")
     run_dir = Path(store.get_run(run_id).run_dir)  # type: ignore[union-attr]
@@ -252,7 +252,7 @@ def test_form_checks_as_one_types_and_starts_the_job(
         launched.append(job_id)
         return FakeProc(4_100_000 + job_id)  # never runs: the job stays queued
 
-    monkeypatch.setattr(caat_app.launcher, "launch_eval_worker", fake_launch)
+    monkeypatch.setattr(caat_app.runs.launcher, "launch_eval_worker", fake_launch)
     app = App(store)
 
     async def body(pilot: Pilot[None]) -> None:
@@ -351,7 +351,7 @@ class FakeProc:
 def test_start_evaluation_launches_a_worker_and_waits_for_it(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import caat_app.launcher
+    import caat_app.runs.launcher
 
     run_id = finished_run(store)
     run_dir = Path(store.get_run(run_id).run_dir)  # type: ignore[union-attr]
@@ -367,7 +367,7 @@ def test_start_evaluation_launches_a_worker_and_waits_for_it(
         procs.append(FakeProc(4_000_000 + job_id))
         return procs[-1]
 
-    monkeypatch.setattr(caat_app.launcher, "launch_eval_worker", fake_launch)
+    monkeypatch.setattr(caat_app.runs.launcher, "launch_eval_worker", fake_launch)
     app = App(store)
     spec = eval_spec(attacks="fgsm,pgd", budgets="0.3", n=100)
 
@@ -392,7 +392,7 @@ def test_start_evaluation_launches_a_worker_and_waits_for_it(
 def test_a_launch_that_fails_ends_the_job_failed(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import caat_app.launcher
+    import caat_app.runs.launcher
 
     run_id = finished_run(store)
     run_dir = Path(store.get_run(run_id).run_dir)  # type: ignore[union-attr]
@@ -402,7 +402,7 @@ def test_a_launch_that_fails_ends_the_job_failed(
     def broken(*_: Any, **__: Any) -> Any:
         raise OSError("no python\nhere")
 
-    monkeypatch.setattr(caat_app.launcher, "launch_eval_worker", broken)
+    monkeypatch.setattr(caat_app.runs.launcher, "launch_eval_worker", broken)
     app = App(store)
 
     async def body(pilot: Pilot[None]) -> None:
@@ -468,7 +468,7 @@ def test_front_switches_to_an_evaluated_axis(store: Store) -> None:
     app = App(store)
 
     async def body(pilot: Pilot[None]) -> None:
-        from screens.front import AxisPicker, FrontScreen
+        from caat_screens.front import AxisPicker, FrontScreen
 
         await wait_for(pilot, lambda: app.screen.query(DataTable).first().row_count == 3)
         await pilot.press("F")
@@ -521,7 +521,7 @@ def test_front_switches_to_an_evaluated_axis(store: Store) -> None:
 def test_the_evaluation_screens_never_import_torch() -> None:
     code = (
         "import sys\n"
-        "import screens.app, screens.evals, screens.front\n"
+        "import caat_screens.app, caat_screens.evals, caat_screens.front\n"
         "print('torch' in sys.modules)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

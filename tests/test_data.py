@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from caat_app import data as data_mod
-from caat_app.data import AUGMENT, DATASETS, DataUnavailable, augment, load_dataset
+from caat_app.data import sets as data_mod
+from caat_app.data.sets import AUGMENT, DATASETS, DataUnavailable, augment, load_dataset
 
 
 @pytest.fixture(scope="module")

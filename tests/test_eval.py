@@ -13,8 +13,8 @@ import pytest
 import torch
 from helpers import run_cli
 
-from caat_app.evaluate import stratified_order
-from storage import Store, StoreError
+from caat_app.evaluation.runner import stratified_order
+from caat_storage import Store, StoreError
 
 
 @pytest.fixture(scope="module")
@@ -203,8 +203,8 @@ def test_a_run_without_checkpoint_is_one_line(
 
 
 def test_a_stopped_evaluation_keeps_what_it_finished(trained: str) -> None:
-    from caat_app.evalplan import eval_spec
-    from caat_app.worker import StopFlag, execute_eval
+    from caat_app.evaluation.plan import eval_spec
+    from caat_app.runs.worker import StopFlag, execute_eval
 
     spec = eval_spec(attacks="fgsm,pgd", budgets="0.15", n=30, force=True)
     with Store.open(f"sqlite:///{trained}") as store:
@@ -227,9 +227,9 @@ def test_a_stopped_evaluation_keeps_what_it_finished(trained: str) -> None:
 
 def test_a_failing_evaluation_ends_failed_with_its_reason(tmp_path: Path) -> None:
     from caat_app.errors import CaatError
-    from caat_app.evalplan import eval_spec
-    from caat_app.runs import start_eval
-    from caat_app.worker import StopFlag, execute_eval
+    from caat_app.evaluation.plan import eval_spec
+    from caat_app.runs.manage import start_eval
+    from caat_app.runs.worker import StopFlag, execute_eval
 
     with Store.open(f"sqlite:///{tmp_path / 'f.db'}") as store:
         run_id = store.create_run(
@@ -258,8 +258,8 @@ def test_a_failing_evaluation_ends_failed_with_its_reason(tmp_path: Path) -> Non
 
 def test_a_launch_that_fails_ends_the_job_failed(trained: str) -> None:
     from caat_app.errors import CaatError
-    from caat_app.evalplan import eval_spec
-    from caat_app.runs import start_eval
+    from caat_app.evaluation.plan import eval_spec
+    from caat_app.runs.manage import start_eval
 
     def broken(*args: object, **kwargs: object) -> None:
         raise OSError("no python here")
@@ -324,9 +324,9 @@ def test_show_lists_the_stored_evaluations(
 def test_show_tells_what_is_being_evaluated_and_what_only_has_its_clean_number(
     trained: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from caat_app.evalplan import eval_spec
-    from caat_app.worker import StopFlag, execute_eval
-    from storage import RunStatus
+    from caat_app.evaluation.plan import eval_spec
+    from caat_app.runs.worker import StopFlag, execute_eval
+    from caat_storage import RunStatus
 
     spec = eval_spec(attacks="fgsm,square", budgets="0.2", n=17)
     with Store.open(f"sqlite:///{trained}") as store:
@@ -381,7 +381,7 @@ def test_results_of_older_weights_are_not_reused(
 def test_cancel_an_evaluation_from_the_command_line(
     trained: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from caat_app.evalplan import eval_spec
+    from caat_app.evaluation.plan import eval_spec
 
     with Store.open(f"sqlite:///{trained}") as store:
         job = store.create_eval_job(1, eval_spec(attacks="fgsm", budgets="0.1").to_json())
@@ -416,7 +416,7 @@ def test_a_sweep_is_evaluated_side_by_side_and_feeds_its_front(
     assert run_cli("front", "--db", db, "--sweep", "tiny", *axis, "--json") == 0
     front = json.loads(capsys.readouterr().out)
     assert len(front["points"]) == 2 and front["axes"]["missing"] == []
-    from caat_app import launcher
+    from caat_app.runs import launcher
 
     started: list[dict[str, str] | None] = []
     monkeypatch.setattr(launcher, "list_gpus", lambda: [])

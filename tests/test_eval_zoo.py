@@ -10,8 +10,8 @@ import pytest
 import torch
 from attack_helpers import size
 
-from caat_app.evalplan import EVAL_ATTACKS
-from caat_app.evaluate import attack_batch
+from caat_app.evaluation.plan import EVAL_ATTACKS
+from caat_app.evaluation.runner import attack_batch
 
 N = 60
 NOISE = 2 / N  # two images: random starts and restarts differ between budgets
@@ -42,7 +42,7 @@ def test_budget_range_clean_and_monotone(digits_linear: tuple, attack: str, norm
 def test_only_correct_points_are_attacked(
     digits_linear: tuple, monkeypatch: pytest.MonkeyPatch, batch_dependent: bool
 ) -> None:
-    import caat_app.evaluate as ev
+    import caat_app.evaluation.runner as ev
 
     model, x_test, y_test = digits_linear
     x, y = x_test[:300], y_test[:300]

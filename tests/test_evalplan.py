@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from caat_app.errors import CaatError
-from caat_app.evalplan import (
+from caat_app.evaluation.masking import summary
+from caat_app.evaluation.plan import (
     EVAL_ATTACKS,
     build_table,
     eval_spec,
@@ -23,9 +24,8 @@ from caat_app.evalplan import (
     table_cells,
     tables_from_results,
 )
-from caat_app.masking import summary
-from storage import EvalResult, Store, StoreError
-from storage.models import utcnow
+from caat_storage import EvalResult, Store, StoreError
+from caat_storage.models import utcnow
 
 
 def result(attack: str, eps: float, acc: float, **kw: object) -> dict[str, object]:
@@ -159,7 +159,7 @@ def test_stored_results_group_into_tables_newest_first(tmp_path: Path) -> None:
 
 
 def test_every_attack_has_settings_and_help() -> None:
-    from caat_app.evalplan import ATTACK_HELP
+    from caat_app.evaluation.plan import ATTACK_HELP
 
     assert set(ATTACK_HELP) == set(EVAL_ATTACKS)
     for attack in EVAL_ATTACKS:
@@ -254,7 +254,7 @@ def test_stored_tables_list_probes_under_the_report(tmp_path: Path) -> None:
 
 
 def test_report_lines_follow_a_table_and_a_clean_number_alone_gets_one() -> None:
-    from caat_app.evalplan import BATCH_NOTE, describe_spec, eval_spec, report_lines
+    from caat_app.evaluation.plan import BATCH_NOTE, describe_spec, eval_spec, report_lines
 
     rows = [
         {"attack": "clean", "eps": 0.0, "accuracy": 0.9, "samples": 50},

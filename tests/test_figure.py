@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from caat_app.figure import save_front_figure
-from caat_app.front import RunPoint, report
+from caat_app.analysis.figure import save_front_figure
+from caat_app.analysis.front import RunPoint, report
 
 V, C = "Vanilla AT", "CA-AT"
 

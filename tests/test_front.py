@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from caat_app.front import (
+from caat_app.analysis.front import (
     Point,
     RunPoint,
     aggregate,

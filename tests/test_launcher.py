@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from caat_app.launcher import Gpu, Scheduler, list_gpus, parse_nvidia_smi
-from storage import RunStatus, Store
+from caat_app.runs.launcher import Gpu, Scheduler, list_gpus, parse_nvidia_smi
+from caat_storage import RunStatus, Store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -318,7 +318,7 @@ def test_ended_workers_are_waited_for(store: Store) -> None:
 
 def test_the_manage_modules_do_not_import_torch() -> None:
     code = (
-        "import caat_app.runs, caat_app.launcher, storage; import sys; "
+        "import caat_app.runs.manage, caat_app.runs.launcher, caat_storage; import sys; "
         "print('torch' in sys.modules)"
     )
     done = subprocess.run(

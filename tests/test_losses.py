@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from caat_app.config import DEFAULT_BETA, LOSSES
-from caat_app.losses import adversarial_loss, attack_objective, clean_loss
+from caat_app.method.losses import adversarial_loss, attack_objective, clean_loss
 
 
 def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -7,7 +7,7 @@ from dataclasses import FrozenInstanceError
 
 import pytest
 
-from caat_app.masking import Check, masking_report, summary, to_json
+from caat_app.evaluation.masking import Check, masking_report, summary, to_json
 
 E8, E16, E24, E32 = 8 / 255, 16 / 255, 24 / 255, 32 / 255
 

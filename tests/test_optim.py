@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from caat_app.optim import FlatParams, FlatSGD
+from caat_app.method.optim import FlatParams, FlatSGD
 
 F64 = torch.float64
 

@@ -27,8 +27,8 @@ from attack_helpers import correct
 from torch import Tensor, nn
 
 from caat_app.attacks import apgd, fgsm, pgd, square
-from caat_app.data import load_dataset
-from caat_app.models import build_model
+from caat_app.data.sets import load_dataset
+from caat_app.models.nets import build_model
 
 pytestmark = [
     pytest.mark.slow,

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from caat_app.errors import CaatError
-from caat_app.runs import cancel_run, delete_run, pid_alive, relaunch_config
-from storage import Run, RunStatus, Store
+from caat_app.runs.manage import cancel_run, delete_run, pid_alive, relaunch_config
+from caat_storage import Run, RunStatus, Store
 
 CONFIG = {"name": "orig", "method": "caat", "gamma": 0.7, "dataset": "digits", "device": "cpu"}
 

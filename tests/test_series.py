@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from screens.series import downsample, ema, eta_seconds, log10_ticks
+from caat_screens.series import downsample, ema, eta_seconds, log10_ticks
 
 finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False)
 widths = st.integers(min_value=1, max_value=60)

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-import storage.store
-from storage import (
+import caat_storage.store
+from caat_storage import (
     TERMINAL_STATUSES,
     BatchWriter,
     RunStatus,
@@ -24,8 +24,8 @@ from storage import (
     caat_home,
     resolve_db_url,
 )
-from storage.engine import make_engine, write_engine
-from storage.models import SCHEMA_VERSION
+from caat_storage.engine import make_engine, write_engine
+from caat_storage.models import SCHEMA_VERSION
 
 ROWS_PER_BATCH = 25
 BATCHES = 60
@@ -435,7 +435,7 @@ class FakeClock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
-    monkeypatch.setattr(storage.store.time, "monotonic", fake)
+    monkeypatch.setattr(caat_storage.store.time, "monotonic", fake)
     return fake
 
 

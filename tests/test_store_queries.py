@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, update
 
-from storage import Run, RunStatus, Store, StoreError
-from storage.store import SORTABLE_COLUMNS, split_tags
+from caat_storage import Run, RunStatus, Store, StoreError
+from caat_storage.store import SORTABLE_COLUMNS, split_tags
 
 
 @pytest.fixture

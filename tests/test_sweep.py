@@ -16,7 +16,7 @@ import pytest
 from helpers import run_cli
 
 from caat_app.config import ConfigError, RunConfig, build_config
-from caat_app.sweep import (
+from caat_app.runs.sweep import (
     config_key,
     current_runs,
     expand,
@@ -29,7 +29,7 @@ from caat_app.sweep import (
     sweep_options,
     sweep_rows,
 )
-from storage import RunStatus, Store
+from caat_storage import RunStatus, Store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -165,7 +165,7 @@ def test_config_key_ignores_the_name_only() -> None:
 
 
 def test_sweep_column_search_sort_and_listing(store: Store) -> None:
-    from caat_app.runs import create_run
+    from caat_app.runs.manage import create_run
 
     lone = create_run(store, build_config({}))
     first = plan_sweep(store, "alpha", _grid("vanilla", "lam", [0, 1], [0]))[0]
@@ -289,7 +289,7 @@ def test_run_sweep_never_runs_more_than_jobs(store: Store) -> None:
 
 def test_jobs_caps_the_sweep_across_gpus(store: Store) -> None:
     """`--jobs 2` on two GPUs is two runs in all, one on each, not two per GPU."""
-    from caat_app.launcher import Gpu
+    from caat_app.runs.launcher import Gpu
 
     grid = expand({"method": "caat", "device": "auto"}, {"gamma": [0.6, 0.7, 0.8, 0.9]}, [])
     plan_sweep(store, "s", name_runs("s", grid))
@@ -333,7 +333,7 @@ def test_a_worker_that_dies_is_recorded_failed(store: Store) -> None:
 # A stand-in worker: no torch, but it ends its run `cancelled` on SIGTERM as the real one does.
 _FAKE_WORKER = """
 import os, signal, sys, time
-from storage import RunStatus, Store
+from caat_storage import RunStatus, Store
 stop = []
 signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
 with Store.open(sys.argv[1]) as store:
@@ -485,7 +485,7 @@ def test_a_real_sweep_end_to_end_then_again_then_resumed(
 
 
 def test_sweep_modules_do_not_import_torch() -> None:
-    code = "import caat_app.sweep, sys; print('torch' in sys.modules)"
+    code = "import caat_app.runs.sweep, sys; print('torch' in sys.modules)"
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
@@ -494,7 +494,7 @@ def test_sweep_modules_do_not_import_torch() -> None:
 
 
 def test_both_methods_in_one_grid_each_with_its_own_parameter() -> None:
-    from caat_app.sweep import expand, sweep_options
+    from caat_app.runs.sweep import expand, sweep_options
 
     base, lists, seeds = sweep_options(
         {"method": "vanilla,caat", "lam": "0,0.5,1", "gamma": "0.8,0.9"}, {}, "0,1"

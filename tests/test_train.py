@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from caat_app.config import build_config
-from caat_app.data import load_dataset
-from caat_app.train import STEP_FIELDS, ListSink, TrainResult, one_cycle, train
+from caat_app.data.sets import load_dataset
+from caat_app.training.trainer import STEP_FIELDS, ListSink, TrainResult, one_cycle, train
 
 
 @pytest.fixture(scope="module")

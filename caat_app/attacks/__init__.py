@@ -12,7 +12,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from caat_app.attacks._common import (
+from caat_app.attacks.apgd import apgd, dlr_loss, dlr_targeted_loss
+from caat_app.attacks.autoattack import autoattack
+from caat_app.attacks.common import (
     NORMS,
     LossFn,
     attack_mode,
@@ -20,8 +22,6 @@ from caat_app.attacks._common import (
     project,
     random_init,
 )
-from caat_app.attacks.apgd import apgd, dlr_loss, dlr_targeted_loss
-from caat_app.attacks.autoattack import autoattack
 from caat_app.attacks.fab import fab, fab_distance
 from caat_app.attacks.fgsm import fgsm
 from caat_app.attacks.mifgsm import mifgsm

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from caat_app.attacks._common import attack_mode, check_norm, normalize_l2, project
+from caat_app.attacks.common import attack_mode, check_norm, normalize_l2, project
 
 APGD_LOSSES = ("ce", "dlr")
 

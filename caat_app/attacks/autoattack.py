@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from caat_app.attacks._common import attack_mode, check_norm
 from caat_app.attacks.apgd import apgd
+from caat_app.attacks.common import attack_mode, check_norm
 from caat_app.attacks.fab import fab
 from caat_app.attacks.square import square
 

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from caat_app.attacks._common import attack_mode, check_norm
+from caat_app.attacks.common import attack_mode, check_norm
 
 _TINY = 1e-12
 

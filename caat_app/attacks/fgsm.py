@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from caat_app.attacks._common import LossFn
+from caat_app.attacks.common import LossFn
 from caat_app.attacks.pgd import pgd
 
 

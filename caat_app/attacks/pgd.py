@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from caat_app.attacks._common import (
+from caat_app.attacks.common import (
     LossFn,
     attack_mode,
     check_norm,

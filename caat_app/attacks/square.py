@@ -12,7 +12,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor, nn
 
-from caat_app.attacks._common import attack_mode, check_norm, normalize_l2
+from caat_app.attacks.common import attack_mode, check_norm, normalize_l2
 
 _TINY = 1e-12
 # The original's schedule: p halves after each of these iterations (of a 10 000-query run).

@@ -13,13 +13,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from caat_app import launcher
 from caat_app.config import RunConfig
 from caat_app.errors import CaatError
-from caat_app.evalplan import EvalSpec, plan
-from caat_app.launcher import Launch, request_cancel
-from storage import EvalJob, Run, RunStatus, Store, StoreError
-from storage.store import lost_worker_error
+from caat_app.evaluation.plan import EvalSpec, plan
+from caat_app.runs import launcher
+from caat_app.runs.launcher import Launch, request_cancel
+from caat_storage import EvalJob, Run, RunStatus, Store, StoreError
+from caat_storage.store import lost_worker_error
 
 _ACTIVE = (RunStatus.RUNNING.value, RunStatus.QUEUED.value)
 

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from storage import Run, RunStatus, Store, StoreError
+from caat_storage import Run, RunStatus, Store, StoreError
 
 
 def worker_command(db_url: str, run_id: int, *, kind: str = "run") -> list[str]:
     """The worker's command line; `kind` "run" trains, "eval" runs an evaluation job."""
-    return [sys.executable, "-m", "caat_app.worker", "--db", db_url, f"--{kind}", str(run_id)]
+    return [sys.executable, "-m", "caat_app.runs.worker", "--db", db_url, f"--{kind}", str(run_id)]
 
 
 def _spawn(command: list[str], log_path: Path, env: dict[str, str] | None) -> Any:

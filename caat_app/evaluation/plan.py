@@ -20,8 +20,8 @@ from typing import Any, Protocol
 
 from caat_app.config import NORM_TEXT, NORMS, format_budget, parse_budget
 from caat_app.errors import CaatError
-from caat_app.masking import VERY_LARGE_RATIO, Check, masking_report, pct, summary
-from caat_app.masking import to_json as masking_json
+from caat_app.evaluation.masking import VERY_LARGE_RATIO, Check, masking_report, pct, summary
+from caat_app.evaluation.masking import to_json as masking_json
 
 EVAL_ATTACKS = (
     "fgsm",

@@ -16,7 +16,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from caat_app.sweep import counts_text
+from caat_app.runs.sweep import counts_text
 
 
 class LiveBar:

@@ -21,12 +21,12 @@ from torch import Tensor, nn
 
 from caat_app.attacks import pgd, run_attack
 from caat_app.config import RunConfig
-from caat_app.conflict import Mixer
-from caat_app.data import AUGMENT, DataSplits, augment, load_dataset
+from caat_app.data.sets import AUGMENT, DataSplits, augment, load_dataset
 from caat_app.errors import CaatError
-from caat_app.losses import adversarial_loss, attack_objective, clean_loss
-from caat_app.models import build_model
-from caat_app.optim import FlatParams, FlatSGD
+from caat_app.method.conflict import Mixer
+from caat_app.method.losses import adversarial_loss, attack_objective, clean_loss
+from caat_app.method.optim import FlatParams, FlatSGD
+from caat_app.models.nets import build_model
 
 STEP_FIELDS = (
     "loss_c",

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from caat_app.config import NORM_TEXT, format_budget
-from storage import EvalResult, Run
+from caat_storage import EvalResult, Run
 
 # (label, Run attribute): the final metrics compared, best epoch first (chosen on validation).
 METRICS = [
@@ -62,7 +62,7 @@ SPLITS = ("test", "val")
 
 def _point(run: Run, sa: float, aa: float) -> Any:
     """A run on the SA-AA plane; runs equal in config but for seed and name share a setting."""
-    from caat_app.front import RunPoint, family_of, label_of
+    from caat_app.analysis.front import RunPoint, family_of, label_of
 
     assert run.id is not None
     config = json.loads(run.config)

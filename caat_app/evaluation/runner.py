@@ -19,9 +19,9 @@ from torch import Tensor, nn
 
 from caat_app import attacks as A
 from caat_app.config import RunConfig, config_from_json
-from caat_app.data import load_dataset
+from caat_app.data.sets import load_dataset
 from caat_app.errors import CaatError
-from caat_app.evalplan import (
+from caat_app.evaluation.plan import (
     CHECKPOINTS,
     EVAL_ATTACKS,
     EVAL_BATCH,
@@ -31,8 +31,8 @@ from caat_app.evalplan import (
     settings_of,
     settings_text,
 )
-from caat_app.train import build, resolve_device
-from storage import Run, Store
+from caat_app.training.trainer import build, resolve_device
+from caat_storage import Run, Store
 
 
 def attack_batch(

@@ -27,10 +27,10 @@ from rich.text import Text
 
 from caat_app.config import RunConfig, build_config, format_budget, load_config_file
 from caat_app.errors import CaatError
-from caat_app.evalplan import DEFAULT_ATTACKS as DEFAULT_EVAL_ATTACKS
-from caat_app.evalplan import EVAL_ATTACKS, describe_spec, pct
-from caat_app.runs import create_run
-from storage import Run, RunStatus, Store, StoreError, resolve_db_url
+from caat_app.evaluation.plan import DEFAULT_ATTACKS as DEFAULT_EVAL_ATTACKS
+from caat_app.evaluation.plan import EVAL_ATTACKS, describe_spec, pct
+from caat_app.runs.manage import create_run
+from caat_storage import Run, RunStatus, Store, StoreError, resolve_db_url
 
 app = typer.Typer(
     name="caat",
@@ -75,7 +75,7 @@ def _root(
 
 
 def open_dashboard(db: str | None, *, per_gpu: int = 1, max_cpu: int = 1) -> None:
-    from screens.app import run_dashboard
+    from caat_screens.app import run_dashboard
 
     run_dashboard(resolve_db_url(db), per_gpu=per_gpu, max_cpu=max_cpu)
 
@@ -224,10 +224,10 @@ def sweep_command(
 
     from sqlalchemy.engine import make_url
 
+    from caat_app.cli.progress import SweepProgress
     from caat_app.config import ConfigError
-    from caat_app.launcher import list_gpus
-    from caat_app.progress import SweepProgress
-    from caat_app.sweep import (
+    from caat_app.runs.launcher import list_gpus
+    from caat_app.runs.sweep import (
         check_sweep,
         counts_text,
         expand,
@@ -342,8 +342,8 @@ def sweep_command(
 
 def check_runnable(cfg: RunConfig) -> None:
     """Fail early (no store write) when the data or the device is missing."""
-    from caat_app.data import ensure_available
-    from caat_app.train import resolve_device
+    from caat_app.data.sets import ensure_available
+    from caat_app.training.trainer import resolve_device
 
     resolve_device(cfg.device)
     ensure_available(
@@ -364,7 +364,7 @@ def start_runs(
     store = open_store(db)
     ids = [create_run(store, cfg) for cfg in configs]
     if detach:
-        from caat_app.launcher import Scheduler, list_gpus
+        from caat_app.runs.launcher import Scheduler, list_gpus
 
         # Claimed through the store like a dashboard's launches (so no run starts twice),
         # but now: asking for a detached run is asking to start it, whatever else runs.
@@ -392,8 +392,8 @@ def start_runs(
 
 def train_foreground(store: Store, run_id: int) -> str:
     """Train in this process with a live progress bar; Ctrl-C cancels cleanly."""
-    from caat_app.progress import ProgressSink
-    from caat_app.worker import StopFlag, execute_run
+    from caat_app.cli.progress import ProgressSink
+    from caat_app.runs.worker import StopFlag, execute_run
 
     run = store.get_run(run_id)
     assert run is not None
@@ -519,7 +519,7 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """A run's status, config and final metrics, and every evaluation stored for it."""
-    from caat_app.evalplan import tables_from_results
+    from caat_app.evaluation.plan import tables_from_results
 
     store = open_store(db)
     record = store.find_run(run)
@@ -611,7 +611,7 @@ def cancel(
     db: str | None = DbOption,
 ) -> None:
     """Stop a run (its worker checkpoints, ends `cancelled`) or, with --eval, an evaluation."""
-    from caat_app.runs import cancel_eval, cancel_run
+    from caat_app.runs.manage import cancel_eval, cancel_run
 
     if (run is None) == (eval_job is None):
         raise CaatError("name a run, or an evaluation with --eval JOB (not both)")
@@ -637,7 +637,7 @@ def compare_command(
     db: str | None = DbOption,
 ) -> None:
     """Runs side by side: the options that differ, and the metrics each reached."""
-    from caat_app.compare import compare
+    from caat_app.analysis.compare import compare
 
     if len(runs) < 2:
         raise CaatError("compare needs two or more runs")
@@ -700,8 +700,8 @@ def front(
     AA is the per-epoch PGD accuracy of training's best epoch, or with --attack the
     accuracy `caat eval` measured (SA then from the same evaluated images).
     """
-    from caat_app.compare import SPLITS, axis_labels, points_from_runs
-    from caat_app.front import POINT_COLUMNS, point_cells, report
+    from caat_app.analysis.compare import SPLITS, axis_labels, points_from_runs
+    from caat_app.analysis.front import POINT_COLUMNS, point_cells, report
 
     if split not in SPLITS:
         raise CaatError(f"--split: unknown {split!r}; choose one of {', '.join(SPLITS)}")
@@ -730,7 +730,7 @@ def front(
             store, sweep, finished, attack, eps, norm, checkpoint, ref_point
         )
     if plot is not None:
-        from caat_app.figure import save_front_figure
+        from caat_app.analysis.figure import save_front_figure
 
         try:
             save_front_figure(
@@ -787,9 +787,9 @@ def _eval_front(
     ref_point: tuple[float, ...],
 ) -> tuple[dict[str, Any], str, str]:
     """The front with AA from stored evaluations; runs without one are named, not hidden."""
-    from caat_app.compare import EvalAxis, eval_axis_labels, points_from_evals
-    from caat_app.evalplan import eval_spec
-    from caat_app.front import report
+    from caat_app.analysis.compare import EvalAxis, eval_axis_labels, points_from_evals
+    from caat_app.analysis.front import report
+    from caat_app.evaluation.plan import eval_spec
 
     budgets = {json.loads(r.config).get("eps") for r in finished}
     if eps is None and len(budgets) > 1:
@@ -859,7 +859,7 @@ def eval_command(
 
     Results are stored; an identical evaluation later is read back, not measured again.
     """
-    from caat_app.evalplan import build_table, eval_spec
+    from caat_app.evaluation.plan import build_table, eval_spec
 
     if as_table + as_json + csv_out > 1:
         raise CaatError("give one of --table, --json and --csv")
@@ -877,8 +877,8 @@ def eval_command(
         for r in records
     ]
     if detach:
-        from caat_app import launcher
-        from caat_app.runs import start_eval
+        from caat_app.runs import launcher
+        from caat_app.runs.manage import start_eval
 
         # Every run gets its worker now; on the CPU they share the cores, as a sweep's do.
         on_cpu = device == "cpu" or (device == "auto" and not launcher.list_gpus())
@@ -942,9 +942,9 @@ def eval_foreground(store: Store, record: Run, spec: Any) -> tuple[str, list[dic
     """Evaluate in this process as a worker would, with a live bar; Ctrl-C stops cleanly."""
     from rich.progress import TimeElapsedColumn
 
-    from caat_app.evalplan import plan
-    from caat_app.progress import LiveBar
-    from caat_app.worker import StopFlag, execute_eval
+    from caat_app.cli.progress import LiveBar
+    from caat_app.evaluation.plan import plan
+    from caat_app.runs.worker import StopFlag, execute_eval
 
     assert record.id is not None
     total = len(plan(spec))
@@ -996,7 +996,7 @@ def eval_foreground(store: Store, record: Run, spec: Any) -> tuple[str, list[dic
 
 def _eval_tables(tables: list[tuple[Run, Any]]) -> None:
     """The paper's layout, attacks as columns and budgets as rows, runs side by side."""
-    from caat_app.evalplan import report_lines
+    from caat_app.evaluation.plan import report_lines
 
     several = len(tables) > 1
     attacks = list(dict.fromkeys(a for _, t in tables for a in t.attacks))
@@ -1084,7 +1084,7 @@ def delete(
     db: str | None = DbOption,
 ) -> None:
     """Delete a finished run: its metrics and its folder."""
-    from caat_app.runs import delete_run
+    from caat_app.runs.manage import delete_run
 
     store = open_store(db)
     record = store.find_run(run)
@@ -1163,7 +1163,7 @@ def bench(
 ) -> None:
     """Per-step time of clean training, Vanilla AT and CA-AT, the cost of logging, the
     evaluation's images per second (PGD-20, fast AutoAttack) and the dashboard's start-up."""
-    from caat_app.bench import dashboard_startup, eval_bench, print_report, run_bench
+    from caat_app.bench.steps import dashboard_startup, eval_bench, print_report, run_bench
 
     report = run_bench(
         model=model,

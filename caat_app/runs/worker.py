@@ -1,4 +1,4 @@
-"""The worker process: `python -m caat_app.worker --db URL --run ID` (or `--eval JOB`).
+"""The worker process: `python -m caat_app.runs.worker --db URL --run ID` (or `--eval JOB`).
 
 It trains one stored run, streams its metrics into the store through one batched
 writer, keeps a heartbeat, and ends the run `finished`, `cancelled` (SIGTERM or
@@ -22,7 +22,7 @@ from typing import Any
 
 from caat_app.config import config_from_json
 from caat_app.errors import CaatError
-from storage import BatchWriter, RunStatus, Store, StoreError
+from caat_storage import BatchWriter, RunStatus, Store, StoreError
 
 _LIVE_FIELDS = ("val_clean", "val_adv", "test_clean", "test_adv")
 
@@ -116,8 +116,8 @@ def _with_heartbeat(beat: Callable[[], None], work: Callable[[], Any], every: fl
 
 def execute_run(store: Store, run_id: int, flag: StopFlag, *extra: Any) -> str:
     """Train a queued run to its end and record the outcome; returns the final status."""
-    from caat_app.data import load_dataset
-    from caat_app.train import train
+    from caat_app.data.sets import load_dataset
+    from caat_app.training.trainer import train
 
     run = store.get_run(run_id)
     if run is None:
@@ -159,8 +159,8 @@ def execute_eval(
     Every measurement is stored as it completes; progress and a heartbeat go to the job.
     Stopping (SIGTERM, SIGINT) takes effect between batches and ends it `cancelled`.
     """
-    from caat_app.evalplan import plan, spec_from_json
-    from caat_app.evaluate import evaluate_run
+    from caat_app.evaluation.plan import plan, spec_from_json
+    from caat_app.evaluation.runner import evaluate_run
 
     job = store.get_eval_job(job_id)
     if job is None:
@@ -209,7 +209,7 @@ def _log_result(row: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m caat_app.worker", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m caat_app.runs.worker", description=__doc__)
     parser.add_argument("--db", required=True, help="SQLAlchemy URL of the store")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--run", type=int, help="id of a queued run to train")

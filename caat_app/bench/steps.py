@@ -20,11 +20,11 @@ from rich.console import Console
 from rich.table import Table
 
 from caat_app.config import build_config
-from caat_app.data import load_dataset
-from caat_app.losses import clean_loss
-from caat_app.train import StepRecorder, Trainer
-from caat_app.worker import StopFlag, StoreSink
-from storage import BatchWriter, RunStatus, Store
+from caat_app.data.sets import load_dataset
+from caat_app.method.losses import clean_loss
+from caat_app.runs.worker import StopFlag, StoreSink
+from caat_app.training.trainer import StepRecorder, Trainer
+from caat_storage import BatchWriter, RunStatus, Store
 
 
 def _sync(device: torch.device) -> None:
@@ -176,7 +176,7 @@ def eval_bench(
     fast AutoAttack are timed on the first `n` stratified test images, as `caat eval` runs
     them (fixed batches, only still-robust points attacked inside AutoAttack).
     """
-    from caat_app.evaluate import accuracy, stratified_order
+    from caat_app.evaluation.runner import accuracy, stratified_order
 
     config = build_config({"epochs": epochs, "device": device})
     data = load_dataset(config.dataset)
@@ -211,11 +211,11 @@ def eval_bench(
 
 _STARTUP_PROBE = """
 import sys
-import screens.runs
-from screens.app import CaatApp
-from storage import Store
+import caat_screens.runs
+from caat_screens.app import CaatApp
+from caat_storage import Store
 
-show_page = screens.runs.RunsScreen.on_runs_loaded
+show_page = caat_screens.runs.RunsScreen.on_runs_loaded
 
 
 def first_page(screen, message):  # the moment a person sees the runs: stop the clock
@@ -223,7 +223,7 @@ def first_page(screen, message):  # the moment a person sees the runs: stop the 
     screen.app.exit()
 
 
-screens.runs.RunsScreen.on_runs_loaded = first_page
+caat_screens.runs.RunsScreen.on_runs_loaded = first_page
 with Store.open(sys.argv[1]) as store:
     CaatApp(store, gpus=[]).run(headless=True)
 print("torch" in sys.modules)

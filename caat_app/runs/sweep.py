@@ -18,10 +18,10 @@ from typing import Any, Literal
 
 from caat_app.config import ConfigError, RunConfig, build_config, config_from_json, parse_budget
 from caat_app.errors import CaatError
-from caat_app.launcher import Gpu, Launch, Scheduler, launch_worker
-from caat_app.runs import cancel_run, pid_alive, run_fields
-from storage import Run, RunStatus, Store
-from storage.store import check_sweep_name
+from caat_app.runs.launcher import Gpu, Launch, Scheduler, launch_worker
+from caat_app.runs.manage import cancel_run, pid_alive, run_fields
+from caat_storage import Run, RunStatus, Store
+from caat_storage.store import check_sweep_name
 
 Kind = Literal["float", "int", "budget", "str"]
 
