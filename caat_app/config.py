@@ -24,48 +24,23 @@ from pydantic import (
     model_validator,
 )
 
+from caat_app.attacks.registry import NORMS, TRAINING_ATTACKS, objective_complaint
+from caat_app.data.registry import DATASETS
 from caat_app.errors import CaatError
+from caat_app.method.registry import DEFAULT_BETA, LOSSES, METHODS, PROJECTIONS
+from caat_app.models.registry import BN_MODES, MODELS
+from caat_app.present import format_budget
+from caat_app.presets import PRESETS
 
-METHODS = ("vanilla", "caat")
-PROJECTIONS = ("global", "layer")
-DATASETS = ("digits", "mnist", "cifar10", "cifar100")
-MODELS = ("linear", "cnn", "resnet18", "resnet34", "wrn28-10")
-BN_MODES = ("standard", "batchstats")
-LOSSES = ("ce", "trades", "clp")
-ATTACKS = ("pgd", "fgsm", "mifgsm", "apgd-ce", "apgd-dlr", "apgd-t")
-NORMS = ("linf", "l2")
-NORM_TEXT = {"linf": "L∞", "l2": "L2"}  # as a norm is written for people
-DEFAULT_BETA = {"ce": 0.0, "trades": 6.0, "clp": 0.5}
-
-# Budgets at which the trade-off shows: 0.3 on the [0, 1] pixel scale for digit images,
-# the paper's 8/255 for CIFAR.
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "digits": {"eps": 0.3},
-    "mnist": {"eps": 0.3},
-    "cifar10": {"eps": 8 / 255, "alpha": 2 / 255},
-    "cifar100": {"eps": 8 / 255, "alpha": 2 / 255},
-}
-
-_PAPER = {
-    "lr": 0.4,
-    "momentum": 0.9,
-    "weight_decay": 5e-4,
-    "epochs": 200,
-    "batch_size": 128,
-    "attack": "pgd",
-    "norm": "linf",
-    "eps": 8 / 255,
-    "alpha": 2 / 255,
-    "attack_steps": 10,
-    "eval_steps": 10,
-    "augment": True,
-    "eval_n": 2000,
-}
-PRESETS: dict[str, dict[str, Any]] = {
-    f"paper-{ds}-{short}": {**_PAPER, "dataset": ds, "model": model}
-    for ds in ("cifar10", "cifar100")
-    for short, model in (("r18", "resnet18"), ("r34", "resnet34"), ("wrn28-10", "wrn28-10"))
-}
+# Each choice field accepts exactly its registry's names (pydantic lists them on a typo).
+Method = Literal[METHODS]  # type: ignore[valid-type]
+Projection = Literal[PROJECTIONS]  # type: ignore[valid-type]
+DatasetName = Literal[DATASETS.names]  # type: ignore[valid-type]
+ModelName = Literal[MODELS.names]  # type: ignore[valid-type]
+BnMode = Literal[BN_MODES]  # type: ignore[valid-type]
+LossName = Literal[LOSSES.names]  # type: ignore[valid-type]
+AttackName = Literal[TRAINING_ATTACKS]  # type: ignore[valid-type]
+Norm = Literal[NORMS]  # type: ignore[valid-type]
 
 
 class ConfigError(CaatError, ValueError):
@@ -104,17 +79,17 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str | None = Field(None, max_length=200)
-    method: Literal["vanilla", "caat"] = "caat"
+    method: Method = "caat"
     lam: float = Field(0.5, ge=0.0, le=1.0, description="Vanilla AT weight on g_a")
     gamma: float = Field(0.8, gt=-1.0, le=1.0, description="CA-AT cosine threshold")
-    projection: Literal["global", "layer"] = "global"
-    dataset: Literal["digits", "mnist", "cifar10", "cifar100"] = "digits"
-    model: Literal["linear", "cnn", "resnet18", "resnet34", "wrn28-10"] = "cnn"
-    bn: Literal["standard", "batchstats"] = "standard"
-    loss: Literal["ce", "trades", "clp"] = "ce"
+    projection: Projection = "global"
+    dataset: DatasetName = "digits"
+    model: ModelName = "cnn"
+    bn: BnMode = "standard"
+    loss: LossName = "ce"
     beta: float | None = Field(None, ge=0.0, description="TRADES KL / CLP pairing weight")
-    attack: Literal["pgd", "fgsm", "mifgsm", "apgd-ce", "apgd-dlr", "apgd-t"] = "pgd"
-    norm: Literal["linf", "l2"] = "linf"
+    attack: AttackName = "pgd"
+    norm: Norm = "linf"
     eps: Budget = Field(0.3, ge=0.0)
     alpha: Budget | None = Field(None, gt=0.0, description="attack step; default eps/4")
     attack_steps: int = Field(10, ge=1)
@@ -144,11 +119,9 @@ class RunConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_attack_objective(self) -> RunConfig:
-        if self.loss == "trades" and self.attack.startswith("apgd"):
-            raise ValueError(
-                f"attack: {self.attack} brings its own objective; TRADES needs pgd, fgsm "
-                "or mifgsm (they ascend the TRADES KL)"
-            )
+        complaint = objective_complaint(self.attack) if LOSSES[self.loss].objective else None
+        if complaint:
+            raise ValueError(f"attack: {complaint}")
         return self
 
     @model_validator(mode="after")
@@ -171,10 +144,6 @@ class RunConfig(BaseModel):
     def param(self) -> float:
         """The method's trade-off parameter: γ for CA-AT, λ for Vanilla AT."""
         return self.gamma if self.method == "caat" else self.lam
-
-    @property
-    def label(self) -> str:
-        return f"caat γ={self.gamma:g}" if self.method == "caat" else f"vanilla λ={self.lam:g}"
 
     def default_name(self) -> str:
         return self.name or f"{self.dataset}-{self.model}-{self.method}-{self.param:g}"
@@ -229,10 +198,10 @@ def build_config(
             raise ConfigError(
                 f"preset: unknown {preset_name!r}; choose one of {', '.join(sorted(PRESETS))}"
             )
-        preset = PRESETS[preset_name]
+        preset = dict(PRESETS[preset_name].values)
     chosen = {**preset, **file_values, **options}
     dataset = chosen.get("dataset", "digits")
-    merged = {**DATASET_DEFAULTS.get(dataset, {}), **chosen}
+    merged = {**(DATASETS[dataset].defaults if dataset in DATASETS else {}), **chosen}
     try:
         return RunConfig(**merged)
     except ValidationError as exc:
@@ -249,19 +218,6 @@ def field_errors(options: dict[str, Any]) -> dict[str, str]:
             return _complaints(cause)
         return {"preset": str(exc).removeprefix("preset: ")}
     return {}
-
-
-def format_budget(eps: float, *, exact: bool = False) -> str:
-    """A budget as people write it: `8/255` on the 8-bit pixel grid, else the number.
-
-    A short decimal stays one (0.2 is also 51/255, but nobody writes it so).
-    `exact` keeps every digit off the grid (a command line must rebuild the same float).
-    """
-    k = round(eps * 255)
-    short = abs(eps - round(eps, 2)) < 1e-12
-    if not short and 0 < k < 255 and abs(eps * 255 - k) < (1e-9 if exact else 1e-6):
-        return f"{k}/255"
-    return repr(eps) if exact else f"{eps:g}"
 
 
 def _cli_value(name: str, value: Any) -> str:

@@ -34,7 +34,7 @@ from textual.widgets import (
     Static,
 )
 
-from caat_app.config import NORM_TEXT, NORMS, format_budget
+from caat_app.attacks.registry import NORMS
 from caat_app.errors import CaatError
 from caat_app.evaluation.plan import (
     ATTACK_HELP,
@@ -49,6 +49,7 @@ from caat_app.evaluation.plan import (
     table_cells,
     tables_from_results,
 )
+from caat_app.present import NORM_TEXT, format_budget
 from caat_storage import EvalJob, Run
 
 from .messages import StoreFailed

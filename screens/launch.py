@@ -14,8 +14,12 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Select, Static, Switch
 
-from caat_app import config as C
+from caat_app.attacks.registry import NORMS, TRAINING_ATTACKS
 from caat_app.config import ConfigError, build_config, command_line, field_errors
+from caat_app.data.registry import DATASETS
+from caat_app.method.registry import LOSSES, METHODS, PROJECTIONS
+from caat_app.models.registry import BN_MODES, MODELS
+from caat_app.presets import PRESETS
 from caat_app.runs.launcher import Gpu
 
 if TYPE_CHECKING:
@@ -39,17 +43,17 @@ FIELDS = [
     ),
     Field("preset", "preset", hint="fills the form with a paper recipe; edit it after"),
     Field("name", "name", hint="empty: a name is made from the config"),
-    Field("method", "method", C.METHODS),
+    Field("method", "method", METHODS),
     Field("gamma", "γ (CA-AT threshold)", hint="in (-1, 1]"),
     Field("lam", "λ (Vanilla AT weight)", hint="in [0, 1]"),
-    Field("projection", "projection", C.PROJECTIONS),
-    Field("dataset", "data set", C.DATASETS),
-    Field("model", "model", C.MODELS),
-    Field("bn", "BatchNorm", C.BN_MODES),
-    Field("loss", "adversarial loss", C.LOSSES),
+    Field("projection", "projection", PROJECTIONS),
+    Field("dataset", "data set", DATASETS.names),
+    Field("model", "model", MODELS.names),
+    Field("bn", "BatchNorm", BN_MODES),
+    Field("loss", "adversarial loss", LOSSES.names),
     Field("beta", "β (TRADES / CLP)", hint="empty: 6 for TRADES, 0.5 for CLP"),
-    Field("attack", "attack", C.ATTACKS),
-    Field("norm", "norm", C.NORMS),
+    Field("attack", "attack", TRAINING_ATTACKS),
+    Field("norm", "norm", NORMS),
     Field("eps", "ε", hint="a number or a fraction like 8/255"),
     Field("alpha", "attack step", hint="empty: ε/4"),
     Field("attack_steps", "attack steps"),
@@ -127,7 +131,7 @@ class LaunchScreen(Screen[None]):
                 options.append((str(value), str(value)))
             return Select(options, value=value, allow_blank=False, id=wid, compact=True)
         if field.name == "preset":
-            options = [("none", "")] + [(name, name) for name in sorted(C.PRESETS)]
+            options = [("none", "")] + [(name, name) for name in sorted(PRESETS)]
             return Select(options, value="", allow_blank=False, id=wid, compact=True)
         if field.name == "augment":
             options = [("data set default", "default"), ("on", "on"), ("off", "off")]

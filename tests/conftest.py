@@ -35,8 +35,8 @@ def digits_linear() -> tuple:
     import torch
     import torch.nn.functional as F
 
-    from caat_app.data.sets import load_dataset
-    from caat_app.models.nets import build_model
+    from caat_app.data.splits import load_dataset
+    from caat_app.models.build import build_model
 
     torch.manual_seed(0)
     data = load_dataset("digits")

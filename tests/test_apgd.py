@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from caat_app.attacks.apgd import apgd, apgd_checkpoints, dlr_loss, dlr_targeted_loss
 from caat_app.attacks.pgd import pgd
-from caat_app.models.nets import build_model
+from caat_app.models.build import build_model
 
 EPS = {"linf": 0.1, "l2": 1.0}
 N = 120  # test points attacked per case: enough to compare attacks, small enough to be fast

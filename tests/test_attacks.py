@@ -8,17 +8,12 @@ import torch.nn.functional as F
 from attack_helpers import Exploding, accuracy, size
 from torch import Tensor, nn
 
-from caat_app.attacks import (
-    ATTACKS,
-    attack_mode,
-    fgsm,
-    normalize_l2,
-    pgd,
-    project,
-    random_init,
-    run_attack,
-)
-from caat_app.models.nets import build_model
+from caat_app.attacks import TRAINING_ATTACKS as ATTACKS
+from caat_app.attacks import run_attack
+from caat_app.attacks.common import attack_mode, normalize_l2, project, random_init
+from caat_app.attacks.fgsm import fgsm
+from caat_app.attacks.pgd import pgd
+from caat_app.models.build import build_model
 
 EPS = {"linf": 0.1, "l2": 1.0}
 

@@ -9,13 +9,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from caat_app.config import (
-    PRESETS,
     ConfigError,
     build_config,
-    format_budget,
     load_config_file,
     parse_budget,
 )
+from caat_app.present import format_budget
+from caat_app.presets import PRESETS
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from caat_app.data import sets as data_mod
-from caat_app.data.sets import AUGMENT, DATASETS, DataUnavailable, augment, load_dataset
+from caat_app.data import AUGMENT, DATASETS
+from caat_app.data import digits as digits_mod
+from caat_app.data import splits as data_mod
+from caat_app.data.augment import augment
+from caat_app.data.splits import DataUnavailable, load_dataset
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +41,7 @@ def test_digits_split_is_disjoint_and_covers_everything(digits) -> None:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    train, val, test = data_mod._digits_split_indices(bunch.target)
+    train, val, test = digits_mod.digits_split_indices(bunch.target)
     everything = np.concatenate([train, val, test])
     assert len(everything) == 1797 and len(np.unique(everything)) == 1797
     source = torch.from_numpy(bunch.data / 16.0).float().view(-1, 1, 8, 8)

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from caat_app.config import DEFAULT_BETA, LOSSES
 from caat_app.method.losses import adversarial_loss, attack_objective, clean_loss
+from caat_app.method.registry import DEFAULT_BETA, LOSSES
 
 
 def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -19,7 +19,7 @@ def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 def test_names_and_defaults() -> None:
-    assert LOSSES == ("ce", "trades", "clp")
+    assert tuple(LOSSES) == ("ce", "trades", "clp")
     assert set(DEFAULT_BETA) == set(LOSSES)
 
 

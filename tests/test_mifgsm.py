@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from caat_app.attacks.fgsm import fgsm
 from caat_app.attacks.mifgsm import mifgsm
-from caat_app.models.nets import build_model
+from caat_app.models.build import build_model
 
 EPS = {"linf": 0.1, "l2": 1.0}
 

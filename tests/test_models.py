@@ -6,7 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from caat_app.models.nets import BN_MODES, MODELS, Normalize, build_model
+from caat_app.models import BN_MODES, MODELS
+from caat_app.models.build import build_model
+from caat_app.models.layers import Normalize
 
 CIFAR = {
     "in_channels": 3,

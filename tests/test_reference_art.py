@@ -26,9 +26,12 @@ from art.estimators.classification import PyTorchClassifier
 from attack_helpers import correct
 from torch import Tensor, nn
 
-from caat_app.attacks import apgd, fgsm, pgd, square
-from caat_app.data.sets import load_dataset
-from caat_app.models.nets import build_model
+from caat_app.attacks.apgd import apgd
+from caat_app.attacks.fgsm import fgsm
+from caat_app.attacks.pgd import pgd
+from caat_app.attacks.square import square
+from caat_app.data.splits import load_dataset
+from caat_app.models.build import build_model
 
 pytestmark = [
     pytest.mark.slow,

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from caat_app.config import build_config
-from caat_app.data.sets import load_dataset
+from caat_app.data.splits import load_dataset
 from caat_app.training.trainer import STEP_FIELDS, ListSink, TrainResult, one_cycle, train
 
 

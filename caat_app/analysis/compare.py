@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from caat_app.config import NORM_TEXT, format_budget
+from caat_app.present import NORM_TEXT, format_budget
 from caat_storage import EvalResult, Run
 
 # (label, Run attribute): the final metrics compared, best epoch first (chosen on validation).

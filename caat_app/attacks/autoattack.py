@@ -109,3 +109,11 @@ def autoattack(
             counts[name] = robust.sum()
     n = x.shape[0]
     return out, {name: int(c) / n for name, c in counts.items()}
+
+
+def autoattack_examples(
+    model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str = "linf", version: str
+) -> Tensor:
+    """The ensemble's adversarial examples alone, as every other attack returns them."""
+    x_adv, _ = autoattack(model, x, y, eps=eps, norm=norm, version=version)
+    return x_adv

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from caat_app.config import NORMS
+from caat_app.attacks.registry import NORMS
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 

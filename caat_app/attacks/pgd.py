@@ -51,3 +51,39 @@ def pgd(
             x_adv = x_adv.detach() + (sign * alpha) * step_direction(grad, norm)
             x_adv = (x + project(x_adv - x, eps, norm)).clamp(lo, hi)
     return x_adv.detach()
+
+
+def pgd_targeted(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps: float,
+    alpha: float,
+    steps: int,
+    norm: str = "linf",
+    random_start: bool = True,
+    target: str = "runner-up",
+) -> Tensor:
+    """Targeted PGD towards the runner-up class: the strongest single target, APGD-T's first.
+
+    A point the model already gets wrong stays as it is (a target could only "fix" it).
+    """
+    if target != "runner-up":
+        raise ValueError(f"unknown PGD target {target!r}; the one choice is runner-up")
+    with torch.no_grad():
+        logits = model(x)
+    towards = logits.scatter(1, y[:, None], -torch.inf).argmax(1)
+    adv = pgd(
+        model,
+        x,
+        towards,
+        eps=eps,
+        alpha=alpha,
+        steps=steps,
+        norm=norm,
+        targeted=True,
+        random_start=random_start,
+    )
+    wrong = (logits.argmax(1) != y).view(-1, *[1] * (x.dim() - 1))
+    return torch.where(wrong, x, adv)

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from caat_app.config import build_config
-from caat_app.data.sets import load_dataset
+from caat_app.data.splits import load_dataset
 from caat_app.method.losses import clean_loss
 from caat_app.runs.worker import StopFlag, StoreSink
 from caat_app.training.trainer import StepRecorder, Trainer

@@ -25,10 +25,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from caat_app.config import RunConfig, build_config, format_budget, load_config_file
+from caat_app.config import RunConfig, build_config, load_config_file
 from caat_app.errors import CaatError
 from caat_app.evaluation.plan import DEFAULT_ATTACKS as DEFAULT_EVAL_ATTACKS
 from caat_app.evaluation.plan import EVAL_ATTACKS, describe_spec, pct
+from caat_app.present import format_budget
 from caat_app.runs.manage import create_run
 from caat_storage import Run, RunStatus, Store, StoreError, resolve_db_url
 
@@ -342,7 +343,7 @@ def sweep_command(
 
 def check_runnable(cfg: RunConfig) -> None:
     """Fail early (no store write) when the data or the device is missing."""
-    from caat_app.data.sets import ensure_available
+    from caat_app.data.splits import ensure_available
     from caat_app.training.trainer import resolve_device
 
     resolve_device(cfg.device)

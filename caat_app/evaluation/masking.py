@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from itertools import pairwise
 from typing import Any
 
-from caat_app.config import format_budget
+from caat_app.present import format_budget
 
 NEAR_ZERO = 0.05  # accuracy that counts as "broken" at a very large budget
 VERY_LARGE_RATIO = 4.0  # a budget this many times the smallest counts as very large

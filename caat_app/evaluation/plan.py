@@ -18,41 +18,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from caat_app.config import NORM_TEXT, NORMS, format_budget, parse_budget
+from caat_app.attacks.registry import ATTACKS, NORMS
+from caat_app.config import parse_budget
 from caat_app.errors import CaatError
 from caat_app.evaluation.masking import VERY_LARGE_RATIO, Check, masking_report, pct, summary
 from caat_app.evaluation.masking import to_json as masking_json
+from caat_app.present import NORM_TEXT, format_budget
 
-EVAL_ATTACKS = (
-    "fgsm",
-    "pgd",
-    "pgd-100",
-    "pgd-t",
-    "mifgsm",
-    "apgd-ce",
-    "apgd-dlr",
-    "apgd-t",
-    "fab",
-    "fab-t",
-    "square",
-    "autoattack",
-    "autoattack-fast",
-)
-ATTACK_HELP = {
-    "fgsm": "one signed-gradient step",
-    "pgd": "PGD, 20 steps of ε/4, random start",
-    "pgd-100": "the same PGD with 100 steps",
-    "pgd-t": "targeted PGD-20 towards the runner-up class",
-    "mifgsm": "momentum iterative FGSM, 10 steps",
-    "apgd-ce": "AutoPGD, cross-entropy, 100 steps",
-    "apgd-dlr": "AutoPGD, DLR loss, 100 steps",
-    "apgd-t": "targeted AutoPGD-DLR, 9 targets",
-    "fab": "FAB, minimal-norm, 100 steps",
-    "fab-t": "targeted FAB, 9 targets",
-    "square": "Square, black-box, 5000 queries",
-    "autoattack": "AutoAttack standard: the number to quote",
-    "autoattack-fast": "APGD-CE then APGD-T",
-}
+EVAL_ATTACKS = tuple(name for name, attack in ATTACKS.items() if attack.evaluation)
+ATTACK_HELP = {name: ATTACKS[name].help for name in EVAL_ATTACKS}
 CHECKPOINTS = ("best", "last")
 DEFAULT_ATTACKS = ("fgsm", "pgd", "apgd-ce", "autoattack-fast")
 PROBE_STEPS = "pgd-100"  # the convergence probe of `pgd`
@@ -66,22 +40,7 @@ BATCH_NOTE = (
 
 def settings_of(attack: str, eps: float) -> dict[str, Any]:
     """The settings an attack runs with (stored with its result, part of its identity)."""
-    return {
-        "fgsm": {},
-        "pgd": {"steps": 20, "alpha": eps / 4, "random_start": True},
-        "pgd-100": {"steps": 100, "alpha": eps / 4, "random_start": True},
-        "pgd-t": {"steps": 20, "alpha": eps / 4, "random_start": True, "target": "runner-up"},
-        "mifgsm": {"steps": 10, "decay": 1.0},
-        "apgd-ce": {"steps": 100, "loss": "ce"},
-        "apgd-dlr": {"steps": 100, "loss": "dlr"},
-        "apgd-t": {"steps": 100, "target_classes": 9},
-        "fab": {"steps": 100},
-        "fab-t": {"steps": 100, "target_classes": 9},
-        "square": {"queries": 5000},
-        "autoattack": {"version": "standard"},
-        "autoattack-fast": {"version": "fast"},
-        "clean": {},
-    }[attack]
+    return {} if attack == "clean" else ATTACKS[attack].settings(eps)
 
 
 def settings_text(attack: str, eps: float) -> str:

@@ -17,18 +17,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from caat_app import attacks as A
+from caat_app.attacks.registry import attack_examples
 from caat_app.config import RunConfig, config_from_json
-from caat_app.data.sets import load_dataset
+from caat_app.data.splits import load_dataset
 from caat_app.errors import CaatError
 from caat_app.evaluation.plan import (
     CHECKPOINTS,
-    EVAL_ATTACKS,
     EVAL_BATCH,
     EvalSpec,
     Measurement,
     plan,
-    settings_of,
     settings_text,
 )
 from caat_app.training.trainer import build, resolve_device
@@ -39,42 +37,7 @@ def attack_batch(
     name: str, model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str
 ) -> Tensor:
     """Adversarial examples for one batch by an evaluation attack's name."""
-    s = settings_of(name, eps)
-    if name == "fgsm":
-        return A.fgsm(model, x, y, eps=eps, norm=norm)
-    if name in {"pgd", "pgd-100"}:
-        return A.pgd(model, x, y, eps=eps, alpha=s["alpha"], steps=s["steps"], norm=norm)
-    if name == "pgd-t":
-        with torch.no_grad():
-            logits = model(x)
-        # The runner-up class: the strongest single target, as APGD-T's first one.
-        target = logits.scatter(1, y[:, None], -torch.inf).argmax(1)
-        adv = A.pgd(
-            model, x, target, eps=eps, alpha=s["alpha"], steps=s["steps"], norm=norm, targeted=True
-        )
-        # A point already misclassified stays as it is: a target could only "fix" it.
-        return torch.where((logits.argmax(1) != y).view(-1, *[1] * (x.dim() - 1)), x, adv)
-    if name == "mifgsm":
-        return A.mifgsm(model, x, y, eps=eps, steps=s["steps"], decay=s["decay"], norm=norm)
-    if name in {"apgd-ce", "apgd-dlr", "apgd-t"}:
-        return A.apgd(
-            model,
-            x,
-            y,
-            eps=eps,
-            norm=norm,
-            steps=s["steps"],
-            loss=s.get("loss", "ce"),
-            targeted=name == "apgd-t",
-        )
-    if name in {"fab", "fab-t"}:
-        return A.fab(model, x, y, eps=eps, norm=norm, steps=s["steps"], targeted=name == "fab-t")
-    if name == "square":
-        return A.square(model, x, y, eps=eps, norm=norm, queries=s["queries"])
-    if name.startswith("autoattack"):
-        x_adv, _ = A.autoattack(model, x, y, eps=eps, norm=norm, version=s["version"])
-        return x_adv
-    raise ValueError(f"unknown attack {name!r}; choose one of {', '.join(EVAL_ATTACKS)}")
+    return attack_examples(name, model, x, y, eps=eps, norm=norm)
 
 
 def stratified_order(y: Tensor) -> Tensor:

@@ -33,7 +33,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from caat_app.config import METHODS, PROJECTIONS
+from caat_app.method.registry import METHODS, PROJECTIONS
 
 
 class Conflict(NamedTuple):

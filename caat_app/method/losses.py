@@ -1,4 +1,8 @@
-"""The clean loss (gradient g_c) and the adversarial losses (gradient g_a) of the method."""
+"""The clean loss (gradient g_c) and the adversarial losses (gradient g_a) of the method.
+
+Each adversarial loss is an entry of `registry.LOSSES`; `adversarial_loss` and
+`attack_objective` look it up by its config name.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,9 @@ from collections.abc import Callable
 import torch.nn.functional as F
 from torch import Tensor
 
-from caat_app.config import LOSSES
+from caat_app.method.registry import LOSSES
 
-
-def _check_kind(kind: str) -> None:
-    """Fail with the choices, so a typo never trains with the wrong objective."""
-    if kind not in LOSSES:
-        raise ValueError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
+Objective = Callable[[Tensor, Tensor], Tensor]
 
 
 def _kl_rows(logits_p: Tensor, logits_q: Tensor) -> Tensor:
@@ -28,37 +28,48 @@ def clean_loss(logits: Tensor, y: Tensor) -> Tensor:
     return F.cross_entropy(logits, y)
 
 
-def adversarial_loss(
-    kind: str, logits_clean: Tensor, logits_adv: Tensor, y: Tensor, *, beta: float
-) -> Tensor:
-    """The robust loss whose gradient is g_a.
+def ce(logits_clean: Tensor, logits_adv: Tensor, y: Tensor, beta: float) -> Tensor:
+    """Mean CE(logits_adv, y): Madry AT (`beta` unused)."""
+    return F.cross_entropy(logits_adv, y)
 
-    - ``ce``: mean CE(logits_adv, y) (Madry AT; ``beta`` unused).
-    - ``trades``: beta · batch-mean KL(softmax(clean) ‖ softmax(adv)), TRADES' robust
-      regulariser; the gradient flows through both logits.
-    - ``clp``: mean CE(logits_adv, y) + beta · batch-mean ‖clean − adv‖²₂ (logit pairing).
+
+def trades(logits_clean: Tensor, logits_adv: Tensor, y: Tensor, beta: float) -> Tensor:
+    """beta · batch-mean KL(softmax(clean) ‖ softmax(adv)), TRADES' robust regulariser.
+
+    The gradient flows through both logits.
     """
-    _check_kind(kind)
-    if kind == "ce":
-        return F.cross_entropy(logits_adv, y)
-    if kind == "trades":
-        return beta * _kl_rows(logits_clean, logits_adv).mean()
+    return beta * _kl_rows(logits_clean, logits_adv).mean()
+
+
+def clp(logits_clean: Tensor, logits_adv: Tensor, y: Tensor, beta: float) -> Tensor:
+    """Mean CE(logits_adv, y) + beta · batch-mean ‖clean − adv‖²₂ (logit pairing)."""
     pairing = (logits_clean - logits_adv).pow(2).sum(dim=1).mean()
     return F.cross_entropy(logits_adv, y) + beta * pairing
 
 
-def attack_objective(kind: str, logits_clean: Tensor) -> Callable[[Tensor, Tensor], Tensor] | None:
-    """What the attack should ascend for this loss; None means summed cross-entropy.
+def adversarial_loss(
+    kind: str, logits_clean: Tensor, logits_adv: Tensor, y: Tensor, *, beta: float
+) -> Tensor:
+    """The robust loss whose gradient is g_a, by its config name."""
+    return LOSSES[kind].load()(logits_clean, logits_adv, y, beta)  # type: ignore[no-any-return]
 
-    TRADES attacks its own regulariser: the summed KL from the (fixed) clean prediction.
-    """
-    _check_kind(kind)
-    if kind != "trades":
-        return None
+
+def kl_to_clean(logits_clean: Tensor) -> Objective:
+    """TRADES' attack objective: the summed KL from the (fixed) clean prediction."""
     target = logits_clean.detach()
 
-    def kl_to_clean(logits_adv: Tensor, y: Tensor) -> Tensor:
+    def objective(logits_adv: Tensor, y: Tensor) -> Tensor:
         del y  # the KL objective needs no labels
         return _kl_rows(target, logits_adv).sum()
 
-    return kl_to_clean
+    return objective
+
+
+def attack_objective(kind: str, logits_clean: Tensor) -> Objective | None:
+    """What the attack should ascend for this loss; None means summed cross-entropy."""
+    loss = LOSSES[kind]
+    if not loss.objective:
+        return None
+    from caat_app.registry import load
+
+    return load(loss.objective)(logits_clean)  # type: ignore[no-any-return]

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,27 @@ def launch_eval_worker(
 def cpu_share(workers: int) -> dict[str, str]:
     """The environment that gives each of `workers` CPU workers its share of the cores."""
     return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // workers))}
+
+
+class Children:
+    """The worker processes this process started, waited for so none stays a zombie.
+
+    A zombie still answers `kill(pid, 0)`, so it would look alive to the reaper forever.
+    """
+
+    def __init__(self) -> None:
+        self._procs: list[Any] = []
+        self._lock = threading.Lock()  # the dashboard adds from one thread, polls from another
+
+    def add(self, proc: Any) -> None:
+        with self._lock:
+            self._procs.append(proc)
+
+    def poll(self) -> int:
+        """Wait for the finished ones; how many are still running."""
+        with self._lock:
+            self._procs = [p for p in self._procs if getattr(p, "poll", lambda: 0)() is None]
+            return len(self._procs)
 
 
 def request_cancel(pid: int) -> bool:
@@ -199,7 +221,7 @@ class Scheduler:
         self.max_cpu = max_cpu
         self.launch = launch
         self.share_cores = share_cores  # give each of `max_cpu` CPU workers its share of cores
-        self._children: list[Any] = []  # our workers' Popens, waited for so none stays a zombie
+        self.children = Children()
 
     def _want(self, device: str) -> int | str:
         """`cpu`, `gpu` (any GPU) or a GPU index, for the device a run asks for."""
@@ -274,7 +296,7 @@ class Scheduler:
         A run is claimed in the store before its worker starts, so another dispatcher
         cannot start it too; a launch that fails ends the run `failed` with the reason.
         """
-        self._children = [p for p in self._children if getattr(p, "poll", lambda: 0)() is None]
+        self.children.poll()
         rejected: list[tuple[int, str]] = []
         claimed = self.store.claim_runs(
             lambda running, queued: self._plan(running, queued, rejected, only)
@@ -301,7 +323,7 @@ class Scheduler:
                     error=message,
                 )
                 continue
-            self._children.append(proc)
+            self.children.add(proc)
             try:
                 self.store.update_run(run_id, pid=proc.pid)
             except StoreError:

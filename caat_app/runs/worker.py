@@ -116,7 +116,7 @@ def _with_heartbeat(beat: Callable[[], None], work: Callable[[], Any], every: fl
 
 def execute_run(store: Store, run_id: int, flag: StopFlag, *extra: Any) -> str:
     """Train a queued run to its end and record the outcome; returns the final status."""
-    from caat_app.data.sets import load_dataset
+    from caat_app.data.splits import load_dataset
     from caat_app.training.trainer import train
 
     run = store.get_run(run_id)

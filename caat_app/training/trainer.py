@@ -19,14 +19,17 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from caat_app.attacks import pgd, run_attack
+from caat_app.attacks.pgd import pgd
+from caat_app.attacks.registry import run_attack
 from caat_app.config import RunConfig
-from caat_app.data.sets import AUGMENT, DataSplits, augment, load_dataset
+from caat_app.data.augment import augment
+from caat_app.data.registry import AUGMENT
+from caat_app.data.splits import DataSplits, load_dataset
 from caat_app.errors import CaatError
 from caat_app.method.conflict import Mixer
 from caat_app.method.losses import adversarial_loss, attack_objective, clean_loss
 from caat_app.method.optim import FlatParams, FlatSGD
-from caat_app.models.nets import build_model
+from caat_app.models.build import build_model
 
 STEP_FIELDS = (
     "loss_c",

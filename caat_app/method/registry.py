@@ -1,0 +1,46 @@
+"""The method's choices: methods, projections, and the loss registry (torch-free).
+
+Add a loss: its g_a function (and, if the attack should ascend it, its objective) in
+`losses.py`, one entry here, and its tests (tests/test_losses.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from caat_app.registry import Entry, Registry
+
+METHODS = ("vanilla", "caat")
+PROJECTIONS = ("global", "layer")
+
+
+@dataclass(frozen=True)
+class Loss(Entry):
+    """An adversarial loss: `impl(logits_clean, logits_adv, y, beta)` is the loss of g_a."""
+
+    beta: float = 0.0  # default weight of its extra term (unused by plain CE)
+    # Builds what the training attack ascends from the clean logits; "": summed CE.
+    objective: str = ""
+
+
+LOSSES: Registry[Loss] = Registry(
+    "loss",
+    [
+        Loss("ce", "cross-entropy on x′ (Madry AT)", "caat_app.method.losses:ce"),
+        Loss(
+            "trades",
+            "β·KL(p(x) ‖ p(x′)); the attack ascends that KL",
+            "caat_app.method.losses:trades",
+            beta=6.0,
+            objective="caat_app.method.losses:kl_to_clean",
+        ),
+        Loss(
+            "clp",
+            "CE on x′ plus β·‖z(x) − z(x′)‖² logit pairing",
+            "caat_app.method.losses:clp",
+            beta=0.5,
+        ),
+    ],
+)
+
+DEFAULT_BETA = {name: loss.beta for name, loss in LOSSES.items()}

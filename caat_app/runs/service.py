@@ -1,0 +1,137 @@
+"""The workbench: what a person does to runs, for the CLI and the dashboard alike.
+
+One torch-free object over one store. The dashboard's screens receive it instead of
+reaching into the app; the CLI's commands build one per call. Every refusal is a
+`CaatError` with one line for the person (the store's own `ValueError`s about names and
+tags included), so callers catch one kind of error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from caat_app.errors import CaatError
+from caat_app.runs import launcher, manage
+from caat_app.runs.launcher import Children, Gpu, Scheduler
+
+if TYPE_CHECKING:
+    from caat_app.config import RunConfig
+    from caat_app.evaluation.plan import EvalSpec
+    from caat_storage import EvalJob, Run, Store
+
+HEARTBEAT_TIMEOUT = 60.0
+"""A worker beats at least every 5 s: a minute of silence means it died."""
+
+
+class Workbench:
+    """Runs and evaluations of one store: create, start, stop, edit, delete."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        gpus: list[Gpu] | None = None,
+        per_gpu: int = 1,
+        max_cpu: int = 1,
+        start_workers: bool = True,
+    ) -> None:
+        self.store = store
+        self.start_workers = start_workers  # False: a read-only look, no worker is started
+        self.per_gpu, self.max_cpu = per_gpu, max_cpu
+        self.scheduler: Scheduler | None = None
+        self.eval_workers = Children()
+        if gpus is not None:
+            self.use_gpus(gpus)
+
+    @property
+    def gpus(self) -> list[Gpu] | None:
+        """The GPUs workers are given; None until `use_gpus` (nvidia-smi takes a moment)."""
+        return None if self.scheduler is None else self.scheduler.gpus
+
+    def use_gpus(self, gpus: list[Gpu]) -> None:
+        self.scheduler = Scheduler(
+            self.store, gpus=gpus, per_gpu=self.per_gpu, max_cpu=self.max_cpu
+        )
+
+    # ------------------------------------------------------------------ workers
+
+    def dispatch(self) -> list[int]:
+        """Start the queued runs there is room for (none when workers are off)."""
+        if self.scheduler is None or not self.start_workers:
+            return []
+        return self.scheduler.dispatch()
+
+    def reap(self) -> tuple[list[int], list[int]]:
+        """Mark failed the runs and evaluations whose worker died; (run ids, job ids)."""
+        self.eval_workers.poll()
+        runs = self.store.reap_stale(timeout=HEARTBEAT_TIMEOUT, is_alive=manage.pid_alive)
+        jobs = self.store.reap_stale_evals(timeout=HEARTBEAT_TIMEOUT, is_alive=manage.pid_alive)
+        return runs, jobs
+
+    # ------------------------------------------------------------------ runs
+
+    def create_run(self, config: RunConfig) -> int:
+        """Queue a run and start it if there is room; its id."""
+        run_id = manage.create_run(self.store, config)
+        self.dispatch()
+        return run_id
+
+    def queue_sweep(self, name: str, configs: Sequence[RunConfig]) -> tuple[list[int], list[int]]:
+        """Queue the grid's configs the sweep lacks, start what fits; (new ids, held ids)."""
+        from caat_app.runs.sweep import plan_sweep
+
+        new, held = plan_sweep(self.store, name, configs)
+        self.dispatch()
+        return new, held
+
+    def run(self, run_id: int) -> Run:
+        """The run as stored now, or a CaatError if it is gone."""
+        run = self.store.get_run(run_id)
+        if run is None:
+            raise CaatError(f"run {run_id} no longer exists")
+        return run
+
+    def cancel_run(self, run: Run) -> None:
+        manage.cancel_run(self.store, run)
+
+    def delete_run(self, run: Run) -> Path | None:
+        return manage.delete_run(self.store, run)
+
+    def rename_run(self, run_id: int, name: str) -> str:
+        return _refusing(self.store.rename_run, run_id, name)  # type: ignore[no-any-return]
+
+    def set_tags(self, run_id: int, tags: Sequence[str]) -> list[str]:
+        return _refusing(self.store.set_tags, run_id, list(tags))  # type: ignore[no-any-return]
+
+    def set_notes(self, run_id: int, text: str) -> None:
+        _refusing(self.store.set_notes, run_id, text)
+
+    def relaunch_config(self, run: Run) -> dict[str, Any]:
+        return manage.relaunch_config(run)
+
+    # ------------------------------------------------------------------ evaluations
+
+    def start_eval(self, run_id: int, spec: EvalSpec, *, env: dict[str, str] | None = None) -> int:
+        """Record an evaluation and start its worker now (evaluations do not queue)."""
+        if not self.start_workers:
+            raise CaatError("workers are off here: no evaluation started")
+
+        def launch(db_url: str, job_id: int, run_dir: Path) -> Any:
+            proc = launcher.launch_eval_worker(db_url, job_id, run_dir, env=env)
+            self.eval_workers.add(proc)
+            return proc
+
+        return manage.start_eval(self.store, self.run(run_id), spec, launch=launch)
+
+    def cancel_eval(self, job: EvalJob) -> None:
+        manage.cancel_eval(self.store, job)
+
+
+def _refusing(method: Any, *args: Any) -> Any:
+    """The store refuses bad names and tags with a ValueError: make it a one-line CaatError."""
+    try:
+        return method(*args)
+    except ValueError as exc:
+        raise CaatError(str(exc)) from None
