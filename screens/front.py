@@ -19,7 +19,8 @@ from textual.widgets import DataTable, Footer, Header, Label, OptionList, Static
 from textual.widgets.option_list import Option
 from textual_plotext import PlotextPlot
 
-from caat_app.analysis.compare import (
+from caat_app.analysis.front import POINT_COLUMNS, point_cells
+from caat_app.analysis.points import (
     SPLITS,
     EvalAxis,
     axis_labels,
@@ -28,7 +29,6 @@ from caat_app.analysis.compare import (
     points_from_evals,
     points_from_runs,
 )
-from caat_app.analysis.front import POINT_COLUMNS, point_cells
 
 from .messages import StoreFailed
 

@@ -344,7 +344,7 @@ def sweep_command(
 def check_runnable(cfg: RunConfig) -> None:
     """Fail early (no store write) when the data or the device is missing."""
     from caat_app.data.splits import ensure_available
-    from caat_app.training.trainer import resolve_device
+    from caat_app.training.device import resolve_device
 
     resolve_device(cfg.device)
     ensure_available(
@@ -701,8 +701,8 @@ def front(
     AA is the per-epoch PGD accuracy of training's best epoch, or with --attack the
     accuracy `caat eval` measured (SA then from the same evaluated images).
     """
-    from caat_app.analysis.compare import SPLITS, axis_labels, points_from_runs
     from caat_app.analysis.front import POINT_COLUMNS, point_cells, report
+    from caat_app.analysis.points import SPLITS, axis_labels, points_from_runs
 
     if split not in SPLITS:
         raise CaatError(f"--split: unknown {split!r}; choose one of {', '.join(SPLITS)}")
@@ -788,8 +788,8 @@ def _eval_front(
     ref_point: tuple[float, ...],
 ) -> tuple[dict[str, Any], str, str]:
     """The front with AA from stored evaluations; runs without one are named, not hidden."""
-    from caat_app.analysis.compare import EvalAxis, eval_axis_labels, points_from_evals
     from caat_app.analysis.front import report
+    from caat_app.analysis.points import EvalAxis, eval_axis_labels, points_from_evals
     from caat_app.evaluation.plan import eval_spec
 
     budgets = {json.loads(r.config).get("eps") for r in finished}
@@ -1164,7 +1164,10 @@ def bench(
 ) -> None:
     """Per-step time of clean training, Vanilla AT and CA-AT, the cost of logging, the
     evaluation's images per second (PGD-20, fast AutoAttack) and the dashboard's start-up."""
-    from caat_app.bench.steps import dashboard_startup, eval_bench, print_report, run_bench
+    from caat_app.bench.evaluation import eval_bench
+    from caat_app.bench.startup import dashboard_startup
+    from caat_app.bench.training import run_bench
+    from caat_app.cli.bench import print_report
 
     report = run_bench(
         model=model,

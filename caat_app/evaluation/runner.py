@@ -29,7 +29,8 @@ from caat_app.evaluation.plan import (
     plan,
     settings_text,
 )
-from caat_app.training.trainer import build, resolve_device
+from caat_app.models.build import build_for_run
+from caat_app.training.device import resolve_device
 from caat_storage import Run, Store
 
 
@@ -66,7 +67,7 @@ def load_run_model(
     dev = resolve_device(device)
     root = Path(config.data_dir) if config.data_dir else None
     data = load_dataset(config.dataset, root=root, download=config.download)
-    model = build(config, data, dev)
+    model = build_for_run(config, data, dev)
     state = torch.load(path, map_location=dev, weights_only=True)
     model.load_state_dict(state["model"])
     model.eval()

@@ -25,11 +25,11 @@ from caat_app.config import RunConfig
 from caat_app.data.augment import augment
 from caat_app.data.registry import AUGMENT
 from caat_app.data.splits import DataSplits, load_dataset
-from caat_app.errors import CaatError
 from caat_app.method.conflict import Mixer
 from caat_app.method.losses import adversarial_loss, attack_objective, clean_loss
 from caat_app.method.optim import FlatParams, FlatSGD
-from caat_app.models.build import build_model
+from caat_app.models.build import build_for_run
+from caat_app.training.device import autocast, resolve_device
 
 STEP_FIELDS = (
     "loss_c",
@@ -45,10 +45,6 @@ STEP_FIELDS = (
     "skipped",
 )
 _COPY_SECONDS = 0.5
-
-
-class TrainError(CaatError):
-    """An expected failure before training starts (no CUDA, no data), in one line."""
 
 
 class Sink(Protocol):
@@ -146,31 +142,10 @@ class StepRecorder:
         return dict(zip(STEP_FIELDS, means, strict=True))
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA when present; asking for a missing GPU is a TrainError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainError(f"device {name}: CUDA is not available on this machine")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise TrainError(
-                f"device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)"
-            )
-    return device
-
-
 def one_cycle(step: int, total: int, peak: float) -> float:
     """Linear warm-up to `peak` over the first 40% of the steps, then down to 0."""
     t = (step + 0.5) / max(total, 1)
     return peak * (t / 0.4 if t < 0.4 else max(0.0, (1.0 - t) / 0.6))
-
-
-def _autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager[Any]:
-    if bf16 and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _eval_subset(x: Tensor, y: Tensor, n: int) -> tuple[Tensor, Tensor]:
@@ -228,19 +203,6 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[Te
         yield order[start : start + size]
 
 
-def build(config: RunConfig, data: DataSplits, device: torch.device) -> nn.Module:
-    model = build_model(
-        config.model,
-        in_channels=data.in_channels,
-        num_classes=data.num_classes,
-        image_size=data.image_size,
-        mean=data.mean,
-        std=data.std,
-        bn=config.bn,
-    )
-    return model.to(device)
-
-
 class Trainer:
     """Holds a run's model, buffers and state; `run()` trains it to the end."""
 
@@ -261,7 +223,7 @@ class Trainer:
             root = Path(config.data_dir) if config.data_dir else None
             data = load_dataset(config.dataset, root=root, download=config.download)
         self.data = data
-        self.model = build(config, data, self.device)
+        self.model = build_for_run(config, data, self.device)
         self.flat = FlatParams(self.model)
         self.opt = FlatSGD(
             self.flat.flat, momentum=config.momentum, weight_decay=config.weight_decay
@@ -295,7 +257,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        return _autocast(self.device, self.config.bf16)
+        return autocast(self.device, self.config.bf16)
 
     def train_step(self, xb: Tensor, yb: Tensor, lr: float) -> Tensor:
         """One CA-AT / Vanilla-AT step; returns the step's metrics as one device vector."""

@@ -1,0 +1,164 @@
+"""`caat bench`: what a training step and an evaluation cost, measured rather than asserted.
+
+Clean training, Vanilla AT and CA-AT are timed on the same model, batch and attack,
+in interleaved repeats (so drift on a shared machine hits all three alike), and the
+median per-step time of each is reported. The logging line times exactly what the
+trainer does per step to record metrics (`StepRecorder`), feeding the real store
+sink and batched writer over a temporary SQLite store.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from caat_app.config import build_config
+from caat_app.data.splits import load_dataset
+from caat_app.method.losses import clean_loss
+from caat_app.runs.worker import StopFlag, StoreSink
+from caat_app.training.trainer import StepRecorder, Trainer
+from caat_storage import BatchWriter, Store
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _clean_step(trainer: Trainer, xb: torch.Tensor, yb: torch.Tensor, lr: float) -> None:
+    """Standard training on the same flat buffers and optimiser: the baseline."""
+    flat = trainer.flat
+    flat.zero_grads()
+    with trainer.autocast():
+        loss = clean_loss(trainer.model(xb), yb)
+    flat.grad_into(0)
+    loss.backward()
+    torch.mul(flat.grads[0], 1.0, out=trainer.direction)
+    trainer.opt.step(trainer.direction, lr, torch.ones((), dtype=torch.bool, device=xb.device))
+
+
+def _time_steps(
+    fn: Any,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+) -> float:
+    sync(device)
+    start = time.perf_counter()
+    for xb, yb in batches:
+        fn(xb, yb, 0.01)
+    sync(device)
+    return (time.perf_counter() - start) / len(batches)
+
+
+def run_bench(
+    *,
+    model: str = "cnn",
+    batch_size: int = 128,
+    attack_steps: int = 10,
+    steps: int = 30,
+    repeats: int = 5,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Time the three kinds of step; returns a JSON-able report."""
+    data = load_dataset("digits")
+    common = {
+        "model": model,
+        "batch_size": batch_size,
+        "attack_steps": attack_steps,
+        "device": device,
+        "epochs": 1,
+    }
+    vanilla = Trainer(build_config({**common, "method": "vanilla"}), NullSink(), data=data)
+    caat = Trainer(build_config({**common, "method": "caat"}), NullSink(), data=data)
+    dev = caat.device
+    gen = torch.Generator().manual_seed(0)
+    n = len(caat.y_train)
+    batches = []
+    for _ in range(steps):
+        idx = torch.randint(0, n, (batch_size,), generator=gen).to(dev)
+        batches.append((caat.x_train[idx], caat.y_train[idx]))
+
+    kinds = {
+        "clean": lambda xb, yb, lr: _clean_step(vanilla, xb, yb, lr),
+        "vanilla": vanilla.train_step,
+        "caat": caat.train_step,
+    }
+    for fn in kinds.values():  # warm-up: allocator, cuDNN autotuning, lazy init
+        _time_steps(fn, batches[:3], dev)
+    samples: dict[str, list[float]] = {k: [] for k in kinds}
+    for _ in range(repeats):
+        for kind, fn in kinds.items():
+            samples[kind].append(_time_steps(fn, batches, dev))
+    per_step = {k: statistics.median(v) for k, v in samples.items()}
+
+    log_seconds, logged_steps = _time_logging(caat, batches, repeats)
+    step_ms = {k: 1000 * v for k, v in per_step.items()}
+    log_ms = 1000 * log_seconds / logged_steps
+    return {
+        "device": str(dev),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "model": model,
+        "dataset": "digits",
+        "batch_size": batch_size,
+        "attack": f"pgd-{attack_steps} linf eps={caat.config.eps:g}",
+        "ms_per_step": step_ms,
+        "images_per_sec": {k: batch_size / v for k, v in per_step.items()},
+        "ratio_vanilla_vs_clean": per_step["vanilla"] / per_step["clean"],
+        "ratio_caat_vs_clean": per_step["caat"] / per_step["clean"],
+        "ratio_caat_vs_vanilla": per_step["caat"] / per_step["vanilla"],
+        "logging_ms_per_step": log_ms,
+        "logging_overhead": log_ms / step_ms["caat"],
+        "repeats": repeats,
+        "steps_per_repeat": steps,
+    }
+
+
+class NullSink:
+    def steps(self, rows: list[dict[str, Any]]) -> None:
+        pass
+
+    def epoch(self, row: dict[str, Any], summary: dict[str, Any]) -> None:
+        pass
+
+    def should_stop(self) -> bool:
+        return False
+
+
+def _time_logging(
+    trainer: Trainer, batches: list[tuple[torch.Tensor, torch.Tensor]], repeats: int
+) -> tuple[float, int]:
+    """Seconds spent recording metrics over real CA-AT steps into a real store."""
+    dev = trainer.device
+    with tempfile.TemporaryDirectory() as tmp, Store.open(f"sqlite:///{Path(tmp) / 'b.db'}") as st:
+        run_id = st.create_run(
+            name="bench",
+            config={},
+            method="caat",
+            param=0.8,
+            dataset="digits",
+            model=trainer.config.model,
+            eps=0.3,
+            epochs_total=1,
+        )
+        writer = BatchWriter(st, run_id)
+        recorder = StepRecorder(StoreSink(writer, StopFlag()), trainer.config.log_every, dev)
+        spent, count = 0.0, 0
+        for _ in range(repeats):
+            for xb, yb in batches:
+                metrics = trainer.train_step(xb, yb, 0.01)
+                sync(dev)  # the GPU's queued work is the step's cost, not logging's
+                start = time.perf_counter()
+                recorder.record(metrics, count, 1, 0.01)
+                spent += time.perf_counter() - start
+                count += 1
+        start = time.perf_counter()
+        recorder.copy_out()
+        writer.flush()
+        spent += time.perf_counter() - start
+    return spent, count
