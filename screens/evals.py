@@ -42,13 +42,10 @@ from caat_app.evaluation.plan import (
     DEFAULT_ATTACKS,
     EVAL_ATTACKS,
     EvalSpec,
-    EvalTable,
     describe_spec,
     eval_spec,
-    report_lines,
-    table_cells,
-    tables_from_results,
 )
+from caat_app.evaluation.tables import EvalTable, report_lines, table_cells, tables_from_results
 from caat_app.present import NORM_TEXT, format_budget
 from caat_storage import EvalJob, Run
 

@@ -28,8 +28,8 @@ from rich.text import Text
 from caat_app.config import RunConfig, build_config, load_config_file
 from caat_app.errors import CaatError
 from caat_app.evaluation.plan import DEFAULT_ATTACKS as DEFAULT_EVAL_ATTACKS
-from caat_app.evaluation.plan import EVAL_ATTACKS, describe_spec, pct
-from caat_app.present import format_budget
+from caat_app.evaluation.plan import EVAL_ATTACKS, describe_spec
+from caat_app.present import format_budget, pct
 from caat_app.runs.manage import create_run
 from caat_storage import Run, RunStatus, Store, StoreError, resolve_db_url
 
@@ -520,7 +520,7 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """A run's status, config and final metrics, and every evaluation stored for it."""
-    from caat_app.evaluation.plan import tables_from_results
+    from caat_app.evaluation.tables import tables_from_results
 
     store = open_store(db)
     record = store.find_run(run)
@@ -860,7 +860,8 @@ def eval_command(
 
     Results are stored; an identical evaluation later is read back, not measured again.
     """
-    from caat_app.evaluation.plan import build_table, eval_spec
+    from caat_app.evaluation.plan import eval_spec
+    from caat_app.evaluation.tables import build_table
 
     if as_table + as_json + csv_out > 1:
         raise CaatError("give one of --table, --json and --csv")
@@ -997,7 +998,7 @@ def eval_foreground(store: Store, record: Run, spec: Any) -> tuple[str, list[dic
 
 def _eval_tables(tables: list[tuple[Run, Any]]) -> None:
     """The paper's layout, attacks as columns and budgets as rows, runs side by side."""
-    from caat_app.evaluation.plan import report_lines
+    from caat_app.evaluation.tables import report_lines
 
     several = len(tables) > 1
     attacks = list(dict.fromkeys(a for _, t in tables for a in t.attacks))
