@@ -8,6 +8,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
+from .status import RunStatus
+
 SCHEMA_VERSION = 1
 """Bump when a table changes; a store written by a newer caat is refused, not misread."""
 
@@ -56,7 +58,7 @@ class Run(SQLModel, table=True):
     # The sweep the run belongs to (`caat sweep --name`); None for a lone run. Indexed:
     # a sweep's progress and its front are queries by this column.
     sweep: str | None = Field(default=None, index=True)
-    status: str = Field(default="queued", index=True)
+    status: str = Field(default=RunStatus.QUEUED.value, index=True)
     method: str
     param: float | None = None  # γ for caat, λ for vanilla
     dataset: str
@@ -177,7 +179,7 @@ class EvalJob(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     run_id: int = Field(foreign_key="run.id", index=True, ondelete="CASCADE")
-    status: str = Field(default="queued", index=True)
+    status: str = Field(default=RunStatus.QUEUED.value, index=True)
     spec: str  # JSON text of the checked request (caat_app.evaluation.plan.EvalSpec)
     done: int = 0
     total: int = 0

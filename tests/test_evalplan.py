@@ -9,22 +9,21 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy import update
 
 from caat_app.errors import CaatError
 from caat_app.evaluation.masking import summary
 from caat_app.evaluation.plan import (
     EVAL_ATTACKS,
-    build_table,
     eval_spec,
     large_budget,
     plan,
-    probe_lines,
     settings_text,
     spec_from_json,
-    table_cells,
-    tables_from_results,
 )
-from caat_storage import EvalResult, Store, StoreError
+from caat_app.evaluation.tables import build_table, probe_lines, table_cells, tables_from_results
+from caat_storage import EvalJob, EvalResult, Store, StoreError
+from caat_storage.engine import make_engine
 from caat_storage.models import utcnow
 
 
@@ -213,7 +212,14 @@ def test_silent_eval_workers_are_reaped(store: Store) -> None:
     quiet, dead, alive = (store.create_eval_job(1, {}) for _ in range(3))
     for job, pid in ((quiet, 11), (dead, 12), (alive, 13)):
         store.start_eval_job(job, pid, total=1)
-    store._update_job(quiet, {"heartbeat_at": utcnow() - timedelta(minutes=5)}, ["running"])
+    engine = make_engine(store.url)  # the test's own engine: a heartbeat in the past
+    with engine.begin() as conn:
+        conn.execute(
+            update(EvalJob)
+            .where(EvalJob.id == quiet)  # type: ignore[arg-type]
+            .values(heartbeat_at=utcnow() - timedelta(minutes=5))
+        )
+    engine.dispose()
     reaped = store.reap_stale_evals(timeout=60, is_alive=lambda pid: pid != 12)
     assert sorted(reaped) == sorted([quiet, dead])
     states = {j.id: (j.status, j.error or "") for j in store.eval_jobs()}
@@ -254,7 +260,8 @@ def test_stored_tables_list_probes_under_the_report(tmp_path: Path) -> None:
 
 
 def test_report_lines_follow_a_table_and_a_clean_number_alone_gets_one() -> None:
-    from caat_app.evaluation.plan import BATCH_NOTE, describe_spec, eval_spec, report_lines
+    from caat_app.evaluation.plan import describe_spec, eval_spec
+    from caat_app.evaluation.tables import BATCH_NOTE, report_lines
 
     rows = [
         {"attack": "clean", "eps": 0.0, "accuracy": 0.9, "samples": 50},

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-import caat_storage.store
+import caat_storage.writer
 from caat_storage import (
     TERMINAL_STATUSES,
     BatchWriter,
@@ -435,7 +435,7 @@ class FakeClock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
-    monkeypatch.setattr(caat_storage.store.time, "monotonic", fake)
+    monkeypatch.setattr(caat_storage.writer.time, "monotonic", fake)
     return fake
 
 

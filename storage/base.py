@@ -1,0 +1,116 @@
+"""What every part of the store stands on: the engines, short transactions, its location."""
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import Engine, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlmodel import Session
+
+from .engine import _sqlite_file, write_engine
+from .location import caat_home
+from .models import Run
+
+
+class StoreError(Exception):
+    """A store problem worth showing to a person as is: one line, no traceback needed."""
+
+
+def describe_location(url: str) -> str:
+    """A store's location for messages: its file, or its URL without the password."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url
+    if parsed.get_backend_name() == "sqlite":
+        path = _sqlite_file(parsed.database)
+        return str(path) if path is not None else "an in-memory SQLite database"
+    return parsed.render_as_string(hide_password=True)
+
+
+def one_line(exc: BaseException) -> str:
+    """The driver's own words, without SQLAlchemy's SQL echo and background links."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        text = str(exc.orig)
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror + (f": {exc.filename}" if exc.filename else "")
+    else:
+        text = str(exc)
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+class StoreBase:
+    """The engines and transactions that each domain's part of `Store` builds on.
+
+    Every public method runs its own short transaction, so a Store can be kept open for
+    the life of a dashboard or a worker.
+    """
+
+    def __init__(self, url: str, engine: Engine) -> None:
+        self.url = url
+        self._engine = engine
+        self._writer = write_engine(engine)
+        self._where = describe_location(url)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self._where})"
+
+    def runs_root(self) -> Path:
+        """Where run folders go: next to a SQLite file, else in caat's home."""
+        parsed = make_url(self.url)
+        if parsed.get_backend_name() == "sqlite":
+            path = _sqlite_file(parsed.database)
+            if path is not None:
+                return path.absolute().parent / "runs"
+        return caat_home() / "runs"
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        # A plain BEGIN: readers never take the write lock, so polling never stalls a worker.
+        with Session(self._engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        # BEGIN IMMEDIATE: the lock is waited for up front, where busy_timeout applies.
+        with Session(self._writer, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def _no_run(self, ref: int | str) -> StoreError:
+        """The one "no such run" error, so every path names the store the same way.
+
+        `ref` as it should read: an id, or a name already quoted.
+        """
+        return StoreError(f"no run {ref} in {self._where}")
+
+    def _require_run(self, session: Session, run_id: int) -> None:
+        """Refuse rows for a missing run before a foreign-key failure says it less clearly."""
+        if session.get(Run, run_id) is None:
+            raise self._no_run(run_id)
+
+    def _update_run(self, session: Session, run_id: int, values: Mapping[str, Any]) -> None:
+        result = session.execute(
+            update(Run).where(Run.id == run_id).values(**values),  # type: ignore[arg-type]
+            execution_options={"synchronize_session": False},
+        )
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            raise self._no_run(run_id)
