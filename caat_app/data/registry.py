@@ -27,6 +27,8 @@ class Dataset(Entry):
     # Per-channel (mean, std) of the official training set; None: from the training split.
     stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     source: str = ""  # the torchvision class; "" when it ships with caat
+    # Checks, before a run is recorded, that its files are there or can be fetched.
+    check: str = ""
     fill: str = ""  # how to fill its folder by hand ({folder}: where the files go)
 
     @property
@@ -36,6 +38,7 @@ class Dataset(Entry):
 
 
 _VISION = "caat_app.data.vision:load"
+_VISION_CHECK = "caat_app.data.vision:ensure"
 _CIFAR_FILL = "put {archive} (https://www.cs.toronto.edu/~kriz/cifar.html) there"
 
 DATASETS: Registry[Dataset] = Registry(
@@ -57,6 +60,7 @@ DATASETS: Registry[Dataset] = Registry(
             augment={"flip": False, "translate": 2, "rotate_deg": 10.0},
             stats=((0.1307,), (0.3081,)),
             source="MNIST",
+            check=_VISION_CHECK,
             fill=(
                 "put train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
                 "t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz "
@@ -72,6 +76,7 @@ DATASETS: Registry[Dataset] = Registry(
             augment=_CIFAR_AUGMENT,
             stats=((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
             source="CIFAR10",
+            check=_VISION_CHECK,
             fill=_CIFAR_FILL.replace("{archive}", "cifar-10-python.tar.gz"),
         ),
         Dataset(
@@ -84,6 +89,7 @@ DATASETS: Registry[Dataset] = Registry(
             augment=_CIFAR_AUGMENT,
             stats=((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
             source="CIFAR100",
+            check=_VISION_CHECK,
             fill=_CIFAR_FILL.replace("{archive}", "cifar-100-python.tar.gz"),
         ),
     ],

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from caat_app.data.registry import DATASETS
 from caat_app.errors import CaatError
+from caat_app.registry import load
 
 VAL_SIZE = 5000
 SPLIT_SEED = 0
@@ -66,11 +67,8 @@ def load_dataset(name: str, *, root: Path | None = None, download: bool = True) 
 def ensure_available(name: str, *, root: Path | None = None, download: bool = True) -> None:
     """Fail fast, before a run is recorded, when a data set can be neither read nor fetched."""
     entry = DATASETS[name]
-    if entry.embedded:
-        return
-    from caat_app.data.vision import ensure
-
-    ensure(entry, _folder(name, root), download)
+    if entry.check:
+        load(entry.check)(entry, _folder(name, root), download)
 
 
 def stratified_split(
