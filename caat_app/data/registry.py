@@ -31,11 +31,6 @@ class Dataset(Entry):
     check: str = ""
     fill: str = ""  # how to fill its folder by hand ({folder}: where the files go)
 
-    @property
-    def embedded(self) -> bool:
-        """Shipped with caat: no folder, no download."""
-        return not self.source
-
 
 _VISION = "caat_app.data.vision:load"
 _VISION_CHECK = "caat_app.data.vision:ensure"
