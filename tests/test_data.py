@@ -170,3 +170,32 @@ def test_translate_only_is_pad_and_crop() -> None:
         assert len(matches) == 1
         seen.add(matches[0])
     assert len(seen) > 5
+
+
+def _idx(path: Path, array: np.ndarray) -> None:
+    """An array in MNIST's IDX format (big-endian header: magic, then each dimension)."""
+    magic = 0x0800 | array.ndim  # unsigned bytes, then the number of dimensions
+    header = np.array([magic, *array.shape], dtype=">i4").tobytes()
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def test_mnist_from_a_tree_of_its_own_files(tmp_path: Path) -> None:
+    """The torchvision path end to end, on a small tree in MNIST's real file format."""
+    rng = np.random.default_rng(0)
+    raw = tmp_path / "mnist" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    n_train, n_test = 5200, 40  # the validation split holds out 5 000
+    train_labels = np.arange(n_train) % 10
+    test_labels = np.arange(n_test) % 10
+    _idx(raw / "train-images-idx3-ubyte", rng.integers(0, 256, (n_train, 28, 28)))
+    _idx(raw / "train-labels-idx1-ubyte", train_labels)
+    _idx(raw / "t10k-images-idx3-ubyte", rng.integers(0, 256, (n_test, 28, 28)))
+    _idx(raw / "t10k-labels-idx1-ubyte", test_labels)
+
+    data = load_dataset("mnist", root=tmp_path, download=False)
+    assert (len(data.y_train), len(data.y_val), len(data.y_test)) == (200, 5000, 40)
+    assert data.x_train.shape[1:] == (1, 28, 28) and data.x_train.dtype == torch.float32
+    assert float(data.x_train.min()) >= 0.0 and float(data.x_train.max()) <= 1.0
+    assert (data.num_classes, data.in_channels, data.image_size) == (10, 1, 28)
+    assert torch.bincount(data.y_val, minlength=10).tolist() == [500] * 10  # stratified
+    assert torch.equal(data.y_test, torch.from_numpy(test_labels))
