@@ -105,7 +105,7 @@ def test_two_backward_passes_fill_the_two_rows() -> None:
         torch.testing.assert_close(fp.grads[0], _reference_grad(ref, 10 + round_))
         torch.testing.assert_close(fp.grads[1], _reference_grad(ref, 20 + round_))
         assert not torch.equal(fp.grads[0], fp.grads[1])
-        for p, view in zip(fp.params, fp._rows[1], strict=True):
+        for p, view in zip(fp.params, fp.grad_views(1), strict=True):
             assert p.grad is view
 
 

@@ -16,17 +16,13 @@ import pytest
 from helpers import run_cli
 
 from caat_app.config import ConfigError, RunConfig, build_config
+from caat_app.runs.grid import config_key, expand, name_runs, parse_list, sweep_options
 from caat_app.runs.sweep import (
-    config_key,
     current_runs,
-    expand,
-    name_runs,
-    parse_list,
     plan_sweep,
     run_sweep,
     status_counts,
     sweep_configs,
-    sweep_options,
     sweep_rows,
 )
 from caat_storage import RunStatus, Store
@@ -494,7 +490,7 @@ def test_sweep_modules_do_not_import_torch() -> None:
 
 
 def test_both_methods_in_one_grid_each_with_its_own_parameter() -> None:
-    from caat_app.runs.sweep import expand, sweep_options
+    from caat_app.runs.grid import expand, sweep_options
 
     base, lists, seeds = sweep_options(
         {"method": "vanilla,caat", "lam": "0,0.5,1", "gamma": "0.8,0.9"}, {}, "0,1"

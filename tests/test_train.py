@@ -11,7 +11,10 @@ import torch
 
 from caat_app.config import build_config
 from caat_app.data.splits import load_dataset
-from caat_app.training.trainer import STEP_FIELDS, ListSink, TrainResult, one_cycle, train
+from caat_app.training.schedule import one_cycle
+from caat_app.training.sinks import ListSink
+from caat_app.training.steps import STEP_FIELDS
+from caat_app.training.trainer import TrainResult, train
 
 
 @pytest.fixture(scope="module")

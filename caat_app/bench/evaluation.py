@@ -8,9 +8,10 @@ from typing import Any
 
 import torch
 
-from caat_app.bench.training import NullSink, sync
+from caat_app.bench.training import sync
 from caat_app.config import build_config
 from caat_app.data.splits import load_dataset
+from caat_app.training.sinks import NullSink
 from caat_app.training.trainer import Trainer
 
 

@@ -21,11 +21,14 @@ from caat_app.config import build_config
 from caat_app.data.splits import load_dataset
 from caat_app.method.losses import clean_loss
 from caat_app.runs.worker import StopFlag, StoreSink
-from caat_app.training.trainer import StepRecorder, Trainer
+from caat_app.training.sinks import NullSink
+from caat_app.training.steps import StepRecorder
+from caat_app.training.trainer import Trainer
 from caat_storage import BatchWriter, Store
 
 
 def sync(device: torch.device) -> None:
+    """Wait for the GPU's queued work, so a timer measures it and not just its launch."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -47,6 +50,7 @@ def _time_steps(
     batches: list[tuple[torch.Tensor, torch.Tensor]],
     device: torch.device,
 ) -> float:
+    """Seconds per call of `fn(xb, yb, lr)` over the batches, synchronised at both ends."""
     sync(device)
     start = time.perf_counter()
     for xb, yb in batches:
@@ -76,26 +80,13 @@ def run_bench(
     vanilla = Trainer(build_config({**common, "method": "vanilla"}), NullSink(), data=data)
     caat = Trainer(build_config({**common, "method": "caat"}), NullSink(), data=data)
     dev = caat.device
-    gen = torch.Generator().manual_seed(0)
-    n = len(caat.y_train)
-    batches = []
-    for _ in range(steps):
-        idx = torch.randint(0, n, (batch_size,), generator=gen).to(dev)
-        batches.append((caat.x_train[idx], caat.y_train[idx]))
-
+    batches = _fixed_batches(caat, steps, batch_size)
     kinds = {
         "clean": lambda xb, yb, lr: _clean_step(vanilla, xb, yb, lr),
         "vanilla": vanilla.train_step,
         "caat": caat.train_step,
     }
-    for fn in kinds.values():  # warm-up: allocator, cuDNN autotuning, lazy init
-        _time_steps(fn, batches[:3], dev)
-    samples: dict[str, list[float]] = {k: [] for k in kinds}
-    for _ in range(repeats):
-        for kind, fn in kinds.items():
-            samples[kind].append(_time_steps(fn, batches, dev))
-    per_step = {k: statistics.median(v) for k, v in samples.items()}
-
+    per_step = _median_seconds(kinds, batches, repeats, dev)
     log_seconds, logged_steps = _time_logging(caat, batches, repeats)
     step_ms = {k: 1000 * v for k, v in per_step.items()}
     log_ms = 1000 * log_seconds / logged_steps
@@ -119,15 +110,33 @@ def run_bench(
     }
 
 
-class NullSink:
-    def steps(self, rows: list[dict[str, Any]]) -> None:
-        pass
+def _fixed_batches(
+    trainer: Trainer, steps: int, batch_size: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`steps` random training batches, the same ones for every kind of step timed."""
+    gen = torch.Generator().manual_seed(0)
+    n = len(trainer.y_train)
+    batches = []
+    for _ in range(steps):
+        idx = torch.randint(0, n, (batch_size,), generator=gen).to(trainer.device)
+        batches.append((trainer.x_train[idx], trainer.y_train[idx]))
+    return batches
 
-    def epoch(self, row: dict[str, Any], summary: dict[str, Any]) -> None:
-        pass
 
-    def should_stop(self) -> bool:
-        return False
+def _median_seconds(
+    kinds: dict[str, Any],
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    repeats: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """Median seconds per step of each kind, over interleaved repeats after a warm-up."""
+    for fn in kinds.values():  # warm-up: allocator, cuDNN autotuning, lazy init
+        _time_steps(fn, batches[:3], device)
+    samples: dict[str, list[float]] = {k: [] for k in kinds}
+    for _ in range(repeats):
+        for kind, fn in kinds.items():
+            samples[kind].append(_time_steps(fn, batches, device))
+    return {k: statistics.median(v) for k, v in samples.items()}
 
 
 def _time_logging(

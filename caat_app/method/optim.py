@@ -42,6 +42,14 @@ class FlatParams:
     def zero_grads(self) -> None:
         self.grads.zero_()
 
+    def grad_views(self, row: int) -> tuple[Tensor, ...]:
+        """Each parameter's view into `row` of the gradient buffer, in `params` order.
+
+        These are the very tensors `grad_into` hands to autograd, so a caller can check
+        that a backward pass wrote into the buffer rather than into a fresh `.grad`.
+        """
+        return tuple(self._rows[row])
+
     def grad_into(self, row: int) -> None:
         """Point every parameter's `.grad` at `row` of the buffer before a backward pass."""
         for p, view in zip(self.params, self._rows[row], strict=True):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from caat_app.runs.stored import option
 from caat_storage import Run, RunStatus, Store, StoreError
 
 
@@ -175,10 +175,8 @@ _CUDA_INDEX = re.compile(r"cuda:(\d+)")
 
 
 def _device(run: Run) -> str:
-    try:
-        device = json.loads(run.config).get("device", "auto")
-    except (ValueError, AttributeError):
-        return "auto"
+    """The device a run's config asks for; `auto` when it is unreadable or not a name."""
+    device = option(run, "device", "auto")
     return device if isinstance(device, str) else "auto"
 
 

@@ -6,7 +6,6 @@ write, so a worker that reports at the same moment is never overwritten.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -18,8 +17,8 @@ from caat_app.errors import CaatError
 from caat_app.evaluation.plan import EvalSpec, plan
 from caat_app.runs import launcher
 from caat_app.runs.launcher import Launch, request_cancel
-from caat_storage import EvalJob, Run, RunStatus, Store, StoreError
-from caat_storage.store import lost_worker_error
+from caat_app.runs.stored import options_of
+from caat_storage import EvalJob, Run, RunStatus, Store, StoreError, lost_worker_error
 
 _ACTIVE = (RunStatus.RUNNING.value, RunStatus.QUEUED.value)
 
@@ -174,12 +173,7 @@ def cancel_run(store: Store, run: Run) -> None:
 
 def relaunch_config(run: Run) -> dict[str, Any]:
     """The run's stored config for the launch form; without `name`, so a new one is made."""
-    try:
-        config = json.loads(run.config)
-    except ValueError:
-        raise CaatError(f"run {run.id}: its stored config is not valid JSON") from None
-    if not isinstance(config, dict):
-        raise CaatError(f"run {run.id}: its stored config is not a table of options")
+    config = options_of(run)  # a fresh table: popping from it changes nothing stored
     config.pop("name", None)
     return config
 
@@ -231,6 +225,9 @@ def cancel_eval(store: Store, job: EvalJob) -> None:
         raise CaatError(f"evaluation {job.id} is {current.status}, not running")
     if current.pid is None or not pid_alive(current.pid) or not request_cancel(current.pid):
         store.finish_eval_job(
-            job.id, RunStatus.FAILED, error="worker died without reporting", when="running"
+            job.id,
+            RunStatus.FAILED,
+            error="worker died without reporting",
+            when=RunStatus.RUNNING.value,
         )
         raise CaatError(f"evaluation {job.id}: its worker had died; marked failed")

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from caat_app.config import config_from_json
 from caat_app.errors import CaatError
+from caat_app.runs.stored import config_of
 from caat_storage import BatchWriter, RunStatus, Store, StoreError
 
 _LIVE_FIELDS = ("val_clean", "val_adv", "test_clean", "test_adv")
@@ -114,7 +114,7 @@ def _with_heartbeat(beat: Callable[[], None], work: Callable[[], Any], every: fl
     return outcome["value"]
 
 
-def execute_run(store: Store, run_id: int, flag: StopFlag, *extra: Any) -> str:
+def execute_run(store: Store, run_id: int, flag: StopFlag, *extra: Any) -> RunStatus:
     """Train a queued run to its end and record the outcome; returns the final status."""
     from caat_app.data.splits import load_dataset
     from caat_app.training.trainer import train
@@ -127,7 +127,7 @@ def execute_run(store: Store, run_id: int, flag: StopFlag, *extra: Any) -> str:
     store.mark_running(run_id, os.getpid())
     writer = BatchWriter(store, run_id)
     try:
-        config = config_from_json(json.loads(run.config))
+        config = config_of(run)
         (run_dir / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
         root = Path(config.data_dir) if config.data_dir else None
         data = _with_heartbeat(
@@ -143,8 +143,9 @@ def execute_run(store: Store, run_id: int, flag: StopFlag, *extra: Any) -> str:
             store.finish(run_id, RunStatus.FAILED, error=error)
         raise
     writer.flush()
-    store.finish(run_id, RunStatus(result.status), fields=result.summary)
-    return result.status
+    status = RunStatus(result.status)  # the trainer's stop reason names a run status
+    store.finish(run_id, status, fields=result.summary)
+    return status
 
 
 def execute_eval(
@@ -153,7 +154,7 @@ def execute_eval(
     flag: StopFlag,
     on_start: Callable[[int, int, Any], None] | None = None,
     on_result: Callable[[dict[str, Any]], None] | None = None,
-) -> tuple[str, list[dict[str, Any]]]:
+) -> tuple[RunStatus, list[dict[str, Any]]]:
     """Run a queued evaluation job to its end; returns its final status and its rows.
 
     Every measurement is stored as it completes; progress and a heartbeat go to the job.
@@ -194,10 +195,10 @@ def execute_eval(
         raise
     if rows is None:
         store.finish_eval_job(job_id, RunStatus.CANCELLED)
-        return RunStatus.CANCELLED.value, []
+        return RunStatus.CANCELLED, []
     store.eval_progress(job_id, done=len(rows))
     store.finish_eval_job(job_id, RunStatus.FINISHED)
-    return RunStatus.FINISHED.value, rows
+    return RunStatus.FINISHED, rows
 
 
 def _log_result(row: dict[str, Any]) -> None:
