@@ -38,6 +38,7 @@ TORCH_FREE = [
     "caat_app.runs.manage",
     "caat_app.runs.launcher",
     "caat_app.runs.sweep",
+    "caat_app.runs.grid",
     "caat_app.runs.stored",
     "caat_app.bench.startup",
     "caat_app.cli",
