@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from caat_app.runs.stored import options_of
 from caat_storage import Run
 
 # (label, Run attribute): the final metrics compared, best epoch first (chosen on validation).
@@ -32,7 +32,7 @@ EPOCH_SERIES = ("val_adv", "val_clean", "test_adv", "test_clean", "train_adv", "
 
 def compare(runs: list[Run]) -> dict[str, Any]:
     """The comparison as JSON-able data (what `caat compare --json` prints)."""
-    configs = [json.loads(run.config) for run in runs]
+    configs = [options_of(run) for run in runs]
     options = list(dict.fromkeys(key for config in configs for key in config))
     config_rows = []
     for option in options:

@@ -6,6 +6,7 @@ this module freely, and only `caat front --plot` pays for matplotlib.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,19 @@ def figure_format(path: Path) -> str:
     return suffix
 
 
+# Journal-sized text; text stays text in SVG, TrueType (editable) in PDF.
+_RC: dict[str, Any] = {
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "svg.fonttype": "none",
+    "pdf.fonttype": 42,
+}
+
+
 def save_front_figure(
     rep: dict[str, Any],
     path: Path,
@@ -52,80 +66,87 @@ def save_front_figure(
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
 
-    rc = {
-        "font.size": 9,
-        "axes.titlesize": 10,
-        "axes.labelsize": 9,
-        "legend.fontsize": 8,
-        "xtick.labelsize": 8,
-        "ytick.labelsize": 8,
-        "svg.fonttype": "none",  # text stays text in SVG
-        "pdf.fonttype": 42,  # TrueType, editable in journals' toolchains
-    }
-    with matplotlib.rc_context(rc):
+    with matplotlib.rc_context(_RC):
         fig = Figure(figsize=(6.0, 4.5))
         ax = fig.add_subplot()
-        colours = matplotlib.colormaps["tab10"].colors
-        points: list[dict[str, Any]] = rep.get("points", [])
-        families: dict[str, Any] = rep.get("families", {})
-        order = list(families) + sorted({p["family"] for p in points} - set(families))
-
-        handles: list[Any] = []
-        for i, fam in enumerate(order):
-            colour = colours[i % len(colours)]
-            marker = _MARKERS[i % len(_MARKERS)]
-            mine = [p for p in points if p["family"] == fam]
-            _draw_family(ax, mine, colour, marker)
-            hv = families.get(fam, {}).get("hypervolume")
-            name = fam if hv is None else f"{fam}  (HV {hv:.3f})"
-            # One entry per family: its marker over its front's line style.
-            handles.append(Line2D([], [], color=colour, marker=marker, linestyle="--", label=name))
-        if any(p.get("seeds", 1) <= 1 for p in points):
-            handles.append(
-                Line2D(
-                    [],
-                    [],
-                    color="0.35",
-                    marker="o",
-                    markerfacecolor="white",
-                    linestyle="none",
-                    label="single seed (spread unknown)",
-                )
-            )
-
-        if not points:
-            ax.text(
-                0.5,
-                0.5,
-                "No finished runs to compare.",
-                ha="center",
-                va="center",
-                transform=ax.transAxes,
-            )
-        ax.set_xlabel(sa_label)
-        ax.set_ylabel(aa_label)
-        if title:
-            ax.set_title(title)
-        ax.grid(True, linewidth=0.5, alpha=0.4)
-        ax.set_axisbelow(True)
-        ax.margins(0.08)
-        if handles:
-            ref = rep.get("reference")
-            ax.legend(
-                handles=handles,
-                loc="best",
-                frameon=False,
-                title=f"hypervolume vs ({ref[0]:g}, {ref[1]:g})" if ref else None,
-                title_fontsize=8,
-            )
+        handles = _draw_families(ax, rep, matplotlib.colormaps["tab10"].colors)
+        _dress_axes(ax, rep, handles, sa_label=sa_label, aa_label=aa_label, title=title)
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
         save: dict[str, Any] = {"metadata": _METADATA[suffix], "bbox_inches": "tight"}
         if suffix == ".png":
             save["dpi"] = 200
         fig.savefig(path, format=suffix[1:], **save)
+
+
+def _draw_families(ax: Any, rep: dict[str, Any], colours: Sequence[Any]) -> list[Any]:
+    """Every family in the report's order, one colour and marker each; their legend entries."""
+    from matplotlib.lines import Line2D
+
+    points: list[dict[str, Any]] = rep.get("points", [])
+    families: dict[str, Any] = rep.get("families", {})
+    order = list(families) + sorted({p["family"] for p in points} - set(families))
+    handles: list[Any] = []
+    for i, fam in enumerate(order):
+        colour = colours[i % len(colours)]
+        marker = _MARKERS[i % len(_MARKERS)]
+        _draw_family(ax, [p for p in points if p["family"] == fam], colour, marker)
+        hv = families.get(fam, {}).get("hypervolume")
+        name = fam if hv is None else f"{fam}  (HV {hv:.3f})"
+        # One entry per family: its marker over its front's line style.
+        handles.append(Line2D([], [], color=colour, marker=marker, linestyle="--", label=name))
+    if any(p.get("seeds", 1) <= 1 for p in points):
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="0.35",
+                marker="o",
+                markerfacecolor="white",
+                linestyle="none",
+                label="single seed (spread unknown)",
+            )
+        )
+    return handles
+
+
+def _dress_axes(
+    ax: Any,
+    rep: dict[str, Any],
+    handles: list[Any],
+    *,
+    sa_label: str,
+    aa_label: str,
+    title: str | None,
+) -> None:
+    """Axis titles, grid and legend (titled with the hypervolume's reference), or a note
+    where there is nothing to draw."""
+    if not rep.get("points", []):
+        ax.text(
+            0.5,
+            0.5,
+            "No finished runs to compare.",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
+    ax.set_xlabel(sa_label)
+    ax.set_ylabel(aa_label)
+    if title:
+        ax.set_title(title)
+    ax.grid(True, linewidth=0.5, alpha=0.4)
+    ax.set_axisbelow(True)
+    ax.margins(0.08)
+    if handles:
+        ref = rep.get("reference")
+        ax.legend(
+            handles=handles,
+            loc="best",
+            frameon=False,
+            title=f"hypervolume vs ({ref[0]:g}, {ref[1]:g})" if ref else None,
+            title_fontsize=8,
+        )
 
 
 def _draw_family(ax: Any, points: list[dict[str, Any]], colour: Any, marker: str) -> None:

@@ -1,4 +1,5 @@
-"""SA-AA fronts: seed aggregation, Pareto fronts, hypervolume and a verdict in words.
+"""SA-AA fronts: seed aggregation, Pareto fronts, hypervolume, and the report with its verdict
+(whose sentences `verdict` writes).
 
 Pure and torch-free on purpose: the dashboard imports it, and it works on plain
 data (no store, no plotting), so the CLI, the dashboard and the tests share one
@@ -20,12 +21,19 @@ import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import combinations
 from typing import Any
 
+from caat_app.analysis.verdict import verdict
+from caat_app.present import param_label
+
 METHOD_FAMILY = {"vanilla": "Vanilla AT", "caat": "CA-AT"}
-METHOD_SYMBOL = {"vanilla": "λ", "caat": "γ"}
 _FAMILY_ORDER = ("Vanilla AT", "CA-AT")
+
+
+def _known(method: str) -> None:
+    """A point on a front belongs to a family: an unknown method is an error, not a `?`."""
+    if method not in METHOD_FAMILY:
+        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHOD_FAMILY)}")
 
 
 def family_of(method: str, loss: str) -> str:
@@ -34,24 +42,15 @@ def family_of(method: str, loss: str) -> str:
     TRADES and CLP shift the whole trade-off, so mixing them into the CE front would
     compare losses rather than methods.
     """
-    try:
-        base = METHOD_FAMILY[method]
-    except KeyError:
-        raise ValueError(
-            f"unknown method {method!r}; expected one of {', '.join(METHOD_FAMILY)}"
-        ) from None
+    _known(method)
+    base = METHOD_FAMILY[method]
     return base if loss == "ce" else f"{base} · {loss}"
 
 
 def label_of(method: str, param: float) -> str:
-    """The short name printed next to a point: the method's trade-off parameter."""
-    try:
-        symbol = METHOD_SYMBOL[method]
-    except KeyError:
-        raise ValueError(
-            f"unknown method {method!r}; expected one of {', '.join(METHOD_SYMBOL)}"
-        ) from None
-    return f"{symbol}={param:g}"
+    """The short name printed next to a point (`γ=0.8`), as every table writes it."""
+    _known(method)
+    return param_label(method, param)
 
 
 def _check_unit(name: str, value: float) -> None:
@@ -237,53 +236,6 @@ def front_dominates(a: Sequence[Point], b: Sequence[Point]) -> bool:
     return covers_b and not b_covers_a
 
 
-def _fmt(x: float) -> str:
-    return f"{x:g}"
-
-
-def _hv_pair(x: float, y: float) -> tuple[str, str]:
-    """Two hypervolumes with just enough digits to tell them apart (3 to 6)."""
-    for digits in range(3, 7):
-        sx, sy = f"{x:.{digits}f}", f"{y:.{digits}f}"
-        if sx != sy:
-            return sx, sy
-    return f"{x:.12g}", f"{y:.12g}"
-
-
-def _join(items: Sequence[str]) -> str:
-    if len(items) <= 2:
-        return " and ".join(items)
-    return ", ".join(items[:-1]) + ", and " + items[-1]
-
-
-def _names(points: Sequence[Point]) -> dict[tuple[str, str], str]:
-    """'label (family)' per point; run ids are added where that is still ambiguous.
-
-    Run ids rather than the setting: a setting is often a whole config as JSON,
-    unreadable in a sentence.
-    """
-    count: dict[tuple[str, str], int] = {}
-    for p in points:
-        count[(p.label, p.family)] = count.get((p.label, p.family), 0) + 1
-    names: dict[tuple[str, str], str] = {}
-    for p in points:
-        if count[(p.label, p.family)] == 1 or not p.run_ids:
-            names[(p.family, p.setting)] = f"{p.label} ({p.family})"
-        else:
-            runs = ", ".join(str(i) for i in p.run_ids)
-            word = "run" if len(p.run_ids) == 1 else "runs"
-            names[(p.family, p.setting)] = f"{p.label} ({p.family}; {word} {runs})"
-    return names
-
-
-def _short_names(points: Sequence[Point], full: dict[tuple[str, str], str]) -> list[str]:
-    """Bare labels where unique among all points, the full name otherwise."""
-    count: dict[str, int] = {}
-    for p in points:
-        count[p.label] = count.get(p.label, 0) + 1
-    return [p.label if count[p.label] == 1 else full[(p.family, p.setting)] for p in points]
-
-
 def _point_json(p: Point, on_front: bool, is_dominated: bool) -> dict[str, Any]:
     return {
         "family": p.family,
@@ -319,11 +271,11 @@ def report(points: Iterable[RunPoint], *, ref: tuple[float, float] = (0.0, 0.0))
     fronts = {f: pareto_front(ps) for f, ps in families.items()}
     hvs = {f: hypervolume(fr, ref) for f, fr in fronts.items()}
     doms = dominators(agg)
-    full = _names(agg)
     on_front = {id(p) for fr in fronts.values() for p in fr}
     is_dom = {id(p) for p, _ in doms}
-
-    verdict = _verdict(agg, fronts, hvs, doms, full, ref)
+    beats = {
+        (a, b) for a in fronts for b in fronts if a != b and front_dominates(fronts[a], fronts[b])
+    }
     return {
         "points": [_point_json(p, id(p) in on_front, id(p) in is_dom) for p in agg],
         "families": {
@@ -345,79 +297,8 @@ def report(points: Iterable[RunPoint], *, ref: tuple[float, float] = (0.0, 0.0))
             }
             for p, by in doms
         ],
-        "verdict": verdict,
+        "verdict": verdict(agg, fronts, hvs, doms, beats, ref),
     }
-
-
-def _verdict(
-    agg: Sequence[Point],
-    fronts: dict[str, list[Point]],
-    hvs: dict[str, float],
-    doms: Sequence[tuple[Point, list[Point]]],
-    full: dict[tuple[str, str], str],
-    ref: tuple[float, float],
-) -> list[str]:
-    if not agg:
-        return ["No finished runs to compare."]
-    out: list[str] = []
-    names = list(fronts)
-    ref_txt = f"({_fmt(ref[0])}, {_fmt(ref[1])})"
-    if len(names) == 1:
-        f = names[0]
-        out.append(f"Only one family ({f}): there is no other front to compare with.")
-        out.append(f"{f}'s front has hypervolume {hvs[f]:.3f} against the reference {ref_txt}.")
-    else:
-        listing = ", ".join(f"{f} {hvs[f]:.3f}" for f in names)
-        out.append(f"Hypervolume against the reference {ref_txt}: {listing}.")
-        for a, b in combinations(names, 2):
-            out.append(_compare_sentence(a, b, fronts, hvs, pair_only=len(names) == 2))
-
-    if doms:
-        for p, by in doms:
-            who = _join([full[(q.family, q.setting)] for q in by])
-            out.append(f"{full[(p.family, p.setting)]} is dominated by {who}.")
-    elif len(agg) > 1:
-        out.append("No point is dominated by another.")
-
-    outside = [p for fr in fronts.values() for p in fr if not (p.sa > ref[0] and p.aa > ref[1])]
-    if outside:
-        who = ", ".join(_short_names(outside, full))
-        out.append(
-            f"Front points not beyond the reference {ref_txt} add nothing to the "
-            f"hypervolume ({who})."
-        )
-
-    single = [p for p in agg if p.seeds == 1]
-    if single and len(single) == len(agg):
-        out.append("All points come from a single seed: their spread is unknown.")
-    elif single:
-        who = ", ".join(_short_names(single, full))
-        out.append(f"Some points come from a single seed ({who}): their spread is unknown.")
-    return out
-
-
-def _compare_sentence(
-    a: str,
-    b: str,
-    fronts: dict[str, list[Point]],
-    hvs: dict[str, float],
-    *,
-    pair_only: bool,
-) -> str:
-    if front_dominates(fronts[a], fronts[b]):
-        return f"{a}'s front dominates {b}'s."
-    if front_dominates(fronts[b], fronts[a]):
-        return f"{b}'s front dominates {a}'s."
-    head = (
-        "Neither front dominates the other"
-        if pair_only
-        else f"Neither of {a}'s and {b}'s fronts dominates the other"
-    )
-    if hvs[a] == hvs[b]:
-        return f"{head}: both have hypervolume {hvs[a]:.3f}."
-    big, small = (a, b) if hvs[a] > hvs[b] else (b, a)
-    sbig, ssmall = _hv_pair(hvs[big], hvs[small])
-    return f"{head}: {big} has the larger hypervolume ({sbig} vs {ssmall})."
 
 
 POINT_COLUMNS = ("family", "setting", "SA", "AA", "seeds", "on front", "runs")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from caat_app.present import NORM_TEXT, format_budget
+from caat_app.runs.stored import options_of
 from caat_storage import EvalResult, Run, RunStatus
 
 SPLITS = ("test", "val")
@@ -24,7 +25,7 @@ def _point(run: Run, sa: float, aa: float) -> Any:
     from caat_app.analysis.front import RunPoint, family_of, label_of
 
     assert run.id is not None
-    config = json.loads(run.config)
+    config = options_of(run)
     setting = {k: v for k, v in config.items() if k not in {"seed", "name"}}
     return RunPoint(
         run_id=run.id,
@@ -49,7 +50,7 @@ def points_from_runs(runs: list[Run], *, split: str = "test") -> list[Any]:
     for run in runs:
         sa = getattr(run, f"best_{split}_clean")
         aa = getattr(run, f"best_{split}_adv")
-        if run.status != "finished" or sa is None or aa is None or run.id is None:
+        if run.status != RunStatus.FINISHED or sa is None or aa is None or run.id is None:
             continue
         points.append(_point(run, sa, aa))
     return points
@@ -57,7 +58,7 @@ def points_from_runs(runs: list[Run], *, split: str = "test") -> list[Any]:
 
 def axis_labels(runs: list[Run], *, split: str = "test") -> tuple[str, str]:
     """Axis titles naming the split, the attack and the budget (when the runs share them)."""
-    configs = [json.loads(run.config) for run in runs]
+    configs = [options_of(run) for run in runs]
     budgets = {(c.get("norm"), c.get("eps"), c.get("eval_steps")) for c in configs}
     where = "test" if split == "test" else "validation"
     if len(budgets) == 1:

@@ -2,7 +2,8 @@
 
 One file per family: `fgsm`, `pgd`, `mifgsm`, `apgd` (AutoPGD with CE, DLR and targeted
 DLR), `fab` (minimal-norm, untargeted and targeted), `square` (black-box) and the
-`autoattack` ensemble; shared pieces (projections, random starts, losses) in `common`.
+`autoattack` ensemble; what two of them share (per-sample shapes and norms, projections,
+random starts, losses and margins on logits, the tiny constant) is defined once, in `common`.
 Each is `attack(model, x, y, *, eps, norm, ...) -> x_adv`. The `registry` names them all,
 with their settings; this package's top level is torch-free, as the registry is.
 """

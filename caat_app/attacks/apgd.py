@@ -9,16 +9,25 @@ targeted version (APGD-T) run once per top non-true class with the targeted DLR 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from caat_app.attacks.common import attack_mode, check_norm, normalize_l2, project
-
-APGD_LOSSES = ("ce", "dlr")
-
-_TINY = 1e-12
+from caat_app.attacks.common import (
+    TINY,
+    attack_mode,
+    check_norm,
+    class_logit,
+    logit_margin,
+    per_sample,
+    project,
+    seeded_start,
+    step_direction,
+)
 
 
 def dlr_loss(logits: Tensor, y: Tensor) -> Tensor:
@@ -27,10 +36,8 @@ def dlr_loss(logits: Tensor, y: Tensor) -> Tensor:
     Shift- and scale-invariant in the logits, so a model cannot hide behind large or
     saturated logits the way it can with cross-entropy. Needs at least three classes.
     """
-    z_sorted, idx_sorted = logits.sort(dim=1)
-    z_y = logits.gather(1, y[:, None]).squeeze(1)
-    z_other = torch.where(idx_sorted[:, -1] == y, z_sorted[:, -2], z_sorted[:, -1])
-    return -(z_y - z_other) / (z_sorted[:, -1] - z_sorted[:, -3] + _TINY)
+    z_sorted = logits.sort(dim=1).values
+    return -logit_margin(logits, y) / (z_sorted[:, -1] - z_sorted[:, -3] + TINY)
 
 
 def dlr_targeted_loss(logits: Tensor, y: Tensor, target: Tensor) -> Tensor:
@@ -40,10 +47,19 @@ def dlr_targeted_loss(logits: Tensor, y: Tensor, target: Tensor) -> Tensor:
     logit scale as the untargeted DLR.
     """
     z_sorted = logits.sort(dim=1).values
-    z_y = logits.gather(1, y[:, None]).squeeze(1)
-    z_t = logits.gather(1, target[:, None]).squeeze(1)
-    scale = z_sorted[:, -1] - 0.5 * (z_sorted[:, -3] + z_sorted[:, -4]) + _TINY
+    z_y, z_t = class_logit(logits, y), class_logit(logits, target)
+    scale = z_sorted[:, -1] - 0.5 * (z_sorted[:, -3] + z_sorted[:, -4]) + TINY
     return -(z_y - z_t) / scale
+
+
+def _cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
+    """Per sample, not summed: APGD keeps each sample's best loss."""
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+# The untargeted losses, by the name `loss` takes.
+_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"ce": _cross_entropy, "dlr": dlr_loss}
+APGD_LOSSES = tuple(_LOSSES)
 
 
 def apgd_checkpoints(steps: int) -> list[int]:
@@ -61,25 +77,88 @@ def apgd_checkpoints(steps: int) -> list[int]:
     return points
 
 
-def _per_sample(mask: Tensor, like: Tensor) -> Tensor:
-    """Reshape a per-sample vector so it broadcasts against an image batch."""
-    return mask.view(-1, *([1] * (like.dim() - 1)))
-
-
-def _random_start(x: Tensor, eps: float, norm: str, gen: torch.Generator) -> Tensor:
-    """Seeded start: uniform in the L∞ box, or a random direction of length ε for L2."""
-    if norm == "linf":
-        u = torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype)
-        return eps * (2.0 * u - 1.0)
-    g = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
-    return eps * normalize_l2(g)
-
-
 def _step(
     x: Tensor, x_cur: Tensor, move: Tensor, eps: float, norm: str, lo: float, hi: float
 ) -> Tensor:
     """Move from ``x_cur`` and project back into the ε-ball around ``x`` and the box."""
     return (x + project(x_cur + move - x, eps, norm)).clamp(lo, hi)
+
+
+def _objective(
+    model: nn.Module, x_adv: Tensor, *, y: Tensor, target: Tensor | None, loss: str
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-sample loss at ``x_adv``, its input gradient, and which points are misclassified."""
+    x_adv = x_adv.detach().requires_grad_(True)
+    logits = model(x_adv)
+    if target is not None:
+        per_sample_loss = dlr_targeted_loss(logits, y, target)
+    else:
+        per_sample_loss = _LOSSES[loss](logits, y)
+    (grad,) = torch.autograd.grad(per_sample_loss.sum(), x_adv)
+    return per_sample_loss.detach(), grad.detach(), logits.detach().argmax(1) != y
+
+
+@dataclass
+class _Track:
+    """One run's per-sample bookkeeping, all on the device (``torch.where``, no host syncs)."""
+
+    x_adv: Tensor  # the last misclassified point seen
+    fooled: Tensor
+    x_best: Tensor  # the highest-loss point, its gradient and loss
+    grad_best: Tensor
+    loss_best: Tensor
+    loss_prev: Tensor
+    step: Tensor  # each sample's step size
+    increases: Tensor  # loss rises since the last checkpoint
+    loss_best_last_check: Tensor
+    reduced_last_check: Tensor
+    last_checkpoint: int = 0
+
+    @classmethod
+    def start(cls, x_cur: Tensor, loss: Tensor, grad: Tensor, fooled: Tensor, eps: float) -> _Track:
+        """The start point is the best so far; the step starts at 2ε."""
+        n = x_cur.shape[0]
+        loss_best = loss.clone()
+        return cls(
+            x_adv=x_cur.clone(),
+            fooled=fooled,
+            x_best=x_cur.clone(),
+            grad_best=grad.clone(),
+            loss_best=loss_best,
+            loss_prev=loss,
+            step=torch.full((n,), 2.0 * eps, device=x_cur.device, dtype=x_cur.dtype),
+            increases=torch.zeros_like(loss_best),
+            loss_best_last_check=loss_best.clone(),
+            reduced_last_check=torch.ones_like(fooled),  # the first checkpoint: oscillation only
+        )
+
+    def record(self, x_cur: Tensor, loss: Tensor, grad: Tensor, fooled_now: Tensor) -> None:
+        """Keep the first misclassified and the highest-loss point after a step."""
+        self.x_adv = torch.where(per_sample(fooled_now, x_cur), x_cur, self.x_adv)
+        self.fooled = self.fooled | fooled_now
+        self.increases = self.increases + (loss > self.loss_prev).to(self.increases.dtype)
+        self.loss_prev = loss
+        better = loss > self.loss_best
+        self.x_best = torch.where(per_sample(better, x_cur), x_cur, self.x_best)
+        self.grad_best = torch.where(per_sample(better, x_cur), grad, self.grad_best)
+        self.loss_best = torch.where(better, loss, self.loss_best)
+
+    def review(self, x_cur: Tensor, grad: Tensor, at: int, rho: float) -> tuple[Tensor, Tensor]:
+        """At a checkpoint, halve the step where the loss rose too rarely or nothing changed
+        since the last one, and go on from the best point there; returns where to go on from.
+        """
+        oscillating = self.increases < rho * (at - self.last_checkpoint)
+        stalled = ~self.reduced_last_check & (self.loss_best_last_check >= self.loss_best)
+        reduce = oscillating | stalled
+        self.step = torch.where(reduce, 0.5 * self.step, self.step)
+        back = per_sample(reduce, x_cur)
+        x_cur = torch.where(back, self.x_best, x_cur)
+        grad = torch.where(back, self.grad_best, grad)
+        self.reduced_last_check = reduce
+        self.loss_best_last_check = self.loss_best.clone()
+        self.increases = torch.zeros_like(self.increases)
+        self.last_checkpoint = at
+        return x_cur, grad
 
 
 def _single_run(
@@ -97,67 +176,79 @@ def _single_run(
     gen: torch.Generator,
     clip: tuple[float, float],
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """One APGD run on a batch: (last misclassified point, fooled?, best-loss point, best loss).
-
-    All per-sample bookkeeping stays on the device (``torch.where``), no host syncs.
-    """
+    """One APGD run on a batch: (last misclassified point, fooled?, best-loss point, best loss)."""
     lo, hi = clip
-
-    def objective(x_adv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        x_adv = x_adv.detach().requires_grad_(True)
-        logits = model(x_adv)
-        if target is not None:
-            per_sample = dlr_targeted_loss(logits, y, target)
-        elif loss == "dlr":
-            per_sample = dlr_loss(logits, y)
-        else:
-            per_sample = F.cross_entropy(logits, y, reduction="none")
-        (grad,) = torch.autograd.grad(per_sample.sum(), x_adv)
-        return per_sample.detach(), grad.detach(), logits.detach().argmax(1) != y
-
-    x_cur = (x + _random_start(x, eps, norm, gen)).clamp(lo, hi)
+    objective = partial(_objective, model, y=y, target=target, loss=loss)
+    x_cur = (x + eps * seeded_start(x, norm, gen)).clamp(lo, hi)
     loss_cur, grad, fooled = objective(x_cur)
-    x_adv, x_best, grad_best = x_cur.clone(), x_cur.clone(), grad.clone()
-    loss_best, loss_prev = loss_cur.clone(), loss_cur
+    track = _Track.start(x_cur, loss_cur, grad, fooled, eps)
     x_prev = x_cur
-    step = torch.full((x.shape[0],), 2.0 * eps, device=x.device, dtype=x.dtype)
-    increases = torch.zeros_like(loss_best)
-    loss_best_last_check = loss_best.clone()
-    reduced_last_check = torch.ones_like(fooled)  # the first checkpoint only checks oscillation
     checkpoints = apgd_checkpoints(steps)
-    last_checkpoint = 0
-
     for i in range(steps):
-        direction = grad.sign() if norm == "linf" else normalize_l2(grad)
-        z = _step(x, x_cur, _per_sample(step, x) * direction, eps, norm, lo, hi)
+        z = _step(
+            x, x_cur, per_sample(track.step, x) * step_direction(grad, norm), eps, norm, lo, hi
+        )
         a = 1.0 if i == 0 else momentum  # the first step has no momentum
         x_new = _step(x, x_cur, a * (z - x_cur) + (1.0 - a) * (x_cur - x_prev), eps, norm, lo, hi)
         x_prev, x_cur = x_cur, x_new
-
         loss_cur, grad, fooled_now = objective(x_cur)
-        x_adv = torch.where(_per_sample(fooled_now, x), x_cur, x_adv)
-        fooled = fooled | fooled_now
-        increases = increases + (loss_cur > loss_prev).to(increases.dtype)
-        loss_prev = loss_cur
-        better = loss_cur > loss_best
-        x_best = torch.where(_per_sample(better, x), x_cur, x_best)
-        grad_best = torch.where(_per_sample(better, x), grad, grad_best)
-        loss_best = torch.where(better, loss_cur, loss_best)
-
+        track.record(x_cur, loss_cur, grad, fooled_now)
         if i + 1 in checkpoints:
-            # Halve where the loss rose too rarely, or where nothing changed since last time.
-            oscillating = increases < rho * (i + 1 - last_checkpoint)
-            stalled = ~reduced_last_check & (loss_best_last_check >= loss_best)
-            reduce = oscillating | stalled
-            step = torch.where(reduce, 0.5 * step, step)
-            x_cur = torch.where(_per_sample(reduce, x), x_best, x_cur)
-            grad = torch.where(_per_sample(reduce, x), grad_best, grad)
-            reduced_last_check = reduce
-            loss_best_last_check = loss_best.clone()
-            increases = torch.zeros_like(increases)
-            last_checkpoint = i + 1
+            x_cur, grad = track.review(x_cur, grad, i + 1, rho)
+    return track.x_adv, track.fooled, track.x_best, track.loss_best
 
-    return x_adv, fooled, x_best, loss_best
+
+def _check_args(norm: str, loss: str, steps: int, restarts: int, target_classes: int) -> None:
+    """Fail before any work, naming the bad option."""
+    check_norm(norm)
+    if loss not in APGD_LOSSES:
+        raise ValueError(f"unknown APGD loss {loss!r}; choose one of {', '.join(APGD_LOSSES)}")
+    if restarts < 1 or steps < 0 or target_classes < 1:
+        raise ValueError("need restarts >= 1, steps >= 0 and target_classes >= 1")
+
+
+def _targets(
+    clean_logits: Tensor, loss: str, targeted: bool, target_classes: int
+) -> list[Tensor | None]:
+    """The runs' targets: None for the untargeted run, else the top non-true classes in turn."""
+    num_classes = clean_logits.shape[1]
+    needed = 4 if targeted else 3 if loss == "dlr" else 2
+    if num_classes < needed:
+        raise ValueError(f"this APGD variant needs >= {needed} classes, got {num_classes}")
+    if not targeted:
+        return [None]
+    ranked = clean_logits.argsort(dim=1, descending=True)
+    n_targets = min(target_classes, num_classes - 1)
+    # Attacked points are correctly classified, so rank 0 is y and ranks 1.. are targets.
+    return [ranked[:, k] for k in range(1, n_targets + 1)]
+
+
+def _runs(
+    run: Callable[..., tuple[Tensor, Tensor, Tensor, Tensor]],
+    x: Tensor,
+    y: Tensor,
+    done: Tensor,
+    targets: list[Tensor | None],
+    restarts: int,
+) -> Tensor:
+    """Every target's restarts, each on the points not yet fooled; per sample the first
+    misclassified point found, else the highest-loss one, else ``x``."""
+    out = x.clone()
+    best_loss = torch.full((x.shape[0],), -math.inf, device=x.device, dtype=x.dtype)
+    for target in targets:
+        for _ in range(restarts):
+            idx = (~done).nonzero().squeeze(1)  # one host sync per run, not per step
+            if idx.numel() == 0:
+                return out
+            adv, fooled, x_best, loss_best = run(
+                x[idx], y[idx], None if target is None else target[idx]
+            )
+            better = loss_best > best_loss[idx]
+            keep = torch.where(per_sample(better, x_best), x_best, out[idx])
+            out[idx] = torch.where(per_sample(fooled, adv), adv, keep)
+            best_loss[idx] = torch.where(better, loss_best, best_loss[idx])
+            done[idx] = fooled
+    return out
 
 
 def apgd(
@@ -187,55 +278,27 @@ def apgd(
     at the start come back unchanged. ``seed`` drives a private generator on ``x``'s device,
     so results are reproducible and the global RNG is left alone.
     """
-    check_norm(norm)
-    if loss not in APGD_LOSSES:
-        raise ValueError(f"unknown APGD loss {loss!r}; choose one of {', '.join(APGD_LOSSES)}")
-    if restarts < 1 or steps < 0 or target_classes < 1:
-        raise ValueError("need restarts >= 1, steps >= 0 and target_classes >= 1")
+    _check_args(norm, loss, steps, restarts, target_classes)
     x = x.detach()
     if eps == 0 or steps == 0 or x.shape[0] == 0:
         return x.clone()
     gen = torch.Generator(device=x.device)
     gen.manual_seed(seed)
-    out = x.clone()
+    run = partial(
+        _single_run,
+        model,
+        eps=eps,
+        norm=norm,
+        loss=loss,
+        steps=steps,
+        rho=rho,
+        momentum=momentum,
+        gen=gen,
+        clip=clip,
+    )
     with attack_mode(model), torch.enable_grad():
         with torch.no_grad():
             clean_logits = model(x)
-        num_classes = clean_logits.shape[1]
-        needed = 4 if targeted else 3 if loss == "dlr" else 2
-        if num_classes < needed:
-            raise ValueError(f"this APGD variant needs >= {needed} classes, got {num_classes}")
+        targets = _targets(clean_logits, loss, targeted, target_classes)
         done = clean_logits.argmax(1) != y  # misclassified: nothing to do
-        best_loss = torch.full((x.shape[0],), -math.inf, device=x.device, dtype=x.dtype)
-        if targeted:
-            ranked = clean_logits.argsort(dim=1, descending=True)
-            n_targets = min(target_classes, num_classes - 1)
-            # Attacked points are correctly classified, so rank 0 is y and ranks 1.. are targets.
-            targets: list[Tensor | None] = [ranked[:, k] for k in range(1, n_targets + 1)]
-        else:
-            targets = [None]
-        for target in targets:
-            for _ in range(restarts):
-                idx = (~done).nonzero().squeeze(1)  # one host sync per run, not per step
-                if idx.numel() == 0:
-                    return out
-                adv, fooled, x_best, loss_best = _single_run(
-                    model,
-                    x[idx],
-                    y[idx],
-                    None if target is None else target[idx],
-                    eps=eps,
-                    norm=norm,
-                    loss=loss,
-                    steps=steps,
-                    rho=rho,
-                    momentum=momentum,
-                    gen=gen,
-                    clip=clip,
-                )
-                better = loss_best > best_loss[idx]
-                keep = torch.where(_per_sample(better, x_best), x_best, out[idx])
-                out[idx] = torch.where(_per_sample(fooled, adv), adv, keep)
-                best_loss[idx] = torch.where(better, loss_best, best_loss[idx])
-                done[idx] = fooled
-    return out
+        return _runs(run, x, y, done, targets, restarts)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from caat_app.attacks.apgd import apgd
-from caat_app.attacks.common import attack_mode, check_norm
+from caat_app.attacks.common import attack_mode, check_norm, per_sample
 from caat_app.attacks.fab import fab
 from caat_app.attacks.square import square
 
@@ -103,8 +103,7 @@ def autoattack(
                 adv = attacks[name](model, x[idx], y[idx])
                 with torch.no_grad():
                     fooled = model(adv).argmax(1) != y[idx]
-                keep = fooled.view(-1, *([1] * (x.dim() - 1)))
-                out[idx] = torch.where(keep, adv, out[idx])
+                out[idx] = torch.where(per_sample(fooled, adv), adv, out[idx])
                 robust[idx] = ~fooled
             counts[name] = robust.sum()
     n = x.shape[0]

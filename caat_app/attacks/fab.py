@@ -10,18 +10,21 @@ towards the original point so the perturbation stays small.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from caat_app.attacks.common import attack_mode, check_norm
-
-_TINY = 1e-12
-
-
-def _size(d: Tensor, norm: str) -> Tensor:
-    """Per-row norm of a flat (B, n) perturbation."""
-    return d.abs().amax(1) if norm == "linf" else d.norm(p=2, dim=1)
+from caat_app.attacks.common import (
+    TINY,
+    attack_mode,
+    check_norm,
+    class_logit,
+    other_logits,
+    per_sample,
+    sample_size,
+    seeded_start,
+)
 
 
 def _water_level(a: Tensor, r: Tensor, gap: Tensor) -> Tensor:
@@ -38,7 +41,7 @@ def _water_level(a: Tensor, r: Tensor, gap: Tensor) -> Tensor:
     k = (reach < gap[:, None]).sum(1, keepdim=True)  # first breakpoint reaching the gap
     n = r.shape[1]
     kc = k.clamp(max=n - 1)
-    lam = (gap[:, None] - below.gather(1, kc)) / tail.gather(1, kc).clamp_min(_TINY)
+    lam = (gap[:, None] - below.gather(1, kc)) / tail.gather(1, kc).clamp_min(TINY)
     lam = torch.where(k >= n, torch.full_like(lam, math.inf), lam.clamp_min(0.0))
     return lam.squeeze(1)
 
@@ -58,13 +61,13 @@ def project_onto_hyperplane_box(
     side = torch.where(gap < 0, -1.0, 1.0).to(w.dtype)[:, None]
     ws = w * side  # now ws·d must equal |gap| ≥ 0
     room = torch.where(ws > 0, hi - t, t - lo).clamp_min(0.0)
-    active = ws.abs() > _TINY
+    active = ws.abs() > TINY
     if norm == "linf":
         # ‖d‖∞ ≤ λ: each coordinate moves min(λ, room) along sign(ws).
         a, r = ws.abs(), room
     else:
         # KKT: d = μ·ws, each coordinate clipped at its room, i.e. at μ = room/|ws|.
-        a, r = ws * ws, (room / ws.abs().clamp_min(_TINY)).clamp(max=1e12)
+        a, r = ws * ws, (room / ws.abs().clamp_min(TINY)).clamp(max=1e12)
     a = torch.where(active, a, torch.zeros_like(a))
     r = torch.where(active, r, torch.zeros_like(r))
     lam = _water_level(a, r, gap.abs())
@@ -93,28 +96,30 @@ def _nearest_plane(
     if target is not None:
         z = x.detach().requires_grad_(True)
         logits = model(z)
-        diff = logits[rows, target] - logits[rows, y]
+        diff = class_logit(logits, target) - class_logit(logits, y)
         (grad,) = torch.autograd.grad(diff.sum(), z)
         return diff.detach(), grad.flatten(1)
     logits, jac = _jacobian(model, x)
-    df = logits - logits[rows, y][:, None]
+    df = logits - class_logit(logits, y)[:, None]
     dg = jac - jac[rows, y][:, None]
     dual = dg.abs().sum(-1) if norm == "linf" else dg.norm(p=2, dim=-1)
-    dist = df.abs() / (dual + _TINY)
+    dist = df.abs() / (dual + TINY)
     dist[rows, y] = math.inf
     j = dist.argmin(1)
     return df[rows, j], dg[rows, j]
 
 
-def _random_start(
+def _restart_point(
     x0: Tensor, radius: Tensor, norm: str, gen: torch.Generator, clip: tuple[float, float]
 ) -> Tensor:
-    """A point at ``radius`` from x0 in a random direction, as FAB's restarts use."""
+    """A point at ``radius`` from x0 (flat) in a random direction, as FAB's restarts use.
+
+    The L∞ draw is pushed onto the surface of its box, as in the FAB reference, so every
+    restart starts at the full radius.
+    """
+    t = seeded_start(x0, norm, gen)
     if norm == "linf":
-        t = torch.rand(x0.shape, generator=gen, device=x0.device, dtype=x0.dtype) * 2 - 1
-    else:
-        t = torch.randn(x0.shape, generator=gen, device=x0.device, dtype=x0.dtype)
-    t = t / _size(t, norm).clamp_min(_TINY)[:, None]
+        t = t / sample_size(t, norm).clamp_min(TINY)[:, None]
     return (x0 + radius[:, None] * t).clamp(*clip)
 
 
@@ -123,47 +128,59 @@ def _is_adv(model: nn.Module, xf: Tensor, shape: torch.Size, y: Tensor) -> Tenso
         return model(xf.view(shape)).argmax(1) != y
 
 
+@dataclass(frozen=True)
+class _Options:
+    """How FAB searches: `fab`'s and `fab_distance`'s options but ε (defaults: AutoAttack's)."""
+
+    norm: str
+    steps: int
+    restarts: int
+    targeted: bool
+    target_classes: int
+    alpha_max: float
+    eta: float
+    beta: float
+    seed: int
+    clip: tuple[float, float]
+    refine_steps: int
+
+
 def _single_run(
     model: nn.Module,
     x0: Tensor,
     y: Tensor,
     target: Tensor | None,
     start: Tensor,
-    *,
     shape: torch.Size,
-    norm: str,
-    steps: int,
-    alpha_max: float,
-    eta: float,
-    beta: float,
-    clip: tuple[float, float],
+    opts: _Options,
 ) -> tuple[Tensor, Tensor]:
     """One FAB run on flat (B, n) points: the smallest adversarial seen and its norm (inf: none)."""
+    norm, clip, eta = opts.norm, opts.clip, opts.eta
     lo, hi = clip
     bsz = x0.shape[0]
     best = torch.full((bsz,), math.inf, device=x0.device, dtype=x0.dtype)
     adv = x0.clone()
     x1 = start
-    for _ in range(steps):
+    for _ in range(opts.steps):
         df, w = _nearest_plane(model, x1.view(shape), y, target, norm)
         b = (w * x1).sum(1) - df  # the linearised plane: w·z = b
         d = project_onto_hyperplane_box(
             torch.cat((x1, x0)), torch.cat((w, w)), torch.cat((b, b)), norm, clip
         )
         d1, d2 = d[:bsz], d[bsz:]
-        n1 = _size(d1, norm).clamp_min(1e-8)
-        n2 = _size(d2, norm).clamp_min(1e-8)
+        n1 = sample_size(d1, norm).clamp_min(1e-8)
+        n2 = sample_size(d2, norm).clamp_min(1e-8)
         # Bias towards the projection from the original point, the more so the nearer the
         # plane is to x0 than to x1: this is what keeps the perturbation minimal.
-        alpha = (n1 / (n1 + n2)).clamp(0.0, alpha_max)[:, None]
+        alpha = (n1 / (n1 + n2)).clamp(0.0, opts.alpha_max)[:, None]
         x1 = ((x1 + eta * d1) * (1 - alpha) + (x0 + eta * d2) * alpha).clamp(lo, hi)
         found = _is_adv(model, x1, shape, y)
-        size = _size(x1 - x0, norm)
+        size = sample_size(x1 - x0, norm)
         better = found & (size < best)
         best = torch.where(better, size, best)
         adv = torch.where(better[:, None], x1, adv)
         # Step back towards x0 after a success, so the next steps search closer to it.
-        x1 = torch.where(found[:, None], x0 + beta * (x1 - x0), x1)
+        x1 = torch.where(found[:, None], x0 + opts.beta * (x1 - x0), x1)
     return adv, best
 
 
@@ -195,37 +212,65 @@ def _refine(
         low = torch.where(hit, low, mid)
     found = torch.isfinite(best)
     adv = torch.where(found[:, None], x0 + high * seg, adv)
-    size = torch.where(found, _size(adv - x0, norm), best)
+    size = torch.where(found, sample_size(adv - x0, norm), best)
     return adv, torch.minimum(size, best)
 
 
-def _search(
+def _targets(logits: Tensor, y: Tensor, targeted: bool, target_classes: int) -> list[Tensor | None]:
+    """The planes to head for: None (the nearest) or each top-scoring wrong class in turn."""
+    if not targeted:
+        return [None]
+    k = logits.shape[1]
+    ranked = other_logits(logits, y)
+    return list(ranked.topk(min(target_classes, k - 1), dim=1).indices.unbind(1))
+
+
+def _restart_cap(eps: float | None, opts: _Options, n_dim: int) -> float:
+    """The largest restart radius: ε, and never more than the box's own size in the norm."""
+    lo, hi = opts.clip
+    box = (hi - lo) * (1.0 if opts.norm == "linf" else math.sqrt(n_dim))
+    return box if eps is None else min(eps, box)
+
+
+def _best_of_runs(
     model: nn.Module,
-    x: Tensor,
+    x0: Tensor,
     y: Tensor,
-    *,
-    eps: float | None,
-    norm: str,
-    steps: int,
-    restarts: int,
-    targeted: bool,
-    target_classes: int,
-    alpha_max: float,
-    eta: float,
-    beta: float,
-    seed: int,
-    clip: tuple[float, float],
-    refine_steps: int,
+    targets: list[Tensor | None],
+    shape: torch.Size,
+    cap: float,
+    opts: _Options,
+) -> tuple[Tensor, Tensor]:
+    """Every target's runs (the first from x0, restarts at random): the smallest adversarial.
+
+    A restart starts at half the best norm so far (at most ``cap``), so it searches inside it.
+    """
+    gen = torch.Generator(device=x0.device).manual_seed(opts.seed)
+    adv = x0.clone()
+    best = torch.full((x0.shape[0],), math.inf, device=x0.device, dtype=x0.dtype)
+    for target in targets:
+        for restart in range(opts.restarts):
+            if restart == 0:
+                start = x0.clone()
+            else:
+                start = _restart_point(x0, best.clamp(max=cap) / 2, opts.norm, gen, opts.clip)
+            cand, size = _single_run(model, x0, y, target, start, shape, opts)
+            better = size < best
+            best = torch.where(better, size, best)
+            adv = torch.where(better[:, None], cand, adv)
+    return adv, best
+
+
+def _search(
+    model: nn.Module, x: Tensor, y: Tensor, eps: float | None, opts: _Options
 ) -> tuple[Tensor, Tensor]:
     """Minimal adversarial per sample (x where none) and its norm (0: already wrong; inf: none)."""
-    check_norm(norm)
+    check_norm(opts.norm)
     x = x.detach()
-    bsz = x.shape[0]
     out = x.clone()
-    dist = torch.full((bsz,), math.inf, device=x.device, dtype=x.dtype)
-    if bsz == 0 or steps == 0:
+    dist = torch.full((x.shape[0],), math.inf, device=x.device, dtype=x.dtype)
+    if x.shape[0] == 0 or opts.steps == 0:
         return out, dist
-    lo, hi = clip
     with attack_mode(model), torch.enable_grad():
         with torch.no_grad():
             logits = model(x)
@@ -237,43 +282,12 @@ def _search(
         x_in, yc = x[idx], y[idx]
         shape = x_in.shape
         x0 = x_in.flatten(1)
-        n_dim = x0.shape[1]
-        box = (hi - lo) * (1.0 if norm == "linf" else math.sqrt(n_dim))
-        cap = box if eps is None else min(eps, box)
-        if targeted:
-            k = logits.shape[1]
-            ranked = logits[idx].scatter(1, yc[:, None], -math.inf)
-            targets = list(ranked.topk(min(target_classes, k - 1), dim=1).indices.unbind(1))
-        else:
-            targets = [None]
-        gen = torch.Generator(device=x.device).manual_seed(seed)
-        adv = x0.clone()
-        best = torch.full((x0.shape[0],), math.inf, device=x.device, dtype=x.dtype)
-        for target in targets:
-            for restart in range(restarts):
-                if restart == 0:
-                    start = x0.clone()
-                else:
-                    radius = best.clamp(max=cap) / 2
-                    start = _random_start(x0, radius, norm, gen, clip)
-                cand, size = _single_run(
-                    model,
-                    x0,
-                    yc,
-                    target,
-                    start,
-                    shape=shape,
-                    norm=norm,
-                    steps=steps,
-                    alpha_max=alpha_max,
-                    eta=eta,
-                    beta=beta,
-                    clip=clip,
-                )
-                better = size < best
-                best = torch.where(better, size, best)
-                adv = torch.where(better[:, None], cand, adv)
-        adv, best = _refine(model, x0, adv, best, yc, shape=shape, norm=norm, steps=refine_steps)
+        targets = _targets(logits[idx], yc, opts.targeted, opts.target_classes)
+        cap = _restart_cap(eps, opts, x0.shape[1])
+        adv, best = _best_of_runs(model, x0, yc, targets, shape, cap, opts)
+        adv, best = _refine(
+            model, x0, adv, best, yc, shape=shape, norm=opts.norm, steps=opts.refine_steps
+        )
     out[idx] = adv.view(shape)
     dist[idx] = best
     return out, dist
@@ -311,20 +325,22 @@ def fab(
         model,
         x,
         y,
-        eps=eps,
-        norm=norm,
-        steps=steps,
-        restarts=restarts,
-        targeted=targeted,
-        target_classes=target_classes,
-        alpha_max=alpha_max,
-        eta=eta,
-        beta=beta,
-        seed=seed,
-        clip=clip,
-        refine_steps=refine_steps,
+        eps,
+        _Options(
+            norm=norm,
+            steps=steps,
+            restarts=restarts,
+            targeted=targeted,
+            target_classes=target_classes,
+            alpha_max=alpha_max,
+            eta=eta,
+            beta=beta,
+            seed=seed,
+            clip=clip,
+            refine_steps=refine_steps,
+        ),
     )
-    keep = (dist <= eps).view(-1, *([1] * (x.dim() - 1)))
+    keep = per_sample(dist <= eps, x)
     return torch.where(keep, adv, x.detach()).detach()
 
 
@@ -354,17 +370,19 @@ def fab_distance(
         model,
         x,
         y,
-        eps=eps,
-        norm=norm,
-        steps=steps,
-        restarts=restarts,
-        targeted=targeted,
-        target_classes=target_classes,
-        alpha_max=alpha_max,
-        eta=eta,
-        beta=beta,
-        seed=seed,
-        clip=clip,
-        refine_steps=refine_steps,
+        eps,
+        _Options(
+            norm=norm,
+            steps=steps,
+            restarts=restarts,
+            targeted=targeted,
+            target_classes=target_classes,
+            alpha_max=alpha_max,
+            eta=eta,
+            beta=beta,
+            seed=seed,
+            clip=clip,
+            refine_steps=refine_steps,
+        ),
     )
     return dist

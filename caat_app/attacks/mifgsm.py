@@ -6,21 +6,21 @@ import torch
 from torch import Tensor, nn
 
 from caat_app.attacks.common import (
+    TINY,
     LossFn,
     attack_mode,
     check_norm,
-    normalize_l2,
+    per_sample,
     project,
+    step_direction,
     summed_cross_entropy,
 )
-
-_TINY = 1e-12
 
 
 def _l1_normalize(g: Tensor) -> Tensor:
     """Per-sample unit L1 gradient, so every step adds the same weight to the momentum."""
-    l1 = g.abs().flatten(1).sum(1).clamp_min(_TINY)
-    return g / l1.view(-1, *([1] * (g.dim() - 1)))
+    l1 = g.abs().flatten(1).sum(1).clamp_min(TINY)
+    return g / per_sample(l1, g)
 
 
 def mifgsm(
@@ -61,7 +61,6 @@ def mifgsm(
             loss = objective(model(x_adv), y)
             (grad,) = torch.autograd.grad(loss, x_adv)
             momentum = decay * momentum + _l1_normalize(grad)
-            direction = momentum.sign() if norm == "linf" else normalize_l2(momentum)
-            x_adv = x_adv.detach() + (sign * step) * direction
+            x_adv = x_adv.detach() + (sign * step) * step_direction(momentum, norm)
             x_adv = (x + project(x_adv - x, eps, norm)).clamp(lo, hi)
     return x_adv.detach()

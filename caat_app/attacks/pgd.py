@@ -9,8 +9,10 @@ from caat_app.attacks.common import (
     LossFn,
     attack_mode,
     check_norm,
+    per_sample,
     project,
     random_init,
+    runner_up,
     step_direction,
     summed_cross_entropy,
 )
@@ -73,7 +75,7 @@ def pgd_targeted(
         raise ValueError(f"unknown PGD target {target!r}; the one choice is runner-up")
     with torch.no_grad():
         logits = model(x)
-    towards = logits.scatter(1, y[:, None], -torch.inf).argmax(1)
+    towards = runner_up(logits, y)
     adv = pgd(
         model,
         x,
@@ -85,5 +87,5 @@ def pgd_targeted(
         targeted=True,
         random_start=random_start,
     )
-    wrong = (logits.argmax(1) != y).view(-1, *[1] * (x.dim() - 1))
+    wrong = per_sample(logits.argmax(1) != y, x)
     return torch.where(wrong, x, adv)

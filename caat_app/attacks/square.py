@@ -12,9 +12,16 @@ from functools import lru_cache
 import torch
 from torch import Tensor, nn
 
-from caat_app.attacks.common import attack_mode, check_norm, normalize_l2
+from caat_app.attacks.common import (
+    TINY,
+    attack_mode,
+    check_norm,
+    logit_margin,
+    normalize_l2,
+    per_sample,
+    sample_size,
+)
 
-_TINY = 1e-12
 # The original's schedule: p halves after each of these iterations (of a 10 000-query run).
 _P_HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 _REDRAWS = 8  # rounds of redrawing an L∞ proposal that would change nothing
@@ -28,9 +35,8 @@ def p_selection(p_init: float, it: int, queries: int) -> float:
 
 def _margin(logits: Tensor, y: Tensor, targeted: bool) -> Tensor:
     """Per-sample margin, ≤ 0 once the attack succeeded; the loss the search minimises."""
-    z_y = logits.gather(1, y[:, None]).squeeze(1)
-    others = logits.scatter(1, y[:, None], float("-inf")).amax(1)
-    return others - z_y if targeted else z_y - others
+    margin = logit_margin(logits, y)
+    return -margin if targeted else margin
 
 
 def _signs(shape: tuple[int, ...], g: torch.Generator, like: Tensor) -> Tensor:
@@ -80,7 +86,7 @@ def _linf_step(
         # A window already at the drawn vertex would spend a query on nothing: redraw its
         # signs, as the original does (a fixed number of rounds, decided on the device).
         same = ((vertex - best).abs() < 1e-7) | ~mask
-        idle = same.flatten(1).all(1).view(n, 1, 1, 1)
+        idle = per_sample(same.flatten(1).all(1), same)
         fresh = (x + eps * _signs((n, c, 1, 1), g, x)).clamp(*clip)
         vertex = torch.where(idle, fresh, vertex)
     return torch.where(mask, vertex, best)
@@ -100,7 +106,7 @@ def _eta_rectangles(hh: int, ww: int) -> Tensor:
             1.0 / (k + 1) ** 2
         )
         r0, c0 = r0 - 1, c0 - 1
-    return delta / delta.norm().clamp_min(_TINY)
+    return delta / delta.norm().clamp_min(TINY)
 
 
 def _eta(s: int) -> Tensor:
@@ -108,7 +114,7 @@ def _eta(s: int) -> Tensor:
     delta = torch.zeros(s, s)
     delta[: s // 2] = _eta_rectangles(s // 2, s)
     delta[s // 2 :] = -_eta_rectangles(s - s // 2, s)
-    return delta / delta.norm().clamp_min(_TINY)
+    return delta / delta.norm().clamp_min(TINY)
 
 
 def _l2_init(x: Tensor, eps: float, g: torch.Generator, clip: tuple[float, float]) -> Tensor:
@@ -153,7 +159,7 @@ def _l2_step(
         return t.pow(2).sum((-2, -1), keepdim=True).sqrt()
 
     def sample_norm(t: Tensor) -> Tensor:
-        return t.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+        return per_sample(sample_size(t, "l2"), t)
 
     norm_window1 = channel_norm(delta * m1)
     norm_image = sample_norm(delta)
@@ -163,9 +169,9 @@ def _l2_step(
     rows = (torch.arange(h, device=x.device).view(1, h, 1) - vh).clamp(0, s - 1)
     cols = (torch.arange(w, device=x.device).view(1, 1, w) - vw).clamp(0, s - 1)
     placed = pat[rows, cols][:, None] * m1
-    new = placed * _signs((n, c, 1, 1), g, x) + delta * m1 / (norm_window1 + _TINY)
+    new = placed * _signs((n, c, 1, 1), g, x) + delta * m1 / (norm_window1 + TINY)
     budget = ((eps**2 - norm_image**2).clamp_min(0.0) / c + norm_windows**2).sqrt()
-    new = new / (channel_norm(new) + _TINY) * budget
+    new = new / (channel_norm(new) + TINY) * budget
     delta = torch.where(mask1, new, torch.where(mask2, torch.zeros_like(delta), delta))
     return (x + eps * normalize_l2(delta)).clamp(*clip)
 
@@ -228,6 +234,6 @@ def square(
             proposal = step(x_cur, best_cur, eps, p_selection(p_init, it, queries), g, clip)
             m_new = _margin(model(proposal), y[idx], targeted)
             better = m_new < margin_cur
-            best[idx] = torch.where(better.view(-1, 1, 1, 1), proposal, best_cur)
+            best[idx] = torch.where(per_sample(better, proposal), proposal, best_cur)
             margin[idx] = torch.where(better, m_new, margin_cur)
     return best

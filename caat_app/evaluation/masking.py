@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from itertools import pairwise
 from typing import Any
 
-from caat_app.present import format_budget
+from caat_app.present import format_budget, pct
 
 NEAR_ZERO = 0.05  # accuracy that counts as "broken" at a very large budget
 VERY_LARGE_RATIO = 4.0  # a budget this many times the smallest counts as very large
@@ -36,18 +36,10 @@ class Check:
     detail: str
 
 
-_eps = format_budget
-
-
 def _pts(v: float) -> str:
     """A difference of accuracies in percentage points, without a spurious decimal."""
     p = round(v * 100, 1)
     return f"{p:g}"
-
-
-def pct(value: float | None) -> str:
-    """An accuracy in % with one decimal, or a dash where nothing was measured."""
-    return "–" if value is None else f"{100 * value:.1f}"
 
 
 def _pct(v: float) -> str:
@@ -84,11 +76,13 @@ def _not_above(
     bad = [e for e in common if strong[e] > weak[e] + tolerance]
     if bad:
         parts = [
-            f"ε={_eps(e)}: {labels[0]} {_pct(strong[e])} > {labels[1]} {_pct(weak[e])}" for e in bad
+            f"ε={format_budget(e)}: {labels[0]} {_pct(strong[e])} > {labels[1]} {_pct(weak[e])}"
+            for e in bad
         ]
         return Check(name, False, "; ".join(parts))
     parts = [
-        f"ε={_eps(e)}: {labels[0]} {_pct(strong[e])}, {labels[1]} {_pct(weak[e])}" for e in common
+        f"ε={format_budget(e)}: {labels[0]} {_pct(strong[e])}, {labels[1]} {_pct(weak[e])}"
+        for e in common
     ]
     return Check(name, True, "; ".join(parts))
 
@@ -132,8 +126,8 @@ def _monotone(best: dict[str, dict[float, float]], tolerance: float) -> Check:
         for lo, hi in pairwise(budgets):
             if per_eps[hi] > per_eps[lo] + tolerance:
                 bad.append(
-                    f"{attack}: {_pct(per_eps[lo])} at ε={_eps(lo)} → "
-                    f"{_pct(per_eps[hi])} at ε={_eps(hi)}"
+                    f"{attack}: {_pct(per_eps[lo])} at ε={format_budget(lo)} → "
+                    f"{_pct(per_eps[hi])} at ε={format_budget(hi)}"
                 )
     if bad:
         return Check(name, False, "accuracy rises with ε: " + "; ".join(bad))
@@ -158,7 +152,9 @@ def _near_zero(best: dict[str, dict[float, float]], tolerance: float, norm: str 
     )
     limit = max(NEAR_ZERO, tolerance)
     verdict = "≤" if acc <= limit else ">"
-    detail = f"ε={_eps(top)}: lowest accuracy {_pct(acc)} ({attack}) {verdict} {_pct(limit)}"
+    detail = (
+        f"ε={format_budget(top)}: lowest accuracy {_pct(acc)} ({attack}) {verdict} {_pct(limit)}"
+    )
     return Check(name, acc <= limit, detail)
 
 
@@ -182,7 +178,7 @@ def _converged(records: Sequence[Mapping[str, Any]], tolerance: float) -> Check:
         few, many = min(per_steps), max(per_steps)
         drop = per_steps[few] - per_steps[many]
         line = (
-            f"{attack} at ε={_eps(e)}: {few} steps {_pct(per_steps[few])} → "
+            f"{attack} at ε={format_budget(e)}: {few} steps {_pct(per_steps[few])} → "
             f"{many} steps {_pct(per_steps[many])}"
         )
         if drop > 2 * tolerance:
@@ -209,12 +205,12 @@ def _pgd_gap(best: dict[str, dict[float, float]]) -> Check:
     bad = [e for e in common if gaps[e] > PGD_GAP + 1e-9]
     if bad:
         parts = [
-            f"PGD overestimates robustness by {_pts(gaps[e])} points at ε={_eps(e)} "
+            f"PGD overestimates robustness by {_pts(gaps[e])} points at ε={format_budget(e)} "
             f"(PGD {_pct(pgd[e])}, {label[e]} {_pct(ref[e])})"
             for e in bad
         ]
         return Check(name, False, "; ".join(parts))
-    parts = [f"ε={_eps(e)}: PGD {_pct(pgd[e])}, {label[e]} {_pct(ref[e])}" for e in common]
+    parts = [f"ε={format_budget(e)}: PGD {_pct(pgd[e])}, {label[e]} {_pct(ref[e])}" for e in common]
     return Check(name, True, "gap ≤ " + _pts(PGD_GAP) + " points; " + "; ".join(parts))
 
 
@@ -225,7 +221,8 @@ def _below_clean(records: Sequence[Mapping[str, Any]], clean: float, tolerance: 
         return Check(name, None, "no attack results")
     bad = sorted(
         {
-            f"{str(r['attack']).lower()} at ε={_eps(r['eps'])}: {_pct(float(r['accuracy']))}"
+            f"{str(r['attack']).lower()} at ε={format_budget(r['eps'])}: "
+            f"{_pct(float(r['accuracy']))}"
             for r in records
             if float(r["accuracy"]) > clean + tolerance
         }

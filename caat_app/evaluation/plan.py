@@ -30,6 +30,8 @@ CHECKPOINTS = ("best", "last")
 DEFAULT_ATTACKS = ("fgsm", "pgd", "apgd-ce", "autoattack-fast")
 PROBE_STEPS = "pgd-100"  # the convergence probe of `pgd`
 EVAL_BATCH = 256  # fixed: a `batchstats` model's predictions depend on the batch
+
+
 def settings_of(attack: str, eps: float) -> dict[str, Any]:
     """The settings an attack runs with (stored with its result, part of its identity)."""
     return {} if attack == "clean" else ATTACKS[attack].settings(eps)

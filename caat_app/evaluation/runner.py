@@ -8,7 +8,6 @@ taken from the store instead of being measured again, unless `force`.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from caat_app.attacks.registry import attack_examples
-from caat_app.config import RunConfig, config_from_json
+from caat_app.config import RunConfig
 from caat_app.data.splits import load_dataset
 from caat_app.errors import CaatError
 from caat_app.evaluation.plan import (
@@ -30,8 +29,9 @@ from caat_app.evaluation.plan import (
     settings_text,
 )
 from caat_app.models.build import build_for_run
+from caat_app.runs.stored import config_of
 from caat_app.training.device import resolve_device
-from caat_storage import Run, Store
+from caat_storage import EvalResult, Run, Store
 
 
 def attack_batch(
@@ -63,7 +63,7 @@ def load_run_model(
     path = Path(run.run_dir) / f"{checkpoint}.pt"
     if not path.is_file():
         raise CaatError(f"run {run.id} has no {checkpoint} checkpoint at {path}")
-    config = config_from_json(json.loads(run.config))
+    config = config_of(run)
     dev = resolve_device(device)
     root = Path(config.data_dir) if config.data_dir else None
     data = load_dataset(config.dataset, root=root, download=config.download)
@@ -129,6 +129,49 @@ _STORED = (
 )
 
 
+def _test_subset(data: Any, n: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The first `n` test images of the stratified order (all of them for 0), on the device."""
+    order = stratified_order(data.y_test)[:n] if n > 0 else torch.arange(len(data.y_test))
+    return data.x_test[order].to(device), data.y_test[order].to(device)
+
+
+def _stored_results(
+    store: Store, run_id: int, checkpoint: str, weights: str
+) -> dict[tuple[str, str, float, int, str], EvalResult]:
+    """What was measured on these very weights, by what makes two results the same."""
+    return {
+        (r.attack, r.norm, round(r.eps, 12), r.samples, r.settings): r
+        for r in store.evals(run_id, checkpoint=checkpoint)
+        if r.weights == weights
+    }
+
+
+def _measure(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    job: Measurement,
+    norm: str,
+    *,
+    batch_dependent: bool,
+    should_stop: Callable[[], bool],
+) -> tuple[float, float] | None:
+    """One measurement from the same seed every time: (accuracy, seconds); None if stopped."""
+    torch.manual_seed(0)
+    began = time.perf_counter()
+    acc = accuracy(
+        model,
+        x,
+        y,
+        None if job.attack == "clean" else job.attack,
+        eps=job.eps,
+        norm=norm,
+        should_stop=should_stop,
+        batch_dependent=batch_dependent,
+    )
+    return None if acc is None else (acc, time.perf_counter() - began)
+
+
 def evaluate_run(
     store: Store,
     run: Run,
@@ -145,15 +188,8 @@ def evaluate_run(
     """
     assert run.id is not None
     model, config, data, weights = load_run_model(run, spec.checkpoint, spec.device)
-    dev = next(model.parameters()).device
-    n = spec.n
-    order = stratified_order(data.y_test)[:n] if n > 0 else torch.arange(len(data.y_test))
-    x, y = data.x_test[order].to(dev), data.y_test[order].to(dev)
-    cached = {
-        (r.attack, r.norm, round(r.eps, 12), r.samples, r.settings): r
-        for r in store.evals(run.id, checkpoint=spec.checkpoint)
-        if r.weights == weights
-    }
+    x, y = _test_subset(data, spec.n, next(model.parameters()).device)
+    cached = _stored_results(store, run.id, spec.checkpoint, weights)
     jobs = plan(spec)
     results = []
     for index, job in enumerate(jobs):
@@ -176,22 +212,18 @@ def evaluate_run(
         if hit is not None and not spec.force:
             row.update(accuracy=hit.accuracy, seconds=hit.seconds, cached=True)
         else:
-            torch.manual_seed(0)
-            began = time.perf_counter()
-            attack = None if job.attack == "clean" else job.attack
-            acc = accuracy(
+            measured = _measure(
                 model,
                 x,
                 y,
-                attack,
-                eps=job.eps,
-                norm=spec.norm,
-                should_stop=should_stop,
+                job,
+                spec.norm,
                 batch_dependent=config.bn == "batchstats",
+                should_stop=should_stop,
             )
-            if acc is None:
+            if measured is None:
                 return None
-            row.update(accuracy=acc, seconds=time.perf_counter() - began, cached=False)
+            row.update(accuracy=measured[0], seconds=measured[1], cached=False)
             store.add_evals(run.id, [{k: row[k] for k in _STORED}])
         results.append(row)
         if on_result is not None:
