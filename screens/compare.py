@@ -8,19 +8,20 @@ from typing import TYPE_CHECKING, Any
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from caat_app.analysis.compare import EPOCH_SERIES, STEP_SERIES, compare
+from caat_app.present import number, pct
 
 from .charts import MetricChart
+from .keys import Key
 from .messages import StoreFailed
 
 if TYPE_CHECKING:
-    from .app import CaatApp
+    from caat_app.runs.service import Workbench
 
 SERIES = [*STEP_SERIES, *EPOCH_SERIES]
 
@@ -33,34 +34,29 @@ class CompareLoaded(Message):
     series: list[dict[str, tuple[list[float], list[float]]]]
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
 class CompareScreen(Screen[None]):
     """`e` shows or hides the equal options; `m` picks the metric overlaid below."""
 
     BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back"),
-        Binding("m", "metric", "Metric"),
-        Binding("e", "toggle_equal", "Equal options"),
+        Key("escape", "app.pop_screen", "Back", tooltip="back to the runs"),
+        Key("m", "metric", "Metric", title="Next metric", tooltip="The metric overlaid below"),
+        Key(
+            "e",
+            "toggle_equal",
+            "Equal options",
+            title="Equal options",
+            tooltip="Show or hide the options the runs share",
+        ),
     ]
 
-    def __init__(self, run_ids: list[int]) -> None:
+    def __init__(self, bench: Workbench, run_ids: list[int]) -> None:
         super().__init__()
+        self.bench = bench
         self.run_ids = run_ids
         self.data: dict[str, Any] | None = None
         self.series: list[dict[str, tuple[list[float], list[float]]]] = []
         self.metric = "phi"
         self.show_equal = False
-
-    @property
-    def caat(self) -> CaatApp:
-        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -76,7 +72,7 @@ class CompareScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="compare")
     def load(self) -> None:
-        store = self.caat.store
+        store = self.bench.store
         try:
             runs = [store.get_run(run_id) for run_id in self.run_ids]
             present = [run for run in runs if run is not None]
@@ -119,17 +115,14 @@ class CompareScreen(Screen[None]):
                 equal += 1
                 continue
             style = "bold yellow" if row["differs"] else ""
-            cells = [Text(_cell(v), style=style) for v in row["values"]]
+            cells = [Text(number(v), style=style) for v in row["values"]]
             config.add_row(Text(row["option"]), *cells)
         metrics = self.query_one("#compare-metrics", DataTable)
         metrics.clear(columns=True)
         metrics.add_columns("metric", *heads)
         for row in self.data["metrics"]:
             percent = "SA" in row["metric"] or "AA" in row["metric"]
-            cells = [
-                "-" if v is None else (f"{100 * v:.1f}" if percent else _cell(v))
-                for v in row["values"]
-            ]
+            cells = [pct(v, "-") if percent else number(v) for v in row["values"]]
             metrics.add_row(row["metric"], *cells)
         hidden = f"{equal} equal options hidden (e shows them)" if equal else "all options shown"
         self.query_one("#compare-info", Static).update(

@@ -1,60 +1,39 @@
 """Robust accuracy of one run: its evaluation jobs, the paper's tables, the masking report.
 
 The screen only reads the store; evaluations run in worker processes (`caat_app.runs.worker
---eval`), started by the app, so leaving the screen or the dashboard never stops one.
+--eval`) that the workbench starts, so leaving the screen or the dashboard never stops one.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
-from textual import on, work
+from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
-from textual.screen import ModalScreen, Screen
+from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import (
-    Button,
-    Checkbox,
-    DataTable,
-    Footer,
-    Header,
-    Input,
-    Label,
-    ProgressBar,
-    Select,
-    SelectionList,
-    Static,
-)
+from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
 
-from caat_app.attacks.registry import NORMS
-from caat_app.errors import CaatError
-from caat_app.evaluation.plan import (
-    ATTACK_HELP,
-    CHECKPOINTS,
-    DEFAULT_ATTACKS,
-    EVAL_ATTACKS,
-    EvalSpec,
-    describe_spec,
-    eval_spec,
-)
+from caat_app.evaluation.plan import EvalSpec, describe_spec
 from caat_app.evaluation.tables import EvalTable, report_lines, table_cells, tables_from_results
-from caat_app.present import NORM_TEXT, format_budget
-from caat_storage import EvalJob, Run
+from caat_app.present import STATUS_STYLE, format_budget, norm_text
+from caat_app.runs.stored import option
 
+from .calls import call_service, start_evaluation
+from .eval_form import EvalForm
+from .keys import Key
 from .messages import StoreFailed
 from .modals import ConfirmScreen
-from .runs import STATUS_STYLE
 
 if TYPE_CHECKING:
-    from .app import CaatApp
+    from caat_app.runs.service import Workbench
+    from caat_storage import EvalJob, Run
 
 ACTIVE = ("queued", "running")
 
@@ -69,21 +48,12 @@ class EvalLoaded(Message):
     key: tuple[Any, ...]
 
 
-def run_config(run: Run) -> dict[str, Any]:
-    """The run's stored config; an unreadable one is an empty dict, not a crash."""
-    try:
-        config = json.loads(run.config)
-    except (TypeError, ValueError):
-        return {}
-    return config if isinstance(config, dict) else {}
-
-
 def caption(table: EvalTable) -> str:
     """What a table measured, in the CLI's words."""
     return (
         f"accuracy in % on {table.samples} test images · checkpoint {table.checkpoint}"
         f"{f' ({table.weights})' if table.weights else ''} · "
-        f"{NORM_TEXT.get(table.norm, table.norm)} · {table.seconds:.1f} s"
+        f"{norm_text(table.norm)} · {table.seconds:.1f} s"
     )
 
 
@@ -96,22 +66,36 @@ class EvalScreen(Screen[None]):
     """One run's evaluations; polls the store and redraws only when something changed."""
 
     BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back"),
-        Binding("n", "new", "New evaluation"),
-        Binding("c", "cancel_eval", "Cancel"),
+        Key("escape", "app.pop_screen", "Back", tooltip="back to where you came from"),
+        Key(
+            "n",
+            "new",
+            "New evaluation",
+            title="New evaluation",
+            tooltip="Open the evaluation form: attacks, budgets, norm, images, checkpoint "
+            "(ctrl+s starts)",
+        ),
+        Key(
+            "c",
+            "cancel_eval",
+            "Cancel",
+            title="Cancel evaluation",
+            tooltip="Stop the running evaluation (asks first; what it measured stays stored)",
+        ),
     ]
+    HELP = (
+        "Evaluations run in worker processes, like training: leaving the screen leaves them going."
+    )
 
-    def __init__(self, run_id: int) -> None:
+    def __init__(self, bench: Workbench, run_id: int, *, poll: float = 1.0) -> None:
         super().__init__()
+        self.bench = bench
+        self.poll_interval = poll
         self.run_id = run_id
         self.run: Run | None = None
         self.job: EvalJob | None = None
         self.tables: list[EvalTable] = []
         self.key: tuple[Any, ...] | None = None
-
-    @property
-    def caat(self) -> CaatApp:
-        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -125,12 +109,12 @@ class EvalScreen(Screen[None]):
     def on_mount(self) -> None:
         self.query_one("#eval-job").display = False
         self.poll()
-        self.set_interval(self.caat.poll_interval, self.poll)
+        self.set_interval(self.poll_interval, self.poll)
 
     @work(thread=True, exclusive=True, group="evals")
     def poll(self) -> None:
         """Read the run, its newest job and its results off the UI thread."""
-        store = self.caat.store
+        store = self.bench.store
         try:
             run = store.get_run(self.run_id)
             if run is None:
@@ -174,15 +158,15 @@ class EvalScreen(Screen[None]):
             await self.show_tables(message.tables, message.run)
 
     def show_head(self, run: Run) -> None:
-        config = run_config(run)
         text = Text()
         text.append(f"run {run.id} ", style="bold")
         text.append(run.name)
         text.append("  ")
         text.append(run.status, style=STATUS_STYLE.get(run.status, ""))
-        if "eps" in config:
-            norm = NORM_TEXT.get(str(config.get("norm")), str(config.get("norm")))
-            text.append(f"  trained at ε={format_budget(float(config['eps']))} {norm}")
+        eps = option(run, "eps")
+        if eps is not None:
+            norm = norm_text(option(run, "norm"))
+            text.append(f"  trained at ε={format_budget(float(eps))} {norm}")
         self.query_one("#eval-head", Static).update(text)
 
     def show_job(self, job: EvalJob | None, run: Run) -> None:
@@ -218,7 +202,7 @@ class EvalScreen(Screen[None]):
                 Static(Text("no evaluation of this run yet: press n to start one"), id="eval-empty")
             )
             return
-        batchstats = run_config(run).get("bn") == "batchstats"
+        batchstats = option(run, "bn") == "batchstats"
         widgets: list[Widget] = []
         for i, table in enumerate(tables):
             widgets.append(Static(Text(caption(table), style="bold"), classes="eval-caption"))
@@ -252,7 +236,7 @@ class EvalScreen(Screen[None]):
 
         def done(spec: EvalSpec | None) -> None:
             if spec is not None:
-                self.caat.start_evaluation(run_id, spec)
+                start_evaluation(self, self.bench, run_id, spec)
 
         self.app.push_screen(EvalForm(run), done)
 
@@ -264,7 +248,11 @@ class EvalScreen(Screen[None]):
 
         def done(yes: bool | None) -> None:
             if yes:
-                self.caat.cancel_evaluation(job)
+                call_service(
+                    self,
+                    lambda: self.bench.cancel_eval(job),
+                    lambda _: self.notify(f"evaluation {job.id}: asked to stop", markup=False),
+                )
 
         self.app.push_screen(
             ConfirmScreen(
@@ -273,132 +261,3 @@ class EvalScreen(Screen[None]):
             ),
             done,
         )
-
-
-class EvalForm(ModalScreen[EvalSpec | None]):
-    """An evaluation request, checked by `eval_spec` as the person types: what it accepts
-    is exactly what the worker runs."""
-
-    BINDINGS = [
-        Binding("ctrl+s", "start", "Start"),
-        Binding("escape", "dismiss(None)", "Cancel"),
-    ]
-
-    def __init__(self, run: Run) -> None:
-        super().__init__(classes="modal")
-        self.run = run
-        config = run_config(run)
-        try:
-            self.budget = format_budget(float(config["eps"]))
-        except (KeyError, TypeError, ValueError):
-            self.budget = ""
-        norm = config.get("norm")
-        self.norm = norm if norm in NORMS else NORMS[0]
-        self.spec: EvalSpec | None = None
-
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog eval-form"):
-            title = Text(f"Evaluate run {self.run.id} ", style="bold")
-            title.append(self.run.name, style="")
-            yield Label(title, id="eval-title")
-            yield SelectionList[str](
-                *[
-                    (
-                        Text.assemble((name, "bold"), f"  {ATTACK_HELP.get(name, '')}"),
-                        name,
-                        name in DEFAULT_ATTACKS,
-                    )
-                    for name in EVAL_ATTACKS
-                ],
-                id="e-attacks",
-                compact=True,
-            )
-            with Horizontal(classes="eval-field"):
-                yield Label("budgets ε", classes="eval-label")
-                yield Input(self.budget, placeholder="e.g. 8/255,16/255", id="e-eps", compact=True)
-            with Horizontal(classes="eval-field"):
-                yield Label("norm", classes="eval-label")
-                yield Select(
-                    [(n, n) for n in NORMS],
-                    value=self.norm,
-                    allow_blank=False,
-                    id="e-norm",
-                    compact=True,
-                )
-            with Horizontal(classes="eval-field"):
-                yield Label("images (0: all)", classes="eval-label")
-                yield Input("1000", id="e-n", compact=True)
-            with Horizontal(classes="eval-field"):
-                yield Label("checkpoint", classes="eval-label")
-                yield Select(
-                    [(c, c) for c in CHECKPOINTS],
-                    value=CHECKPOINTS[0],
-                    allow_blank=False,
-                    id="e-checkpoint",
-                    compact=True,
-                )
-            with Horizontal(classes="eval-field"):
-                yield Label("", classes="eval-label")
-                yield Checkbox("measure again (force)", id="e-force", compact=True)
-            yield Static("", id="e-error")
-            with Horizontal(classes="buttons"):
-                yield Button("Start", variant="primary", id="e-start", compact=True)
-                yield Button("Cancel", id="e-cancel", compact=True)
-
-    def on_mount(self) -> None:
-        self.validate()
-        self.query_one("#e-attacks").focus()
-
-    def validate(self) -> EvalSpec | None:
-        """The checked request, or None with `eval_spec`'s one-line reason shown."""
-        n_text = self.query_one("#e-n", Input).value.strip()
-        n: Any = int(n_text) if n_text.isdecimal() else n_text  # else eval_spec says why
-        try:
-            spec: EvalSpec | None = eval_spec(
-                attacks=list(self.query_one("#e-attacks", SelectionList).selected),
-                budgets=self.query_one("#e-eps", Input).value,
-                norm=str(self.query_one("#e-norm", Select).value),
-                n=n,
-                checkpoint=str(self.query_one("#e-checkpoint", Select).value),
-                force=self.query_one("#e-force", Checkbox).value,
-            )
-            message = ""
-        except CaatError as exc:
-            spec, message = None, str(exc)
-        note = self.query_one("#e-error", Static)
-        if spec is None:
-            note.update(Text(message))
-        else:
-            from caat_app.evaluation.plan import plan
-
-            note.update(Text(f"{len(plan(spec))} measurements (clean and probes included)"))
-        note.set_class(spec is None, "error")
-        self.query_one("#e-eps", Input).set_class(message.startswith("--eps"), "invalid")
-        self.query_one("#e-n", Input).set_class(message.startswith("--n"), "invalid")
-        self.query_one("#e-start", Button).disabled = spec is None
-        self.spec = spec
-        return spec
-
-    @on(Input.Changed)
-    @on(Select.Changed)
-    @on(Checkbox.Changed)
-    @on(SelectionList.SelectedChanged)
-    def changed(self) -> None:
-        self.validate()
-
-    @on(Input.Submitted)
-    def submitted(self) -> None:
-        self.action_start()
-
-    def action_start(self) -> None:
-        spec = self.validate()
-        if spec is None:
-            self.notify("fix the request first", severity="warning")
-            return
-        self.dismiss(spec)
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "e-start":
-            self.action_start()
-        else:
-            self.dismiss(None)

@@ -11,31 +11,21 @@ from typing import TYPE_CHECKING, Any
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.containers import Vertical
 from textual.message import Message
-from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Header, Label, OptionList, Static
-from textual.widgets.option_list import Option
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
 from textual_plotext import PlotextPlot
 
 from caat_app.analysis.front import POINT_COLUMNS, point_cells
-from caat_app.analysis.points import (
-    SPLITS,
-    EvalAxis,
-    axis_labels,
-    eval_axes,
-    eval_axis_labels,
-    points_from_evals,
-    points_from_runs,
-)
+from caat_app.analysis.points import SPLITS, EvalAxis, eval_axes, front_view
 
+from .keys import Key
 from .messages import StoreFailed
+from .modals import AxisPicker
 
 if TYPE_CHECKING:
-    from .app import CaatApp
+    from caat_app.runs.service import Workbench
 
-TRAINING_AXIS = "training PGD (per-epoch)"
 COLORS = [(66, 135, 245), (245, 130, 48), (60, 180, 75), (220, 50, 120), (145, 30, 180)]
 MAX_RUNS = 10_000
 FRAME_ROWS = 5  # a plot's rows that are not canvas: title, box top and bottom, ticks, label
@@ -49,38 +39,6 @@ class FrontLoaded(Message):
     labels: tuple[str, str]
     axes: list[EvalAxis] = field(default_factory=list)
     missing: list[int] = field(default_factory=list)
-
-
-class AxisPicker(ModalScreen[int | None]):
-    """Choose the AA axis: 0 is training's PGD, then every evaluated attack and budget."""
-
-    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
-
-    def __init__(self, axes: list[EvalAxis], current: EvalAxis | None) -> None:
-        super().__init__(classes="modal")
-        self.axes = axes
-        self.current = current
-
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog axis-picker"):
-            yield Label("AA axis of the front")
-            options = [Option(Text(TRAINING_AXIS))]
-            options += [Option(Text(f"evaluated: {axis.text}")) for axis in self.axes]
-            yield OptionList(*options, id="axis-options")
-            if not self.axes:
-                yield Static(
-                    Text("no shown run has evaluations yet: press e on a run to evaluate it"),
-                    classes="hint",
-                )
-
-    def on_mount(self) -> None:
-        options = self.query_one(OptionList)
-        chosen = self.axes.index(self.current) + 1 if self.current in self.axes else 0
-        options.highlighted = chosen
-        options.focus()
-
-    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(event.option_index)
 
 
 def staircase(sa: list[float], aa: list[float]) -> tuple[list[float], list[float]]:
@@ -151,21 +109,30 @@ class FrontScreen(Screen[None]):
     """Finished runs matching the runs table's filter; `a` picks the AA axis, `v` the split."""
 
     BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back"),
-        Binding("a", "axis", "AA axis"),
-        Binding("v", "split", "Test/val"),
+        Key("escape", "app.pop_screen", "Back", tooltip="back to the runs"),
+        Key(
+            "a",
+            "axis",
+            "AA axis",
+            title="Front AA axis",
+            tooltip="Training's PGD or an evaluated attack",
+        ),
+        Key(
+            "v",
+            "split",
+            "Test/val",
+            title="Test or validation",
+            tooltip="Training's accuracies on the test or the validation split",
+        ),
     ]
 
-    def __init__(self, search: str = "") -> None:
+    def __init__(self, bench: Workbench, search: str = "") -> None:
         super().__init__()
+        self.bench = bench
         self.search = search
         self.split = "test"
         self.axis: EvalAxis | None = None  # None: training's per-epoch PGD
         self.axes: list[EvalAxis] = []
-
-    @property
-    def caat(self) -> CaatApp:
-        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -179,28 +146,19 @@ class FrontScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="front")
     def load(self) -> None:
-        from caat_app.analysis.front import report
-
+        """The front of the finished runs the filter shows, as `caat front` computes it."""
         axis = self.axis
-        store = self.caat.store
+        store = self.bench.store
         try:
             runs = store.list_runs(limit=MAX_RUNS, search=self.search or None)
-            finished = [run for run in runs if run.status == "finished"]
-            results = store.evals_of_runs([r.id for r in finished if r.id is not None])
+            finished = [r.id for r in runs if r.status == "finished" and r.id is not None]
+            results = store.evals_of_runs(finished)
             axes = eval_axes(r for rows in results.values() for r in rows)
-            missing: list[int] = []
-            if axis is None:
-                rep = report(points_from_runs(finished, split=self.split))
-                labels = axis_labels(finished, split=self.split) if finished else ("SA", "AA")
-            else:
-                points, missing = points_from_evals(finished, results, axis)
-                rep = report(points)
-                samples = [r.samples for p in points for r in results[p.run_id] if axis.matches(r)]
-                labels = eval_axis_labels(axis, samples) if samples else ("SA", "AA")
+            view = front_view(runs, split=self.split, axis=axis, results=results)
         except Exception as exc:
             self.post_message(StoreFailed(f"cannot build the front: {exc}"))
             return
-        self.post_message(FrontLoaded(rep, labels, axes, missing))
+        self.post_message(FrontLoaded(view.report, view.labels, axes, view.missing))
 
     def on_store_failed(self, message: StoreFailed) -> None:
         self.notify(message.error, severity="error", markup=False)

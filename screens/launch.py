@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Select, Static, Switch
@@ -20,10 +19,14 @@ from caat_app.data.registry import DATASETS
 from caat_app.method.registry import LOSSES, METHODS, PROJECTIONS
 from caat_app.models.registry import BN_MODES, MODELS
 from caat_app.presets import PRESETS
-from caat_app.runs.launcher import Gpu
+
+from .calls import call_service
+from .keys import Key
 
 if TYPE_CHECKING:
-    from .app import CaatApp
+    from caat_app.config import RunConfig
+    from caat_app.runs.launcher import Gpu
+    from caat_app.runs.service import Workbench
 
 
 @dataclass(frozen=True)
@@ -76,32 +79,39 @@ FIELDS = [
 _AUGMENT = {"default": None, "on": True, "off": False}
 
 
+@dataclass(frozen=True)
+class Launched:
+    """What the form queued: one run (to monitor) or a sweep (to filter the table by)."""
+
+    run_id: int | None = None
+    sweep: str | None = None
+
+
 def _text(value: Any) -> str:
     if value is None:
         return ""
     return repr(value) if isinstance(value, float) else str(value)
 
 
-class LaunchScreen(Screen[None]):
+class LaunchScreen(Screen[Launched]):
     """Submitting records the run as queued and starts a worker when there is room."""
 
     BINDINGS = [
-        Binding("ctrl+s", "launch", "Launch"),
-        Binding("escape", "app.pop_screen", "Back"),
+        Key("ctrl+s", "launch", "Launch", title="Launch", tooltip="Queue the run (or the sweep)"),
+        Key("escape", "app.pop_screen", "Back", tooltip="back, queueing nothing"),
     ]
 
-    def __init__(self, values: dict[str, Any] | None = None, *, gpus: list[Gpu]) -> None:
+    def __init__(
+        self, bench: Workbench, values: dict[str, Any] | None = None, *, gpus: list[Gpu]
+    ) -> None:
         super().__init__()
+        self.bench = bench
         defaults = build_config({"device": "auto" if gpus else "cpu"})
         self.initial = defaults.model_dump() | dict(values or {})
         self.initial["preset"] = None  # a re-launched config is already complete
         self.initial["sweep"] = None
         self.dataset = str(self.initial["dataset"])
         self.gpus = gpus
-
-    @property
-    def caat(self) -> CaatApp:
-        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -274,6 +284,24 @@ class LaunchScreen(Screen[None]):
             return
         self.query_one("#launch", Button).disabled = True
         if self.sweep_name:
-            self.caat.submit_sweep(self.sweep_name, configs)
+            self.queue_sweep(self.sweep_name, configs)
         else:
-            self.caat.submit_run(configs[0])
+            call_service(
+                self, lambda: self.bench.create_run(configs[0]), lambda i: self.done(Launched(i))
+            )
+
+    def queue_sweep(self, name: str, configs: list[RunConfig]) -> None:
+        """Queue the grid in sweep `name`; what the sweep already holds is not queued again."""
+
+        def queued(ids: tuple[list[int], list[int]]) -> None:
+            new, held = ids
+            text = f"sweep {name}: {len(new)} runs queued, {len(held)} already there"
+            self.notify(text, markup=False)
+            self.done(Launched(sweep=name))
+
+        call_service(self, lambda: self.bench.queue_sweep(name, configs), queued)
+
+    def done(self, launched: Launched) -> None:
+        """Back to whoever opened the form, with what was queued (unless the person left)."""
+        if self.is_current:
+            self.dismiss(launched)

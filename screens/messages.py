@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 
-from caat_storage import EpochMetric, Run, StepMetric
+if TYPE_CHECKING:
+    from caat_storage import EpochMetric, Run, StepMetric
 
 
 @dataclass
 class RunsLoaded(Message):
-    """One page of the runs table, and how many runs match the filter."""
+    """One page of the runs table, and how many runs match the filter.
 
-    runs: list[Run]
+    `quick`: read by `firstpage` before the store was open (rows that look like runs).
+    """
+
+    runs: list[Any]
     total: int
+    quick: bool = False
 
 
 @dataclass

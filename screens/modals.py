@@ -1,12 +1,26 @@
-"""Small modal screens: confirm, ask for a line of text, edit a note, help."""
+"""Small modal screens: confirm, a line of text, a note, the help, the front's AA axis.
+
+Each is a question with an answer (`dismiss`); none touches the store or the app, so
+any screen can ask one. Widgets only a few dialogs need (the note's TextArea, the help's
+Markdown) are imported when they open, off the path of the first paint.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Markdown, TextArea
+from textual.widgets import Button, Input, Label, OptionList, Static
+from textual.widgets.option_list import Option
+
+if TYPE_CHECKING:
+    from caat_app.analysis.points import EvalAxis
+
+TRAINING_AXIS = "training PGD (per-epoch)"
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -67,6 +81,8 @@ class NoteScreen(ModalScreen[str | None]):
         self.text = text
 
     def compose(self) -> ComposeResult:
+        from textual.widgets import TextArea
+
         with Vertical(classes="dialog note"):
             yield Label(self.title_text, markup=False)
             yield TextArea(self.text, id="note")
@@ -75,7 +91,7 @@ class NoteScreen(ModalScreen[str | None]):
                 yield Button("Cancel", id="cancel")
 
     def action_save(self) -> None:
-        self.dismiss(self.query_one(TextArea).text)
+        self.dismiss(self.query_one("#note").text)  # type: ignore[attr-defined]
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "save":
@@ -84,60 +100,49 @@ class NoteScreen(ModalScreen[str | None]):
             self.dismiss(None)
 
 
-HELP = """\
-# caat dashboard
-
-Runs train in **worker processes**: quitting the dashboard leaves them training,
-and opening it again shows them live. Everything shown comes from the store.
-
-## Runs
-| key | action |
-|---|---|
-| `n` | new run (the launch form) |
-| `enter` | monitor the selected run |
-| `e` | evaluate the selected run: attack zoo, paper table, masking report |
-| `/` | filter by name, method, data set, status, tag |
-| `s` / `S` | sort by the next column / reverse the order (or click a header) |
-| `[` `]` | previous / next page |
-| `c` | cancel a running or queued run (asks first) |
-| `d` | delete a finished run, its rows and its folder (asks first) |
-| `r` `t` `o` | rename, tag, add a note |
-| `l` | re-launch the run's config in the form |
-| `f` | show the run's folder |
-| `space` | mark a run; `C` compares the marked runs |
-| `F` | the SA-AA front of the finished runs the filter shows |
-
-## Compare and front
-`m` the metric overlaid · `e` show the equal options · `v` test or validation split ·
-`a` the front's AA axis: training's PGD or an evaluated attack and budget
-
-## Monitor
-| key | action |
-|---|---|
-| `x` | x axis: step, epoch, time |
-| `m` | smoothing on/off |
-| `g` | μ on a log10 scale |
-| `c` | cancel the run |
-| `e` | its evaluations |
-| `escape` | back to the runs |
-
-## Evaluation
-Evaluations run in worker processes, like training: leaving the screen leaves them going.
-
-| key | action |
-|---|---|
-| `n` | new evaluation: attacks, budgets, norm, images, checkpoint (`ctrl+s` starts) |
-| `c` | cancel the running evaluation (asks first; what it measured stays stored) |
-| `escape` | back |
-
-## Everywhere
-`?` this help · `ctrl+p` command palette · `ctrl+t` light/dark theme · `q` quit
-"""
-
-
 class HelpScreen(ModalScreen[None]):
+    """Every key and what it does, as the screens' own bindings say (the app writes it)."""
+
     BINDINGS = [Binding("escape,q,question_mark", "dismiss(None)", "Close")]
 
+    def __init__(self, markdown: str) -> None:
+        super().__init__()
+        self.markdown = markdown
+
     def compose(self) -> ComposeResult:
+        from textual.widgets import Markdown
+
         with VerticalScroll(classes="dialog help"):
-            yield Markdown(HELP)
+            yield Markdown(self.markdown)
+
+
+class AxisPicker(ModalScreen[int | None]):
+    """Choose the front's AA axis: 0 is training's PGD, then every evaluated attack and budget."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def __init__(self, axes: list[EvalAxis], current: EvalAxis | None) -> None:
+        super().__init__(classes="modal")
+        self.axes = axes
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog axis-picker"):
+            yield Label("AA axis of the front")
+            options = [Option(Text(TRAINING_AXIS))]
+            options += [Option(Text(f"evaluated: {axis.text}")) for axis in self.axes]
+            yield OptionList(*options, id="axis-options")
+            if not self.axes:
+                yield Static(
+                    Text("no shown run has evaluations yet: press e on a run to evaluate it"),
+                    classes="hint",
+                )
+
+    def on_mount(self) -> None:
+        options = self.query_one(OptionList)
+        chosen = self.axes.index(self.current) + 1 if self.current in self.axes else 0
+        options.highlighted = chosen
+        options.focus()
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option_index)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,20 +9,22 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Grid
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Log, Static
 
-from caat_storage import EpochMetric, Run
+from caat_app.runs.stored import option
 
+from .calls import cancel_run
 from .charts import MetricChart
+from .keys import Key
 from .messages import RunLoaded, StoreFailed
 from .modals import ConfirmScreen
 from .series import eta_seconds
 
 if TYPE_CHECKING:
-    from .app import CaatApp
+    from caat_app.runs.service import Workbench
+    from caat_storage import EpochMetric, Run
 
 AXES = ("step", "epoch", "time")
 STEP_KEYS = ("step", "epoch", "t", "loss_c", "loss_a", "phi", "mu", "lr")
@@ -77,16 +78,25 @@ class MonitorScreen(Screen[None]):
     VERTICAL_BREAKPOINTS = [(0, "-short"), (34, "-tall")]  # a short terminal: charts first
 
     BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back"),
-        Binding("x", "axis", "X axis"),
-        Binding("m", "smooth", "Smooth"),
-        Binding("g", "log_mu", "log μ"),
-        Binding("c", "cancel_run", "Cancel"),
-        Binding("e", "evaluate", "Eval", show=False),
+        Key("escape", "app.pop_screen", "Back", tooltip="back to the runs"),
+        Key("x", "axis", "X axis", title="X axis", tooltip="Step, epoch or time along x"),
+        Key("m", "smooth", "Smooth", title="Smooth", tooltip="Smoothing on or off"),
+        Key("g", "log_mu", "log μ", title="log μ", tooltip="μ on a log10 scale"),
+        Key("c", "cancel_run", "Cancel", title="Cancel run", tooltip="Stop this run (asks first)"),
+        Key(
+            "e",
+            "evaluate",
+            "Eval",
+            show=False,
+            title="Evaluate run",
+            tooltip="Robust accuracy under the attack zoo, with a masking report",
+        ),
     ]
 
-    def __init__(self, run_id: int) -> None:
+    def __init__(self, bench: Workbench, run_id: int, *, poll: float = 1.0) -> None:
         super().__init__()
+        self.bench = bench
+        self.poll_interval = poll
         self.run_id = run_id
         self.run: Run | None = None
         self.columns: dict[str, list[float]] = {k: [] for k in STEP_KEYS}
@@ -96,10 +106,6 @@ class MonitorScreen(Screen[None]):
         self.log_mu = False
         self.gamma: float | None = None
         self.log_lines: list[str] = []
-
-    @property
-    def caat(self) -> CaatApp:
-        return self.app  # type: ignore[return-value]
 
     @property
     def last_step(self) -> int:
@@ -119,11 +125,11 @@ class MonitorScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.poll()
-        self.set_interval(self.caat.poll_interval, self.poll)
+        self.set_interval(self.poll_interval, self.poll)
 
     @work(thread=True, exclusive=True, group="monitor")
     def poll(self) -> None:
-        store = self.caat.store
+        store = self.bench.store
         try:
             run = store.get_run(self.run_id)
             if run is None:
@@ -144,8 +150,8 @@ class MonitorScreen(Screen[None]):
         fresh = self.run is None
         self.run = message.run
         if fresh:
-            config = json.loads(message.run.config)
-            self.gamma = config.get("gamma") if config.get("method") == "caat" else None
+            caat = option(message.run, "method") == "caat"
+            self.gamma = option(message.run, "gamma") if caat else None
         new_steps = [s for s in message.steps if s.step > self.last_step]
         for row in new_steps:
             for key in STEP_KEYS:
@@ -245,7 +251,9 @@ class MonitorScreen(Screen[None]):
         self.redraw()
 
     def action_evaluate(self) -> None:
-        self.caat.open_evaluation(self.run_id)
+        from .evals import EvalScreen
+
+        self.app.push_screen(EvalScreen(self.bench, self.run_id, poll=self.poll_interval))
 
     def action_cancel_run(self) -> None:
         run = self.run
@@ -255,6 +263,6 @@ class MonitorScreen(Screen[None]):
 
         def done(yes: bool | None) -> None:
             if yes:
-                self.caat.cancel_run(run)
+                cancel_run(self, self.bench, run)
 
         self.app.push_screen(ConfirmScreen(f"Cancel run {run.id} ({run.name})?"), done)

@@ -1,4 +1,8 @@
-"""The home screen: every run in the store, live, one page at a time."""
+"""The home screen: every run in the store, live, one page at a time.
+
+Opened from a URL, it shows its first page before the store is open (`firstpage`), then
+reads the store through the workbench the app hands it (`attach`).
+"""
 
 from __future__ import annotations
 
@@ -8,105 +12,126 @@ from typing import TYPE_CHECKING, Any
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.screen import Screen
+from textual.message import Message
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from caat_storage import Run
-
+from .calls import call_service
+from .keys import Key
 from .messages import RunsLoaded, StoreFailed
-from .modals import ConfirmScreen, NoteScreen, TextPrompt
+from .run_actions import RunActions
+from .runs_table import COLUMNS, PAGE_SIZE, run_cells
 
 if TYPE_CHECKING:
-    from .app import CaatApp
+    from caat_app.runs.service import Workbench
+    from caat_storage import Run
 
-PAGE_SIZE = 100
-STATUS_STYLE = {
-    "queued": "cyan",
-    "running": "bold yellow",
-    "finished": "green",
-    "failed": "bold red",
-    "cancelled": "magenta",
-    "diverged": "red",
-}
-# (column label, store sort key)
-COLUMNS = [
-    ("name", "name"),
-    ("method", "param"),
-    ("data", "dataset"),
-    ("ε", "eps"),
-    ("status", "status"),
-    ("epoch", "epochs_done"),
-    ("SA", "best_val_clean"),
-    ("AA", "best_val_adv"),
-    ("φ", "last_phi"),
-    ("μ", "last_mu"),
-    ("started", "started_at"),
-    ("time", "started_at"),
-]
+    from .launch import Launched
 
 
-def _num(value: float | None, fmt: str) -> str:
-    return "-" if value is None else format(value, fmt)
-
-
-def _duration(run: Run, now: datetime) -> str:
-    if run.started_at is None:
-        return "-"
-    end = run.finished_at or (now if run.status == "running" else run.heartbeat_at or now)
-    seconds = int(max((end - run.started_at).total_seconds(), 0))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
-
-
-def run_cells(run: Run, now: datetime, marked: bool = False) -> list[Any]:
-    """One table row. User text (names) goes in as `Text`, never parsed as markup."""
-    symbol = "γ" if run.method == "caat" else "λ"
-    started = run.started_at.astimezone().strftime("%m-%d %H:%M") if run.started_at else "-"
-    return [
-        Text.assemble(("● " if marked else "", "bold"), run.name),
-        Text(f"{run.method} {symbol}={_num(run.param, 'g')}"),
-        Text(f"{run.dataset}/{run.model}"),
-        _num(run.eps, ".3g"),
-        Text(run.status, style=STATUS_STYLE.get(run.status, "")),
-        f"{run.epochs_done}/{run.epochs_total}",
-        "-" if run.best_val_clean is None else f"{100 * run.best_val_clean:.1f}",
-        "-" if run.best_val_adv is None else f"{100 * run.best_val_adv:.1f}",
-        _num(run.last_phi, "+.2f"),
-        _num(run.last_mu, ".3g"),
-        started,
-        _duration(run, now),
-    ]
-
-
-class RunsScreen(Screen[None]):
+class RunsScreen(RunActions):
     """Runs newest first; the table refreshes every second without losing its place."""
 
+    # The footer keeps what fits at 80 columns with `q` and `?`; `?` lists every key.
     BINDINGS = [
-        # The footer keeps what fits at 80 columns with `q` and `?`; `?` lists every key.
-        Binding("n", "new", "New"),
-        Binding("enter", "open", "Monitor", show=False),
-        Binding("e", "evaluate", "Eval"),
-        Binding("slash", "filter", "Filter", show=False),  # the filter box says `/`
-        Binding("s", "sort", "Sort", show=False),
-        Binding("S", "reverse", "Reverse", show=False),
-        Binding("c", "cancel_run", "Cancel"),
-        Binding("d", "delete", "Delete", show=False),
-        Binding("r", "rename", "Rename", show=False),
-        Binding("t", "tags", "Tags", show=False),
-        Binding("o", "note", "Note", show=False),
-        Binding("l", "relaunch", "Relaunch", show=False),
-        Binding("f", "folder", "Folder", show=False),
-        Binding("left_square_bracket", "page(-1)", "Prev page", show=False),
-        Binding("right_square_bracket", "page(1)", "Next page", show=False),
-        Binding("escape", "clear_filter", "Clear filter", show=False),
-        Binding("space", "mark", "Mark", show=False),
-        Binding("C", "compare", "Compare"),
-        Binding("F", "front", "Front"),
+        Key("n", "new", "New", title="New run", tooltip="Open the launch form (ctrl+s queues)"),
+        Key(
+            "enter",
+            "open",
+            "Monitor",
+            show=False,
+            title="Monitor run",
+            tooltip="Live charts of the selected run",
+        ),
+        Key(
+            "e",
+            "evaluate",
+            "Eval",
+            title="Evaluate run",
+            tooltip="Robust accuracy under the attack zoo, masking report",
+        ),
+        Key("slash", "filter", "Filter", show=False, tooltip="name, method, data set, status, tag"),
+        Key("s", "sort", "Sort", show=False, tooltip="by the next column (or click a header)"),
+        Key("S", "reverse", "Reverse", show=False, tooltip="the sort order"),
+        Key(
+            "c",
+            "cancel_run",
+            "Cancel",
+            title="Cancel run",
+            tooltip="Stop the selected run (asks first)",
+        ),
+        Key(
+            "d",
+            "delete",
+            "Delete",
+            show=False,
+            title="Delete run",
+            tooltip="Delete the selected run, its rows and its folder (asks first)",
+        ),
+        Key(
+            "r",
+            "rename",
+            "Rename",
+            show=False,
+            title="Rename run",
+            tooltip="Give the selected run a new name",
+        ),
+        Key(
+            "t", "tags", "Tags", show=False, title="Tag run", tooltip="Set the selected run's tags"
+        ),
+        Key(
+            "o",
+            "note",
+            "Note",
+            show=False,
+            title="Note on run",
+            tooltip="Write a note on the selected run",
+        ),
+        Key(
+            "l",
+            "relaunch",
+            "Relaunch",
+            show=False,
+            title="Re-launch run",
+            tooltip="Open the selected run's config in the form",
+        ),
+        Key(
+            "f",
+            "folder",
+            "Folder",
+            show=False,
+            title="Run folder",
+            tooltip="Show the selected run's folder (and copy it)",
+        ),
+        Key("left_square_bracket", "page(-1)", "Prev page", show=False, tooltip="100 runs a page"),
+        Key("right_square_bracket", "page(1)", "Next page", show=False),
+        Key("escape", "clear_filter", "Clear filter", show=False),
+        Key("space", "mark", "Mark", show=False, tooltip="the selected run, for C (compare)"),
+        Key(
+            "C",
+            "compare",
+            "Compare",
+            title="Compare marked runs",
+            tooltip="Marked runs side by side (space marks)",
+        ),
+        Key(
+            "F",
+            "front",
+            "Front",
+            title="SA-AA front",
+            tooltip="The front of the finished runs the filter shows",
+        ),
     ]
 
-    def __init__(self) -> None:
+    class FirstPage(Message):
+        """A first page is on screen, or none can come before the store: open it now."""
+
+    def __init__(
+        self, bench: Workbench | None = None, *, poll: float = 1.0, url: str | None = None
+    ) -> None:
         super().__init__()
+        self.bench = bench  # None until the app has opened the store at `url`
+        self.url = url
+        self.poll_interval = poll
         self.search = ""
         self.sort_index = 0  # into COLUMNS; the default order is newest first
         self.sort_key = "id"
@@ -115,10 +140,6 @@ class RunsScreen(Screen[None]):
         self.total = 0
         self.runs: dict[int, Run] = {}
         self.marked: set[int] = set()  # runs picked with space, for compare
-
-    @property
-    def caat(self) -> CaatApp:
-        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -134,15 +155,39 @@ class RunsScreen(Screen[None]):
         for label, _ in COLUMNS:
             table.add_column(label, key=label)
         table.focus()
+        if self.bench is None and self.url is not None:
+            self.first_page(self.url)
+        else:
+            self.reload()
+        self.set_interval(self.poll_interval, self.reload)
+
+    def attach(self, bench: Workbench) -> None:
+        """The store is open: read it from now on (the first poll replaces a quick page)."""
+        self.bench = bench
         self.reload()
-        self.set_interval(self.caat.poll_interval, self.reload)
 
     # ------------------------------------------------------------------ loading
+
+    def first_page(self, url: str) -> None:
+        """The newest runs straight from a SQLite file, while the store still opens.
+
+        Read here, on the UI thread (milliseconds, and no lock to wait for: the store
+        writes in WAL mode), so the very first frame has them.
+        """
+        from .firstpage import first_page
+
+        page = first_page(url, PAGE_SIZE)
+        if page is None:
+            self.post_message(self.FirstPage())
+        else:
+            self.on_runs_loaded(RunsLoaded(*page, quick=True))
 
     @work(thread=True, exclusive=True, group="runs")
     def reload(self) -> None:
         """Read one page of runs off the UI thread; the result arrives as a message."""
-        store = self.caat.store
+        if self.bench is None:
+            return
+        store = self.bench.store
         try:
             runs = store.list_runs(
                 limit=PAGE_SIZE,
@@ -158,6 +203,10 @@ class RunsScreen(Screen[None]):
         self.post_message(RunsLoaded(runs, total))
 
     def on_runs_loaded(self, message: RunsLoaded) -> None:
+        if message.quick:
+            if self.bench is not None:
+                return  # the store's own page is on its way: never show an older one
+            self.call_after_refresh(self.post_message, self.FirstPage())
         table = self.query_one(DataTable)
         selected = self.selected_id()
         scroll_x, scroll_y = table.scroll_x, table.scroll_y
@@ -276,103 +325,52 @@ class RunsScreen(Screen[None]):
         if len(chosen) < 2:
             self.notify("mark two or more runs with space first", severity="warning")
             return
-        self.app.push_screen(CompareScreen(chosen))
+        if bench := self.ready():
+            self.app.push_screen(CompareScreen(bench, chosen))
 
     def action_front(self) -> None:
         from .front import FrontScreen
 
-        self.app.push_screen(FrontScreen(self.search))
+        if bench := self.ready():
+            self.app.push_screen(FrontScreen(bench, self.search))
 
     def action_open(self) -> None:
-        run = self.selected_run()
-        if run is not None and run.id is not None:
-            self.caat.open_monitor(run.id)
+        from .monitor import MonitorScreen
+
+        if chosen := self.chosen():
+            bench, run = chosen
+            self.app.push_screen(MonitorScreen(bench, run.id, poll=self.poll_interval))
 
     def action_evaluate(self) -> None:
-        run = self.selected_run()
-        if run is not None and run.id is not None:
-            self.caat.open_evaluation(run.id)
+        from .evals import EvalScreen
+
+        if chosen := self.chosen():
+            bench, run = chosen
+            self.app.push_screen(EvalScreen(bench, run.id, poll=self.poll_interval))
 
     def action_new(self) -> None:
-        self.caat.open_launch()
+        self.launch()
 
     def action_relaunch(self) -> None:
-        from caat_app.runs.manage import relaunch_config
+        if chosen := self.chosen():
+            bench, run = chosen
+            call_service(self, lambda: bench.relaunch_config(run), self.launch)
 
-        run = self.selected_run()
-        if run is not None:
-            self.caat.open_launch(relaunch_config(run))
+    def launch(self, values: dict[str, Any] | None = None) -> None:
+        """The launch form; a queued run opens its monitor, a sweep filters the table."""
+        from .launch import LaunchScreen
 
-    def action_cancel_run(self) -> None:
-        run = self.selected_run()
-        if run is None:
+        bench = self.ready()
+        if bench is not None:
+            form = LaunchScreen(bench, values, gpus=bench.gpus or [])
+            self.app.push_screen(form, self.launched)
+
+    def launched(self, result: Launched | None) -> None:
+        from .monitor import MonitorScreen
+
+        if result is None or self.bench is None:
             return
-        if run.status not in {"running", "queued"}:
-            self.notify(f"run {run.id} is {run.status}: nothing to cancel", markup=False)
-            return
-
-        def done(yes: bool | None) -> None:
-            if yes:
-                self.caat.cancel_run(run)
-
-        self.app.push_screen(
-            ConfirmScreen(f"Cancel run {run.id} ({run.name})? It checkpoints and stops."), done
-        )
-
-    def action_delete(self) -> None:
-        run = self.selected_run()
-        if run is None:
-            return
-        if run.status in {"running", "queued"}:
-            self.notify("cancel the run before deleting it", severity="warning")
-            return
-
-        def done(yes: bool | None) -> None:
-            if yes:
-                self.caat.delete_run(run)
-
-        self.app.push_screen(
-            ConfirmScreen(
-                f"Delete run {run.id} ({run.name}), its metrics and its folder {run.run_dir}?",
-                confirm="Delete",
-            ),
-            done,
-        )
-
-    def action_rename(self) -> None:
-        run = self.selected_run()
-        if run is None:
-            return
-        self.app.push_screen(
-            TextPrompt(f"New name for run {run.id}", run.name),
-            lambda name: self.caat.edit_run(run, "rename_run", name) if name else None,
-        )
-
-    def action_tags(self) -> None:
-        run = self.selected_run()
-        if run is None:
-            return
-
-        def done(text: str | None) -> None:
-            if text is not None:
-                tags = [t.strip() for t in text.split(",") if t.strip()]
-                self.caat.edit_run(run, "set_tags", tags)
-
-        self.app.push_screen(
-            TextPrompt(f"Tags for run {run.id}", run.tags, placeholder="comma, separated"), done
-        )
-
-    def action_note(self) -> None:
-        run = self.selected_run()
-        if run is None:
-            return
-        self.app.push_screen(
-            NoteScreen(f"Note on run {run.id} ({run.name})", run.notes),
-            lambda text: self.caat.edit_run(run, "set_notes", text) if text is not None else None,
-        )
-
-    def action_folder(self) -> None:
-        run = self.selected_run()
-        if run is not None:
-            self.app.copy_to_clipboard(run.run_dir)
-            self.notify(f"{run.run_dir} (copied to the clipboard)", markup=False, timeout=8)
+        if result.sweep is not None:
+            self.query_one("#filter", Input).value = result.sweep
+        elif result.run_id is not None:
+            self.app.push_screen(MonitorScreen(self.bench, result.run_id, poll=self.poll_interval))

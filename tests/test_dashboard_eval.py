@@ -23,7 +23,8 @@ from caat_app.config import build_config
 from caat_app.evaluation.plan import DEFAULT_ATTACKS, eval_spec, plan, settings_text
 from caat_app.runs.manage import create_run
 from caat_screens.app import CaatApp
-from caat_screens.evals import EvalForm, EvalScreen
+from caat_screens.eval_form import EvalForm
+from caat_screens.evals import EvalScreen
 from caat_screens.modals import ConfirmScreen
 from caat_storage import Store
 
@@ -468,7 +469,8 @@ def test_front_switches_to_an_evaluated_axis(store: Store) -> None:
     app = App(store)
 
     async def body(pilot: Pilot[None]) -> None:
-        from caat_screens.front import AxisPicker, FrontScreen
+        from caat_screens.front import FrontScreen
+        from caat_screens.modals import AxisPicker
 
         await wait_for(pilot, lambda: app.screen.query(DataTable).first().row_count == 3)
         await pilot.press("F")

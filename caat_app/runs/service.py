@@ -15,14 +15,27 @@ from typing import TYPE_CHECKING, Any
 from caat_app.errors import CaatError
 from caat_app.runs import launcher, manage
 from caat_app.runs.launcher import Children, Gpu, Scheduler
+from caat_storage import Store
 
 if TYPE_CHECKING:
     from caat_app.config import RunConfig
     from caat_app.evaluation.plan import EvalSpec
-    from caat_storage import EvalJob, Run, Store
+    from caat_storage import EvalJob, Run
 
 HEARTBEAT_TIMEOUT = 60.0
 """A worker beats at least every 5 s: a minute of silence means it died."""
+
+
+class Workers(Children):
+    """`Children` that can also list the processes still running (the dashboard shows them).
+
+    Kept here until `launcher.Children` offers it itself.
+    """
+
+    def running(self) -> list[Any]:
+        """The workers started and not yet waited for, as of the last `poll`."""
+        with self._lock:
+            return list(self._procs)
 
 
 class Workbench:
@@ -41,9 +54,27 @@ class Workbench:
         self.start_workers = start_workers  # False: a read-only look, no worker is started
         self.per_gpu, self.max_cpu = per_gpu, max_cpu
         self.scheduler: Scheduler | None = None
-        self.eval_workers = Children()
+        self.eval_workers = Workers()
+        self.owns_store = False  # True when `open` opened it: `close` closes it then
         if gpus is not None:
             self.use_gpus(gpus)
+
+    @classmethod
+    def open(cls, url: str, **options: Any) -> Workbench:
+        """Open the store at `url` (a StoreError says why it cannot be) and work on it."""
+        store = Store.open(url)
+        try:
+            bench = cls(store, **options)
+        except BaseException:
+            store.close()
+            raise
+        bench.owns_store = True
+        return bench
+
+    def close(self) -> None:
+        """Close the store if this workbench opened it; a store handed in stays open."""
+        if self.owns_store:
+            self.store.close()
 
     @property
     def gpus(self) -> list[Gpu] | None:
@@ -54,6 +85,12 @@ class Workbench:
         self.scheduler = Scheduler(
             self.store, gpus=gpus, per_gpu=self.per_gpu, max_cpu=self.max_cpu
         )
+
+    def detect_gpus(self) -> list[Gpu]:
+        """Give workers the GPUs nvidia-smi lists (none: CPU runs); slow, so off the UI thread."""
+        gpus = launcher.list_gpus()
+        self.use_gpus(gpus)
+        return gpus
 
     # ------------------------------------------------------------------ workers
 
