@@ -7,7 +7,6 @@ config file < options given on the command line.
 
 from __future__ import annotations
 
-import math
 import re
 import shlex
 import tomllib
@@ -26,10 +25,10 @@ from pydantic import (
 
 from caat_app.attacks.registry import NORMS, TRAINING_ATTACKS, objective_complaint
 from caat_app.data.registry import DATASETS
-from caat_app.errors import CaatError
+from caat_app.errors import ConfigError
 from caat_app.method.registry import DEFAULT_BETA, LOSSES, METHODS, PROJECTIONS
 from caat_app.models.registry import BN_MODES, MODELS
-from caat_app.present import format_budget
+from caat_app.present import format_budget, parse_budget
 from caat_app.presets import PRESETS
 
 # Each choice field accepts exactly its registry's names (pydantic lists them on a typo).
@@ -41,33 +40,6 @@ BnMode = Literal[BN_MODES]  # type: ignore[valid-type]
 LossName = Literal[LOSSES.names]  # type: ignore[valid-type]
 AttackName = Literal[TRAINING_ATTACKS]  # type: ignore[valid-type]
 Norm = Literal[NORMS]  # type: ignore[valid-type]
-
-
-class ConfigError(CaatError, ValueError):
-    """A bad configuration, explained in one line."""
-
-
-_FRACTION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[-+]?\d+)?)\s*/\s*([0-9]*\.?[0-9]+)\s*$", re.I)
-
-
-def parse_budget(value: Any) -> float:
-    """`8/255`, `0.03` or a number → a finite float (the sign is checked by the field)."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected a number or a fraction like 8/255, got {value!r}")
-    if isinstance(value, int | float):
-        number = float(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        match = _FRACTION.match(text)
-        try:
-            number = float(match[1]) / float(match[2]) if match else float(text)
-        except (ValueError, ZeroDivisionError):
-            raise ValueError(f"expected a number or a fraction like 8/255, got {value!r}") from None
-    else:
-        raise ValueError(f"expected a number or a fraction like 8/255, got {value!r}")
-    if not math.isfinite(number):
-        raise ValueError(f"must be finite, got {value!r}")
-    return number
 
 
 Budget = Annotated[float, BeforeValidator(parse_budget)]

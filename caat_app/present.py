@@ -1,4 +1,4 @@
-"""How numbers, budgets, statuses and methods are written for people.
+"""How numbers, budgets, statuses and methods are written for people (and budgets read).
 
 One place for the CLI and the dashboard, so a run reads the same in both. Torch-free
 and import-light: the dashboard imports it on its way to the first paint.
@@ -6,6 +6,8 @@ and import-light: the dashboard imports it on its way to the first paint.
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 NORM_TEXT = {"linf": "L∞", "l2": "L2"}
@@ -22,6 +24,29 @@ STATUS_STYLE = {
 
 PARAM_SYMBOL = {"caat": "γ", "vanilla": "λ"}
 """The trade-off parameter of each method: CA-AT's threshold γ, Vanilla AT's weight λ."""
+
+
+_FRACTION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[-+]?\d+)?)\s*/\s*([0-9]*\.?[0-9]+)\s*$", re.I)
+
+
+def parse_budget(value: Any) -> float:
+    """`8/255`, `0.03` or a number → a finite float (the sign is checked by the field)."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number or a fraction like 8/255, got {value!r}")
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        match = _FRACTION.match(text)
+        try:
+            number = float(match[1]) / float(match[2]) if match else float(text)
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"expected a number or a fraction like 8/255, got {value!r}") from None
+    else:
+        raise ValueError(f"expected a number or a fraction like 8/255, got {value!r}")
+    if not math.isfinite(number):
+        raise ValueError(f"must be finite, got {value!r}")
+    return number
 
 
 def format_budget(eps: float, *, exact: bool = False) -> str:

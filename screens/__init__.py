@@ -4,5 +4,5 @@
 `monitor`, `launch`, `evals`, `compare`, `front`), which push each other and never import
 `app`. Dialogs live in `modals` and `eval_form`; `calls` runs service calls off the UI
 thread; `keys` turns each screen's bindings into its help and palette entries;
-`firstpage` reads the home page before the store has loaded.
+`caat_storage.firstpage` reads the home page before the store has loaded.
 """

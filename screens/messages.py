@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 class RunsLoaded(Message):
     """One page of the runs table, and how many runs match the filter.
 
-    `quick`: read by `firstpage` before the store was open (rows that look like runs).
+    `quick`: read by `caat_storage.firstpage` before the store was open (rows that look like runs).
     """
 
     runs: list[Any]

@@ -1,6 +1,6 @@
 """The home screen: every run in the store, live, one page at a time.
 
-Opened from a URL, it shows its first page before the store is open (`firstpage`), then
+Opened from a URL, it shows its first page before the store is open (`caat_storage.firstpage`), then
 reads the store through the workbench the app hands it (`attach`).
 """
 
@@ -174,7 +174,7 @@ class RunsScreen(RunActions):
         Read here, on the UI thread (milliseconds, and no lock to wait for: the store
         writes in WAL mode), so the very first frame has them.
         """
-        from .firstpage import first_page
+        from caat_storage.firstpage import first_page
 
         page = first_page(url, PAGE_SIZE)
         if page is None:

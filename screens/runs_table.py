@@ -1,5 +1,5 @@
 """What the runs table shows of a run: its columns (and the store's sort key of each) and
-its cells, the same for a run from the store and for one read by `firstpage`."""
+its cells, the same for a run from the store and for one read by `caat_storage.firstpage`."""
 
 from __future__ import annotations
 

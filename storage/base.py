@@ -12,12 +12,9 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlmodel import Session
 
 from .engine import _sqlite_file, write_engine
+from .errors import StoreError
 from .location import caat_home
 from .models import Run
-
-
-class StoreError(Exception):
-    """A store problem worth showing to a person as is: one line, no traceback needed."""
 
 
 def describe_location(url: str) -> str:

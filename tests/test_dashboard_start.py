@@ -22,7 +22,7 @@ from caat_app.runs.manage import create_run
 from caat_app.runs.service import Workbench
 from caat_screens.app import CaatApp
 from caat_screens.calls import call_service
-from caat_screens.firstpage import first_page
+from caat_storage.firstpage import first_page
 from caat_screens.keys import Key, help_markdown, key_table, palette_commands
 from caat_screens.runs import RunsScreen
 from caat_screens.runs_table import PAGE_SIZE, run_cells

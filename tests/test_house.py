@@ -43,6 +43,7 @@ TORCH_FREE = [
     "caat_app.bench.startup",
     "caat_app.cli",
     "caat_storage",
+    "caat_storage.firstpage",
     "caat_screens.app",
 ]
 

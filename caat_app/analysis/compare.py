@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from caat_app.runs.stored import options_of
-from caat_storage import Run
+
+if TYPE_CHECKING:
+    from caat_storage import Run
 
 # (label, Run attribute): the final metrics compared, best epoch first (chosen on validation).
 METRICS = [

@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from caat_app.present import NORM_TEXT, format_budget
 from caat_app.runs.stored import options_of
-from caat_storage import EvalResult, Run, RunStatus
+from caat_storage import RunStatus
+
+if TYPE_CHECKING:
+    from caat_storage import EvalResult, Run
 
 SPLITS = ("test", "val")
 

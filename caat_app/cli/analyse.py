@@ -21,10 +21,11 @@ from caat_app.cli.render import config_table, front_csv, front_table, metrics_ta
 from caat_app.errors import CaatError
 from caat_app.present import format_budget
 from caat_app.runs.stored import option
-from caat_storage import Run, RunStatus, Store
+from caat_storage import RunStatus
 
 if TYPE_CHECKING:
     from caat_app.analysis.points import FrontView
+    from caat_storage import Run, Store
 
 
 def compare_command(

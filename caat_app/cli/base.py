@@ -8,11 +8,15 @@ exports the `app` object, which would hide a submodule of the same name.)
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
-from caat_storage import Store, resolve_db_url
+from caat_storage import resolve_db_url
+
+if TYPE_CHECKING:
+    from caat_storage import Store
 
 app = typer.Typer(
     name="caat",
@@ -31,4 +35,6 @@ EXIT_CODES = {"finished": 0, "cancelled": 130, "diverged": 1, "failed": 1}
 
 def open_store(db: str | None) -> Store:
     """The store `--db` names, else $CAAT_DB, else the one under $CAAT_HOME."""
+    from caat_storage import Store
+
     return Store.open(resolve_db_url(db))

@@ -24,11 +24,12 @@ from caat_app.evaluation.plan import DEFAULT_ATTACKS, EVAL_ATTACKS, eval_spec
 from caat_app.present import format_budget
 from caat_app.runs.service import Workbench
 from caat_app.runs.stored import option, options_of
-from caat_storage import Run, RunStatus, Store
+from caat_storage import RunStatus
 
 if TYPE_CHECKING:
     from caat_app.evaluation.plan import EvalSpec
     from caat_app.evaluation.tables import EvalTable
+    from caat_storage import Run, Store
 
 
 def eval_command(

@@ -19,10 +19,11 @@ from caat_app.cli.render import eval_parts, rows_csv, run_parts, runs_table
 from caat_app.errors import CaatError
 from caat_app.evaluation.plan import describe_spec
 from caat_app.runs.stored import options_of
-from caat_storage import Run
 
 if TYPE_CHECKING:
     from sqlmodel import SQLModel
+
+    from caat_storage import Run
 
 
 def fields_of(row: SQLModel, **dump: Any) -> dict[str, Any]:

@@ -7,6 +7,7 @@ things with the same one-line errors.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import typer
 from rich.text import Text
@@ -15,7 +16,9 @@ from caat_app.cli.base import open_store, out
 from caat_app.cli.options import DbOption, RunArgument
 from caat_app.errors import CaatError
 from caat_app.runs.service import Workbench
-from caat_storage import Run
+
+if TYPE_CHECKING:
+    from caat_storage import Run
 
 
 def _workbench(db: str | None, run: str) -> tuple[Workbench, Run]:

@@ -23,7 +23,7 @@ from caat_app.method.registry import LOSSES, METHODS, PROJECTIONS
 from caat_app.models.registry import BN_MODES, MODELS
 from caat_app.presets import PRESETS
 from caat_app.registry import one_of
-from caat_app.runs.sweep import LIST_KINDS
+from caat_app.runs.grid import LIST_KINDS
 
 DbOption = typer.Option(
     None, "--db", help="store: SQLAlchemy URL or SQLite file path (default: $CAAT_DB, $CAAT_HOME)"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 import signal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.text import Text
@@ -18,10 +18,14 @@ from rich.text import Text
 from caat_app.cli.base import EXIT_CODES, open_store, out
 from caat_app.cli.options import DbOption, run_options
 from caat_app.cli.render import results_table, sweep_table
-from caat_app.config import ConfigError, RunConfig, build_config, load_config_file
+from caat_app.errors import ConfigError
 from caat_app.present import STATUS_STYLE
 from caat_app.runs.manage import create_run
-from caat_storage import RunStatus, Store, resolve_db_url
+from caat_storage import RunStatus, resolve_db_url
+
+if TYPE_CHECKING:
+    from caat_app.config import RunConfig
+    from caat_storage import Store
 
 
 @run_options("train")
@@ -32,6 +36,8 @@ def train(
     **run: Any,
 ) -> None:
     """Train one run (Vanilla AT or CA-AT) and stream its metrics into the store."""
+    from caat_app.config import build_config, load_config_file
+
     file_values = load_config_file(config) if config is not None else {}
     cfg = build_config(run, file_values)
     _, ids, statuses = start_runs([cfg], db=db, detach=detach)
@@ -45,6 +51,8 @@ def demo(
     db: str | None = DbOption,
 ) -> None:
     """Train Vanilla AT (λ=0.5) and CA-AT (γ=0.8) on digits at ε=0.3 and compare them."""
+    from caat_app.config import build_config
+
     configs = [
         build_config({"method": "vanilla", "lam": 0.5, "epochs": epochs, "name": "demo-vanilla"}),
         build_config({"method": "caat", "gamma": 0.8, "epochs": epochs, "name": "demo-caat"}),
@@ -151,6 +159,7 @@ def _grid(
     sweep_name: str, options: dict[str, Any], *, seeds: str | None, config: Path | None
 ) -> list[RunConfig]:
     """The grid the options (comma lists) and the config file span, checked runnable."""
+    from caat_app.config import load_config_file
     from caat_app.runs.sweep import expand, name_runs, sweep_options
 
     file_values = load_config_file(config) if config is not None else {}

@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from caat_app.attacks.registry import ATTACKS, NORMS
-from caat_app.config import parse_budget
 from caat_app.errors import CaatError
 from caat_app.evaluation.masking import VERY_LARGE_RATIO
-from caat_app.present import NORM_TEXT, format_budget
+from caat_app.present import NORM_TEXT, format_budget, parse_budget
 
 EVAL_ATTACKS = tuple(name for name, attack in ATTACKS.items() if attack.evaluation)
 ATTACK_HELP = {name: ATTACKS[name].help for name in EVAL_ATTACKS}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -31,7 +31,9 @@ from caat_app.evaluation.plan import (
 from caat_app.models.build import build_for_run
 from caat_app.runs.stored import config_of
 from caat_app.training.device import resolve_device
-from caat_storage import EvalResult, Run, Store
+
+if TYPE_CHECKING:
+    from caat_storage import EvalResult, Run, Store
 
 
 def attack_batch(

@@ -11,10 +11,14 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from itertools import product
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from caat_app.config import ConfigError, RunConfig, build_config, config_from_json, parse_budget
+from caat_app.errors import ConfigError
+from caat_app.present import parse_budget
 from caat_storage import check_sweep_name
+
+if TYPE_CHECKING:
+    from caat_app.config import RunConfig
 
 Kind = Literal["float", "int", "budget", "str"]
 
@@ -147,6 +151,8 @@ def expand(
     come out once. Varying λ under CA-AT or γ under Vanilla AT is refused: those runs
     would differ in an option the method never reads.
     """
+    from caat_app.config import build_config
+
     if "seed" in lists and seeds:
         raise ConfigError("seeds: give --seed or --seeds, not both")
     if "method" in lists:  # `--method vanilla,caat --lam 0,0.5,1 --gamma 0.8,0.9`: one grid each
@@ -196,6 +202,8 @@ def config_key(config: RunConfig | Mapping[str, Any]) -> str:
     A stored config is read through `config_from_json` first, so one stored before an
     option existed matches a new one that leaves it at its default.
     """
+    from caat_app.config import RunConfig, config_from_json
+
     cfg = config if isinstance(config, RunConfig) else config_from_json(dict(config))
     data = cfg.model_dump(mode="json")
     data.pop("name", None)
@@ -212,6 +220,8 @@ def name_runs(sweep: str, configs: Sequence[RunConfig]) -> list[RunConfig]:
     Other options that differ within the grid are named too (`-eps0.1`), so no two
     runs of one grid share a name.
     """
+    from caat_app.config import RunConfig, config_from_json
+
     sweep = check_sweep(sweep)
     fixed = {"name", "method", "lam", "gamma", "seed"}
     differ = [

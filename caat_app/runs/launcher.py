@@ -12,10 +12,13 @@ import threading
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from caat_app.runs.stored import option
-from caat_storage import Run, RunStatus, Store, StoreError
+from caat_storage import RunStatus, StoreError
+
+if TYPE_CHECKING:
+    from caat_storage import Run, Store
 
 
 def worker_command(db_url: str, run_id: int, *, kind: str = "run") -> list[str]:

@@ -10,15 +10,18 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from caat_app.config import RunConfig
 from caat_app.errors import CaatError
 from caat_app.evaluation.plan import EvalSpec, plan
 from caat_app.runs import launcher
 from caat_app.runs.launcher import Launch, request_cancel
 from caat_app.runs.stored import options_of
-from caat_storage import EvalJob, Run, RunStatus, Store, StoreError, lost_worker_error
+from caat_storage import RunStatus, StoreError, lost_worker_error
+
+if TYPE_CHECKING:
+    from caat_app.config import RunConfig
+    from caat_storage import EvalJob, Run, Store
 
 _ACTIVE = (RunStatus.RUNNING.value, RunStatus.QUEUED.value)
 

@@ -15,12 +15,11 @@ from typing import TYPE_CHECKING, Any
 from caat_app.errors import CaatError
 from caat_app.runs import launcher, manage
 from caat_app.runs.launcher import Children, Gpu, Scheduler
-from caat_storage import Store
 
 if TYPE_CHECKING:
     from caat_app.config import RunConfig
     from caat_app.evaluation.plan import EvalSpec
-    from caat_storage import EvalJob, Run
+    from caat_storage import EvalJob, Run, Store
 
 HEARTBEAT_TIMEOUT = 60.0
 """A worker beats at least every 5 s: a minute of silence means it died."""
@@ -62,6 +61,8 @@ class Workbench:
     @classmethod
     def open(cls, url: str, **options: Any) -> Workbench:
         """Open the store at `url` (a StoreError says why it cannot be) and work on it."""
+        from caat_storage import Store
+
         store = Store.open(url)
         try:
             bench = cls(store, **options)

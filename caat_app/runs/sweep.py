@@ -14,10 +14,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from caat_app.config import ConfigError, RunConfig
-from caat_app.errors import CaatError
+from caat_app.errors import CaatError, ConfigError
 from caat_app.runs.grid import (
     LIST_KINDS,
     check_sweep,
@@ -31,7 +30,11 @@ from caat_app.runs.grid import (
 from caat_app.runs.launcher import Gpu, Launch, Scheduler, launch_worker
 from caat_app.runs.manage import cancel_run, pid_alive, run_fields
 from caat_app.runs.stored import config_of, options_of
-from caat_storage import Run, RunStatus, Store
+from caat_storage import RunStatus
+
+if TYPE_CHECKING:
+    from caat_app.config import RunConfig
+    from caat_storage import Run, Store
 
 __all__ = [
     "ACTIVE",

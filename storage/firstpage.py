@@ -9,8 +9,7 @@ This is the one place that reads the run table without the store, and only the d
 view: newest first, no filter, the first page. Whatever it cannot read (another
 database, a missing file, a table it does not know) is None, and the dashboard waits
 for the store instead. A test holds it to `Store.list_runs` and `Store.count_runs` cell
-by cell; the move into `caat_storage` waits for a package that imports without
-SQLAlchemy.
+by cell. It imports nothing but the standard library.
 """
 
 from __future__ import annotations
