@@ -83,6 +83,11 @@ class Children:
         with self._lock:
             self._procs.append(proc)
 
+    def running(self) -> list[Any]:
+        """The workers started and not yet waited for, as of the last `poll`."""
+        with self._lock:
+            return list(self._procs)
+
     def poll(self) -> int:
         """Wait for the finished ones; how many are still running."""
         with self._lock:

@@ -25,18 +25,6 @@ HEARTBEAT_TIMEOUT = 60.0
 """A worker beats at least every 5 s: a minute of silence means it died."""
 
 
-class Workers(Children):
-    """`Children` that can also list the processes still running (the dashboard shows them).
-
-    Kept here until `launcher.Children` offers it itself.
-    """
-
-    def running(self) -> list[Any]:
-        """The workers started and not yet waited for, as of the last `poll`."""
-        with self._lock:
-            return list(self._procs)
-
-
 class Workbench:
     """Runs and evaluations of one store: create, start, stop, edit, delete."""
 
@@ -53,7 +41,7 @@ class Workbench:
         self.start_workers = start_workers  # False: a read-only look, no worker is started
         self.per_gpu, self.max_cpu = per_gpu, max_cpu
         self.scheduler: Scheduler | None = None
-        self.eval_workers = Workers()
+        self.eval_workers = Children()
         self.owns_store = False  # True when `open` opened it: `close` closes it then
         if gpus is not None:
             self.use_gpus(gpus)
