@@ -407,3 +407,25 @@ def test_front_json_csv_and_plot(
     assert run_cli("front", "--db", db, "--ref", "2,0") == 2
     assert run_cli("front", "--db", db, "--plot", str(tmp_path / "f.gif")) == 2
     assert run_cli("front", "--db", db, "--split", "train") == 2
+
+
+def test_caat_alone_opens_the_dashboard_without_the_command_parser() -> None:
+    from caat_app.cli import dashboard_options
+
+    defaults = {"db": None, "per_gpu": 1, "max_cpu": 1}
+    assert dashboard_options([]) == defaults
+    assert dashboard_options(["--db", "x.db", "--per-gpu=2"]) == {
+        **defaults,
+        "db": "x.db",
+        "per_gpu": 2,
+    }
+    assert dashboard_options(["--db=sqlite:///a=b.db"]) == {**defaults, "db": "sqlite:///a=b.db"}
+    # A command, help, a bad or missing value: the full parser takes it and says what is wrong.
+    for args in (["runs"], ["--help"], ["--per-gpu", "0"], ["--max-cpu", "x"], ["--db"]):
+        assert dashboard_options(args) is None
+
+
+def test_a_bad_dashboard_option_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli("--per-gpu", "0") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("\n") == 1
