@@ -24,6 +24,7 @@ from caat_app.evaluation.plan import EvalSpec, describe_spec
 from caat_app.evaluation.tables import EvalTable, report_lines, table_cells, tables_from_results
 from caat_app.present import STATUS_STYLE, format_budget, norm_text
 from caat_app.runs.stored import option
+from caat_storage import ACTIVE_STATUSES
 
 from .calls import call_service, start_evaluation
 from .eval_form import EvalForm
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from caat_app.runs.service import Workbench
     from caat_storage import EvalJob, Run
 
-ACTIVE = ("queued", "running")
+ACTIVE = ACTIVE_STATUSES
 
 
 @dataclass

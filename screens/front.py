@@ -18,6 +18,7 @@ from textual_plotext import PlotextPlot
 
 from caat_app.analysis.front import POINT_COLUMNS, point_cells
 from caat_app.analysis.points import SPLITS, EvalAxis, eval_axes, front_view
+from caat_storage import RunStatus
 
 from .keys import Key
 from .messages import StoreFailed
@@ -151,7 +152,7 @@ class FrontScreen(Screen[None]):
         store = self.bench.store
         try:
             runs = store.list_runs(limit=MAX_RUNS, search=self.search or None)
-            finished = [r.id for r in runs if r.status == "finished" and r.id is not None]
+            finished = [r.id for r in runs if r.status == RunStatus.FINISHED and r.id is not None]
             results = store.evals_of_runs(finished)
             axes = eval_axes(r for rows in results.values() for r in rows)
             view = front_view(runs, split=self.split, axis=axis, results=results)

@@ -14,6 +14,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Log, Static
 
 from caat_app.runs.stored import option
+from caat_storage import ACTIVE_STATUSES, RunStatus
 
 from .calls import cancel_run
 from .charts import MetricChart
@@ -176,7 +177,7 @@ class MonitorScreen(Screen[None]):
         elapsed = self.columns["t"][-1] if steps else None
         per_epoch = Counter(int(e) for e in self.columns["epoch"]).get(1)
         total = per_epoch * run.epochs_total if per_epoch and run.epochs_done else None
-        live = run.status == "running"
+        live = run.status == RunStatus.RUNNING
         eta = eta_seconds(len(steps), total, elapsed) if live and total and elapsed else None
         ips = self.epoch_rows[-1].images_per_sec if self.epoch_rows else None
         lr = self.columns["lr"][-1] if steps else None
@@ -257,7 +258,7 @@ class MonitorScreen(Screen[None]):
 
     def action_cancel_run(self) -> None:
         run = self.run
-        if run is None or run.status not in {"running", "queued"}:
+        if run is None or run.status not in ACTIVE_STATUSES:
             self.notify("this run is not running", markup=False)
             return
 

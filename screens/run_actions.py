@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 from textual.screen import Screen
 
+from caat_storage import ACTIVE_STATUSES
+
 from .calls import call_service, cancel_run
 from .modals import ConfirmScreen, NoteScreen, TextPrompt
 
@@ -42,7 +44,7 @@ class RunActions(Screen[None]):
         run = self.selected_run()
         if run is None:
             return
-        if run.status not in {"running", "queued"}:
+        if run.status not in ACTIVE_STATUSES:
             self.notify(f"run {run.id} is {run.status}: nothing to cancel", markup=False)
             return
         bench = self.ready()
@@ -61,7 +63,7 @@ class RunActions(Screen[None]):
         run = self.selected_run()
         if run is None:
             return
-        if run.status in {"running", "queued"}:
+        if run.status in ACTIVE_STATUSES:
             self.notify("cancel the run before deleting it", severity="warning")
             return
         bench = self.ready()

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from rich.text import Text
 
 from caat_app.present import STATUS_STYLE, method_label, pct
+from caat_storage import RunStatus
 
 if TYPE_CHECKING:
     from caat_storage import Run
@@ -38,7 +39,7 @@ def _num(value: float | None, fmt: str) -> str:
 def _duration(run: Run, now: datetime) -> str:
     if run.started_at is None:
         return "-"
-    end = run.finished_at or (now if run.status == "running" else run.heartbeat_at or now)
+    end = run.finished_at or (now if run.status == RunStatus.RUNNING else run.heartbeat_at or now)
     seconds = int(max((end - run.started_at).total_seconds(), 0))
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"

@@ -22,11 +22,11 @@ from caat_app.runs.manage import create_run
 from caat_app.runs.service import Workbench
 from caat_screens.app import CaatApp
 from caat_screens.calls import call_service
-from caat_storage.firstpage import first_page
 from caat_screens.keys import Key, help_markdown, key_table, palette_commands
 from caat_screens.runs import RunsScreen
 from caat_screens.runs_table import PAGE_SIZE, run_cells
 from caat_storage import Run, Store
+from caat_storage.firstpage import first_page
 
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 

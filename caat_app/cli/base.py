@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 
-from caat_storage import resolve_db_url
+from caat_storage import RunStatus, resolve_db_url
 
 if TYPE_CHECKING:
     from caat_storage import Store
@@ -29,7 +29,12 @@ app = typer.Typer(
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False)
 
-EXIT_CODES = {"finished": 0, "cancelled": 130, "diverged": 1, "failed": 1}
+EXIT_CODES = {
+    RunStatus.FINISHED: 0,
+    RunStatus.CANCELLED: 130,
+    RunStatus.DIVERGED: 1,
+    RunStatus.FAILED: 1,
+}
 """Exit codes of a foreground `caat train` (or eval, sweep) by the final status."""
 
 

@@ -126,7 +126,7 @@ def _measure_all(
     report: list[dict[str, Any]] = []
     for record, spec in zip(records, specs, strict=True):
         status, rows = eval_foreground(store, record, spec)
-        if status != "finished":
+        if status != RunStatus.FINISHED:
             raise typer.Exit(EXIT_CODES.get(status, 1))
         table = build_table(rows, attacks=spec.attacks, budgets=spec.budgets)
         tables.append((record, table))
@@ -202,7 +202,7 @@ def eval_foreground(store: Store, record: Run, spec: EvalSpec) -> tuple[str, lis
             bar.progress.stop()
         err.print(Text(f"evaluation of {label} cancelled; what it measured is stored"))
         sys.stderr.flush()
-        os._exit(EXIT_CODES["cancelled"])
+        os._exit(EXIT_CODES[RunStatus.CANCELLED])
 
     def on_sigint(*_: Any) -> None:
         flag.set()
@@ -225,6 +225,6 @@ def eval_foreground(store: Store, record: Run, spec: EvalSpec) -> tuple[str, lis
             status, rows = execute_eval(store, job_id, flag, started, finished)
     finally:
         signal.signal(signal.SIGINT, previous)
-    if status != "finished":
+    if status != RunStatus.FINISHED:
         err.print(Text(f"evaluation of {label} {status}; what it measured is stored"))
     return status, rows

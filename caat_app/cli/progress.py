@@ -17,6 +17,7 @@ from rich.progress import (
 )
 
 from caat_app.runs.sweep import counts_text
+from caat_storage import TERMINAL_STATUSES
 
 
 class LiveBar:
@@ -76,7 +77,7 @@ class ProgressSink(LiveBar):
 class SweepProgress(LiveBar):
     """`caat sweep`: configs ended out of the grid, and the count per status."""
 
-    ENDED = ("finished", "failed", "diverged", "cancelled")
+    ENDED = tuple(TERMINAL_STATUSES)
 
     def __init__(self, console: Console, name: str) -> None:
         super().__init__(console, f"sweep {name}", None, TimeElapsedColumn())

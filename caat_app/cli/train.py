@@ -243,7 +243,7 @@ def start_runs(
     statuses: list[str] = []
     for run_id in ids:
         statuses.append(train_foreground(store, run_id))
-        if statuses[-1] == "cancelled":  # Ctrl-C: the runs not started yet are cancelled too
+        if statuses[-1] == RunStatus.CANCELLED:  # Ctrl-C: later runs are cancelled too
             for later in ids[len(statuses) :]:
                 store.finish(later, RunStatus.CANCELLED)
             break
