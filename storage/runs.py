@@ -150,31 +150,10 @@ def insert_run(session: Session, run: Run, root: Path) -> int:
 class RunsMixin(StoreBase):
     """Run rows as people see and edit them."""
 
-    def create_run(
-        self,
-        *,
-        name: str,
-        config: dict[str, Any],
-        method: str,
-        param: float | None,
-        dataset: str,
-        model: str,
-        eps: float,
-        epochs_total: int,
-        sweep: str | None = None,
-    ) -> int:
-        """Record a queued run; its folder path is fixed now so every process agrees on it."""
-        run = new_run(
-            name=name,
-            config=config,
-            method=method,
-            param=param,
-            dataset=dataset,
-            model=model,
-            eps=eps,
-            epochs_total=epochs_total,
-            sweep=sweep,
-        )
+    def create_run(self, **fields: Any) -> int:
+        """Record a queued run (`new_run`'s fields); its folder path is fixed now so every
+        process agrees on it."""
+        run = new_run(**fields)
         root = self.runs_root()
         with self._write() as session:
             return insert_run(session, run, root)
