@@ -182,8 +182,10 @@ def test_eval_screen_shows_the_paper_table_masking_flags_and_progress(store: Sto
         await pilot.pause(0.4)
         assert screen.query_one("#eval-table-0") is before  # nothing changed: no redraw
         add_results(store, run_id, {("pgd", 0.3): 0.35})  # a new result: the table follows
+        # The tables are rebuilt: for a moment there is none, so wait for one showing 35.0.
         await wait_for(
-            pilot, lambda: "35.0" in str(grid_rows(screen.query_one("#eval-table-0", DataTable)))
+            pilot,
+            lambda: any("35.0" in str(grid_rows(t)) for t in screen.query("#eval-table-0")),
         )
         store.finish_eval_job(job, "finished")  # type: ignore[arg-type]
         await wait_for(pilot, lambda: "finished" in text_of(app, "#eval-job-text"))
