@@ -11,12 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from importlib import import_module
 from typing import Any, Generic, TypeVar
 
 
+@cache
 def load(path: str) -> Any:
-    """The object a `"package.module:attribute"` path names, imported now."""
+    """The object a `"package.module:attribute"` path names, imported on first use.
+
+    Cached: a training step looks its attack and loss up by name every time.
+    """
     module, _, attribute = path.partition(":")
     return getattr(import_module(module), attribute)
 

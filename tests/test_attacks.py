@@ -253,3 +253,10 @@ def test_unknown_attack() -> None:
             steps=1,
             norm="linf",
         )
+
+
+def test_a_registry_entry_cannot_misspell_a_training_option() -> None:
+    from caat_app.attacks.registry import Attack
+
+    with pytest.raises(ValueError, match="unknown training options"):
+        Attack("bim", "a typo", "caat_app.attacks.pgd:pgd", training=("alpha", "step"))

@@ -43,6 +43,11 @@ class Attack(Entry):
     evaluation: bool = True  # offered by `caat eval`
     norms: tuple[str, ...] = NORMS
 
+    def __post_init__(self) -> None:
+        unknown = set(self.training or ()) - set(TRAINING_OPTIONS)
+        if unknown:  # a misspelt option would silently never reach the attack
+            raise ValueError(f"attack {self.name}: unknown training options {sorted(unknown)}")
+
     @property
     def takes_objective(self) -> bool:
         """Whether it ascends a loss the run gives it (TRADES' KL), not its own."""
