@@ -183,11 +183,13 @@ def test_no_conflict_steps_along_g_c_exactly(
     assert torch.equal(out, _t(g_c))
 
 
-def test_phi_equal_to_gamma_projects_and_gives_g_a() -> None:
+def test_phi_equal_to_gamma_steps_along_g_c() -> None:
     g_c = torch.tensor([1.0, 0.0], dtype=F64)
     g_a = torch.tensor([0.0, 1.0], dtype=F64)
-    # φ = 0 = γ: φ ≤ γ fires, and Eq. 4 with φ = γ leaves g_a unchanged.
-    torch.testing.assert_close(ca_at_direction(g_c, g_a, 0.0), g_a, rtol=0, atol=1e-15)
+    # φ = 0 = γ: the official rule (project only when cos < γ) keeps g_c.
+    assert torch.equal(ca_at_direction(g_c, g_a, 0.0), g_c)
+    # Just above φ: projected, and Eq. 4 near φ = γ is close to g_a itself.
+    torch.testing.assert_close(ca_at_direction(g_c, g_a, 1e-9), g_a, rtol=0, atol=1e-8)
     # Just below φ: no projection.
     assert torch.equal(ca_at_direction(g_c, g_a, -1e-6), g_c)
 
@@ -440,8 +442,8 @@ def test_mixer_caat_global_matches_the_functions(
     stats = conflict_stats(_t(g_c), _t(g_a))
     torch.testing.assert_close(mix.conflict.phi, stats.phi, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(mix.conflict.mu, stats.mu, rtol=1e-6, atol=1e-9)
-    assert mix.fired.item() == (1.0 if mix.conflict.phi.item() <= gamma else 0.0)
-    assert mix.fired.item() == (1.0 if phi <= gamma else 0.0)
+    assert mix.fired.item() == (1.0 if mix.conflict.phi.item() < gamma else 0.0)
+    assert mix.fired.item() == (1.0 if phi < gamma else 0.0)
     assert mix.ok.dtype == torch.bool and mix.ok.dim() == 0 and bool(mix.ok)
     for t in (mix.conflict.phi, mix.conflict.mu, mix.coef_c, mix.coef_a, mix.fired):
         assert isinstance(t, torch.Tensor) and t.dim() == 0
@@ -472,15 +474,16 @@ def test_mixer_never_fires_at_gamma_one() -> None:
     assert torch.equal(out, g_c)
 
 
-def test_mixer_fires_on_the_boundary() -> None:
+def test_mixer_keeps_g_c_on_the_boundary() -> None:
+    """φ = γ exactly steps along g_c, as the official `proj_g_thres` (cos >= γ) does."""
     g_c = torch.tensor([1.0, 0.0], dtype=F64)
     g_a = torch.tensor([0.0, 1.0], dtype=F64)
-    mix, out = _mix(Mixer("caat", 0.0), g_c, g_a)
-    assert mix.fired.item() == 1.0
-    torch.testing.assert_close(out, g_a, rtol=0, atol=1e-15)
-    mix, out = _mix(Mixer("caat", -0.01), g_c, g_a)
+    mix, out = _mix(Mixer("caat", 0.0), g_c, g_a)  # φ = 0 = γ
     assert mix.fired.item() == 0.0
     assert torch.equal(out, g_c)
+    mix, out = _mix(Mixer("caat", 0.01), g_c, g_a)  # φ = 0 < γ: projected
+    assert mix.fired.item() == 1.0
+    assert float(out @ g_c) / float(out.norm()) == pytest.approx(0.01, abs=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -588,7 +591,7 @@ def test_mixer_layer_matches_the_per_slice_computation(
     for sl in _slices(sizes):
         c, a = g_c[sl], g_a[sl]
         nonzero = np.linalg.norm(c) > 0 and np.linalg.norm(a) > 0
-        fired.append(gamma < 1.0 and nonzero and _np_cos(c, a) <= gamma)
+        fired.append(gamma < 1.0 and nonzero and _np_cos(c, a) < gamma)
     assert mix.fired.item() == pytest.approx(sum(fired) / len(sizes))
     assert bool(mix.ok)
 

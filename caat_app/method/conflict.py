@@ -2,7 +2,7 @@
 
 g_c is the gradient of the clean loss, g_a that of the adversarial loss.
 φ = cos(g_c, g_a) and the conflict μ = ‖g_c‖·‖g_a‖·(1 − φ). Vanilla AT steps along
-(1 − λ)·g_c + λ·g_a; CA-AT steps along g_c when φ > γ and otherwise along
+(1 − λ)·g_c + λ·g_a; CA-AT steps along g_c when φ ≥ γ and otherwise along
 
     g* = g_a + ‖g_a‖(γ√(1−φ²) − φ√(1−γ²)) / (‖g_c‖√(1−γ²)) · g_c        (Eq. 4)
 
@@ -11,8 +11,15 @@ which is g_a rotated onto the cone cos(g*, g_c) = γ, with ‖g*‖ = ‖g_a‖�
 Every direction is written as coef_c·g_c + coef_a·g_a with the coefficients kept on
 the device, so the trainer never synchronises with the host to take the φ ≤ γ branch.
 
+The boundary φ = γ steps along g_c, as the official code (`grad_proj.py`: project only
+when cos < γ) and Algorithm 1 do; Eq. 4 there would give g_a itself.
+
 Degenerate cases (each one is tested):
-- γ = 1: Eq. 4 divides by √(1−γ²) = 0; its limit direction is g_c, so γ = 1 steps along g_c.
+- γ = 1: Eq. 4 divides by √(1−γ²) = 0. As γ → 1 the cone closes on g_c and g* turns
+  towards g_c while its length ‖g_a‖√(1−φ²)/√(1−γ²) grows without bound; caat steps
+  along g_c itself, so "CA-AT γ = 1" trains exactly as clean training does. The official
+  code evaluates Eq. 4 at γ = 1: huge or NaN steps (its `nan_to_num` turns NaN into 0
+  and ±inf into ±float max).
 - ‖g_c‖ = 0: there is nothing to protect, the step is g_a.
 - ‖g_a‖ = 0: the step is g_c. A zero gradient conflicts with nothing: φ = 1, μ = 0.
 - φ = 1 exactly: no conflict, the step is g_c (for γ < 1).
@@ -94,14 +101,17 @@ def conflict_stats(
 
 
 def ca_at_coefficients(c: Conflict, gamma: float) -> tuple[Tensor, Tensor, Tensor]:
-    """(coef_c, coef_a, fired) of Eq. 4, decided on the device with `torch.where`."""
+    """(coef_c, coef_a, fired) of Eq. 4, decided on the device with `torch.where`.
+
+    Fires when φ < γ strictly: φ = γ keeps g_c (the official rule).
+    """
     phi, norm_c, norm_a = c.phi, c.norm_c, c.norm_a
     one, zero = torch.ones_like(phi), torch.zeros_like(phi)
     has_c = norm_c > 0
     if gamma >= 1.0:
         fired = torch.zeros_like(phi, dtype=torch.bool)
     else:
-        fired = has_c & (norm_a > 0) & (phi <= gamma)
+        fired = has_c & (norm_a > 0) & (phi < gamma)
     if gamma >= 1.0:
         k = zero
     else:
@@ -142,7 +152,7 @@ def combine(
 def ca_at_direction(
     g_c: Tensor, g_a: Tensor, gamma: float, *, segments: Tensor | None = None
 ) -> Tensor:
-    """The CA-AT step direction (Eq. 4; g_c when φ > γ)."""
+    """The CA-AT step direction (Eq. 4; g_c when φ ≥ γ)."""
     coef_c, coef_a, _ = ca_at_coefficients(conflict_stats(g_c, g_a, segments=segments), gamma)
     return combine(g_c, g_a, coef_c, coef_a, segments=segments)
 

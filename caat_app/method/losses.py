@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -34,15 +35,26 @@ def ce(logits_clean: Tensor, logits_adv: Tensor, y: Tensor, beta: float) -> Tens
 
 
 def trades(logits_clean: Tensor, logits_adv: Tensor, y: Tensor, beta: float) -> Tensor:
-    """beta · batch-mean KL(softmax(clean) ‖ softmax(adv)), TRADES' robust regulariser.
+    """beta · batch-mean KL(softmax(clean) ‖ softmax(adv)), TRADES' robust term alone.
 
-    The gradient flows through both logits.
+    As in the official code (`core/utils/trades.py`), g_a is the gradient of the KL term
+    only, with weight 1 there (β = 1 here by default); the gradient flows through both
+    logits. TRADES' clean cross-entropy is g_c's job.
     """
     return beta * _kl_rows(logits_clean, logits_adv).mean()
 
 
 def clp(logits_clean: Tensor, logits_adv: Tensor, y: Tensor, beta: float) -> Tensor:
-    """Mean CE(logits_adv, y) + beta · batch-mean ‖clean − adv‖²₂ (logit pairing)."""
+    """beta · batch-mean ‖softmax(adv) − softmax(clean)‖₂: the official CLP (`core/utils/alp.py`).
+
+    No cross-entropy term: the official g_a pairs the two predicted distributions only.
+    """
+    gap = F.softmax(logits_adv, dim=1) - F.softmax(logits_clean, dim=1)
+    return beta * torch.linalg.vector_norm(gap, dim=1).mean()
+
+
+def alp(logits_clean: Tensor, logits_adv: Tensor, y: Tensor, beta: float) -> Tensor:
+    """Mean CE(logits_adv, y) + beta · batch-mean ‖clean − adv‖²₂ (adversarial logit pairing)."""
     pairing = (logits_clean - logits_adv).pow(2).sum(dim=1).mean()
     return F.cross_entropy(logits_adv, y) + beta * pairing
 

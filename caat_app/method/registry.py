@@ -21,6 +21,8 @@ class Loss(Entry):
     beta: float = 0.0  # default weight of its extra term (unused by plain CE)
     # Builds what the training attack ascends from the clean logits; "": summed CE.
     objective: str = ""
+    # The attack's start: x + start_noise·N(0, 1) (TRADES: 0.001); 0: the attack's own.
+    start_noise: float = 0.0
 
 
 LOSSES: Registry[Loss] = Registry(
@@ -29,15 +31,22 @@ LOSSES: Registry[Loss] = Registry(
         Loss("ce", "cross-entropy on x′ (Madry AT)", "caat_app.method.losses:ce"),
         Loss(
             "trades",
-            "β·KL(p(x) ‖ p(x′)); the attack ascends that KL",
+            "β·KL(p(x) ‖ p(x′)) alone, as the official code; the attack ascends that KL",
             "caat_app.method.losses:trades",
-            beta=6.0,
+            beta=1.0,
             objective="caat_app.method.losses:kl_to_clean",
+            start_noise=0.001,
         ),
         Loss(
             "clp",
-            "CE on x′ plus β·‖z(x) − z(x′)‖² logit pairing",
+            "β·‖softmax(x′) − softmax(x)‖₂, the official CLP (no CE term)",
             "caat_app.method.losses:clp",
+            beta=1.0,
+        ),
+        Loss(
+            "alp",
+            "CE on x′ plus β·‖z(x) − z(x′)‖² (adversarial logit pairing)",
+            "caat_app.method.losses:alp",
             beta=0.5,
         ),
     ],
