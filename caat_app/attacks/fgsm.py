@@ -16,10 +16,15 @@ def fgsm(
     eps: float,
     norm: str = "linf",
     targeted: bool = False,
+    start_noise: float = 0.0,
     loss_fn: LossFn | None = None,
     clip: tuple[float, float] = (0.0, 1.0),
 ) -> Tensor:
-    """One full-size step from the clean point: PGD with one step of size ε, no random start."""
+    """One full-size step from the clean point: PGD with one step of size ε, no random start.
+
+    With ``start_noise`` (TRADES' KL objective) the step is taken from a point that far
+    from ``x``, and projected back into the ε-ball.
+    """
     return pgd(
         model,
         x,
@@ -30,6 +35,7 @@ def fgsm(
         norm=norm,
         targeted=targeted,
         random_start=False,
+        start_noise=start_noise,
         loss_fn=loss_fn,
         clip=clip,
     )

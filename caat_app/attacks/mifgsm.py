@@ -15,6 +15,7 @@ from caat_app.attacks.common import (
     step_direction,
     summed_cross_entropy,
 )
+from caat_app.attacks.pgd import start_point
 
 
 def _l1_normalize(g: Tensor) -> Tensor:
@@ -34,6 +35,7 @@ def mifgsm(
     decay: float = 1.0,
     norm: str = "linf",
     targeted: bool = False,
+    start_noise: float = 0.0,
     loss_fn: LossFn | None = None,
     clip: tuple[float, float] = (0.0, 1.0),
 ) -> Tensor:
@@ -42,7 +44,8 @@ def mifgsm(
     The momentum ``g ← decay·g + ∇/‖∇‖₁`` smooths the step direction across iterations,
     which escapes the poor local maxima plain I-FGSM gets stuck in. Steps are
     ``alpha·sign(g)`` (L∞) or ``alpha·g/‖g‖₂`` (L2), ``alpha`` defaults to ``eps/steps``, and
-    there is no random start (as in the paper). Untargeted ascends ``loss_fn(logits, y)``
+    there is no random start (as in the paper) unless ``start_noise`` asks for TRADES'
+    small Gaussian one (`pgd.start_point`). Untargeted ascends ``loss_fn(logits, y)``
     (summed cross-entropy by default); targeted descends it towards the classes ``y``.
     """
     check_norm(norm)
@@ -53,7 +56,7 @@ def mifgsm(
     objective = loss_fn if loss_fn is not None else summed_cross_entropy
     sign = -1.0 if targeted else 1.0
     lo, hi = clip
-    x_adv = x.clone()
+    x_adv = start_point(x, eps, norm, random_start=False, start_noise=start_noise, clip=clip)
     momentum = torch.zeros_like(x)
     with attack_mode(model), torch.enable_grad():
         for _ in range(steps):

@@ -18,6 +18,29 @@ from caat_app.attacks.common import (
 )
 
 
+def start_point(
+    x: Tensor,
+    eps: float,
+    norm: str,
+    *,
+    random_start: bool,
+    start_noise: float,
+    clip: tuple[float, float],
+) -> Tensor:
+    """Where the ascent starts: ``x + start_noise·N(0, 1)`` when ``start_noise`` > 0, else a
+    uniform draw from the ε-ball (``random_start``), else ``x`` itself.
+
+    The small Gaussian start is TRADES' (0.001·N(0, 1)): a KL objective measured against
+    the prediction at ``x`` has a zero gradient at ``x``, so an attack starting there would
+    stay put (MI-FGSM) or take ``sign()`` of rounding noise (FGSM).
+    """
+    if start_noise > 0:
+        return (x + start_noise * torch.randn_like(x)).clamp(*clip)
+    if random_start:
+        return (x + random_init(x, eps, norm)).clamp(*clip)
+    return x.clone()
+
+
 def pgd(
     model: nn.Module,
     x: Tensor,
@@ -29,13 +52,14 @@ def pgd(
     norm: str = "linf",
     targeted: bool = False,
     random_start: bool = True,
+    start_noise: float = 0.0,
     loss_fn: LossFn | None = None,
     clip: tuple[float, float] = (0.0, 1.0),
 ) -> Tensor:
     """Return detached adversarial images inside the ε-ball around ``x`` and inside ``clip``.
 
     Untargeted ascends ``loss_fn(logits, y)`` (summed cross-entropy by default);
-    targeted descends it towards the classes ``y``.
+    targeted descends it towards the classes ``y``. ``start_noise``: see `start_point`.
     """
     check_norm(norm)
     x = x.detach()
@@ -44,7 +68,7 @@ def pgd(
     objective = loss_fn if loss_fn is not None else summed_cross_entropy
     sign = -1.0 if targeted else 1.0
     lo, hi = clip
-    x_adv = (x + random_init(x, eps, norm)).clamp(lo, hi) if random_start else x.clone()
+    x_adv = start_point(x, eps, norm, random_start=random_start, start_noise=start_noise, clip=clip)
     with attack_mode(model), torch.enable_grad():
         for _ in range(steps):
             x_adv.requires_grad_(True)

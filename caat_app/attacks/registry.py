@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 NORMS = ("linf", "l2")
 
 # The run options a training attack may read (see `run_attack`).
-TRAINING_OPTIONS = ("alpha", "steps", "loss_fn", "seed")
+TRAINING_OPTIONS = ("alpha", "steps", "loss_fn", "start_noise", "seed")
 
 
 def _none(eps: float) -> dict[str, Any]:
@@ -65,14 +65,14 @@ ATTACKS: Registry[Attack] = Registry(
             "fgsm",
             "one signed-gradient step",
             "caat_app.attacks.fgsm:fgsm",
-            training=("loss_fn",),
+            training=("loss_fn", "start_noise"),
         ),
         Attack(
             "pgd",
             "PGD, 20 steps of ε/4, random start",
             "caat_app.attacks.pgd:pgd",
             settings=_pgd(20),
-            training=("alpha", "steps", "loss_fn"),
+            training=("alpha", "steps", "loss_fn", "start_noise"),
         ),
         Attack(
             "pgd-100",
@@ -91,7 +91,7 @@ ATTACKS: Registry[Attack] = Registry(
             "momentum iterative FGSM, 10 steps",
             "caat_app.attacks.mifgsm:mifgsm",
             settings=lambda eps: {"steps": 10, "decay": 1.0},
-            training=("alpha", "steps", "loss_fn"),
+            training=("alpha", "steps", "loss_fn", "start_noise"),
         ),
         Attack(
             "apgd-ce",
@@ -192,8 +192,12 @@ def run_attack(
     steps: int,
     norm: str,
     loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    start_noise: float = 0.0,
 ) -> Tensor:
     """A training attack by its config name, with the run's step size, steps and objective.
+
+    `start_noise` is the loss's start (TRADES: 0.001·N(0, 1) around x), read by the attacks
+    that ascend the loss's objective.
 
     An attack reads only the options its entry names (FGSM takes neither `alpha` nor
     `steps`; AutoPGD sets its own step sizes and objective). AutoPGD's seed is drawn
@@ -202,7 +206,12 @@ def run_attack(
     if name not in TRAINING_ATTACKS:
         raise ValueError(f"unknown attack {name!r}; choose one of {', '.join(TRAINING_ATTACKS)}")
     attack = ATTACKS[name]
-    given: dict[str, Any] = {"alpha": alpha, "steps": steps, "loss_fn": loss_fn}
+    given: dict[str, Any] = {
+        "alpha": alpha,
+        "steps": steps,
+        "loss_fn": loss_fn,
+        "start_noise": start_noise,
+    }
     if "seed" in (attack.training or ()):
         import torch
 
