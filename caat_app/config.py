@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import shlex
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -30,6 +31,7 @@ from caat_app.method.registry import DEFAULT_BETA, LOSSES, METHODS, PROJECTIONS
 from caat_app.models.registry import BN_MODES, MODELS
 from caat_app.present import format_budget, parse_budget
 from caat_app.presets import PRESETS
+from caat_app.training.schedule import SCHEDULES
 
 # Each choice field accepts exactly its registry's names (pydantic lists them on a typo).
 Method = Literal[METHODS]  # type: ignore[valid-type]
@@ -40,6 +42,7 @@ BnMode = Literal[BN_MODES]  # type: ignore[valid-type]
 LossName = Literal[LOSSES.names]  # type: ignore[valid-type]
 AttackName = Literal[TRAINING_ATTACKS]  # type: ignore[valid-type]
 Norm = Literal[NORMS]  # type: ignore[valid-type]
+Schedule = Literal[SCHEDULES]  # type: ignore[valid-type]
 
 
 Budget = Annotated[float, BeforeValidator(parse_budget)]
@@ -69,7 +72,9 @@ class RunConfig(BaseModel):
     epochs: int = Field(15, ge=1)
     batch_size: int = Field(128, ge=1)
     lr: float = Field(0.2, gt=0.0)
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    schedule: Schedule = "linear"
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="unused by `cosinew`, which cycles it")
+    nesterov: bool = False
     weight_decay: float = Field(5e-4, ge=0.0)
     seed: int = Field(0, ge=0)
     device: str = "auto"
@@ -157,27 +162,46 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return {key.replace("-", "_"): value for key, value in raw.items()}
 
 
-def build_config(
+def resolve_config(
     options: dict[str, Any] | None = None, file_values: dict[str, Any] | None = None
-) -> RunConfig:
-    """Merge defaults, data set defaults, preset, file and options; raise ConfigError."""
+) -> tuple[RunConfig, dict[str, str]]:
+    """The merged config and, per field, where its value came from; raise ConfigError.
+
+    Precedence: field defaults < data set defaults < preset < file < options. A preset's
+    value names the preset and its own source (a paper section or an official file).
+    """
     options = {k: v for k, v in (options or {}).items() if v is not None}
     file_values = dict(file_values or {})
     preset_name = options.get("preset", file_values.get("preset"))
-    preset: dict[str, Any] = {}
+    layers: list[tuple[dict[str, Any], Callable[[str], str]]] = []
     if preset_name is not None:
         if preset_name not in PRESETS:
             raise ConfigError(
                 f"preset: unknown {preset_name!r}; choose one of {', '.join(sorted(PRESETS))}"
             )
-        preset = dict(PRESETS[preset_name].values)
-    chosen = {**preset, **file_values, **options}
+        preset = PRESETS[preset_name]
+        layers.append((dict(preset.values), lambda k: f"preset {preset_name}: {preset.sources[k]}"))
+    layers += [(file_values, lambda k: "config file"), (options, lambda k: "option")]
+    chosen = {k: v for values, _ in layers for k, v in values.items()}
     dataset = chosen.get("dataset", "digits")
-    merged = {**(DATASETS[dataset].defaults if dataset in DATASETS else {}), **chosen}
+    data_defaults = dict(DATASETS[dataset].defaults) if dataset in DATASETS else {}
+    layers.insert(0, (data_defaults, lambda k: f"data set {dataset}"))
+    merged = {**data_defaults, **chosen}
     try:
-        return RunConfig(**merged)
+        cfg = RunConfig(**merged)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+    origins = dict.fromkeys(FIELDS, "default")
+    for values, origin in layers:
+        origins.update({k: origin(k) for k in values if k in origins})
+    return cfg, origins
+
+
+def build_config(
+    options: dict[str, Any] | None = None, file_values: dict[str, Any] | None = None
+) -> RunConfig:
+    """Merge defaults, data set defaults, preset, file and options; raise ConfigError."""
+    return resolve_config(options, file_values)[0]
 
 
 def field_errors(options: dict[str, Any]) -> dict[str, str]:

@@ -19,6 +19,7 @@ from caat_app.data.registry import DATASETS
 from caat_app.method.registry import LOSSES, METHODS, PROJECTIONS
 from caat_app.models.registry import BN_MODES, MODELS
 from caat_app.presets import PRESETS
+from caat_app.training.schedule import SCHEDULES
 
 from .calls import call_service
 from .keys import Key
@@ -54,7 +55,11 @@ FIELDS = [
     Field("model", "model", MODELS.names),
     Field("bn", "BatchNorm", BN_MODES),
     Field("loss", "adversarial loss", LOSSES.names),
-    Field("beta", "β (TRADES / CLP)", hint="empty: 6 for TRADES, 0.5 for CLP"),
+    Field(
+        "beta",
+        "β (loss weight)",
+        hint="empty: " + ", ".join(f"{n} {v.beta:g}" for n, v in LOSSES.items() if v.beta),
+    ),
     Field("attack", "attack", TRAINING_ATTACKS),
     Field("norm", "norm", NORMS),
     Field("eps", "ε", hint="a number or a fraction like 8/255"),
@@ -64,7 +69,9 @@ FIELDS = [
     Field("epochs", "epochs"),
     Field("batch_size", "batch size"),
     Field("lr", "peak learning rate"),
-    Field("momentum", "momentum"),
+    Field("schedule", "schedule", SCHEDULES),
+    Field("momentum", "momentum", hint="cosinew cycles its own"),
+    Field("nesterov", "Nesterov momentum", switch=True),
     Field("weight_decay", "weight decay"),
     Field("seed", "seed"),
     Field("device", "device"),

@@ -27,6 +27,7 @@ TORCH_FREE = [
     "caat_app.attacks.registry",
     "caat_app.models",
     "caat_app.data",
+    "caat_app.training.schedule",
     "caat_app.method.registry",
     "caat_app.evaluation.plan",
     "caat_app.evaluation.tables",

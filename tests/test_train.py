@@ -49,8 +49,8 @@ def test_short_training_records_every_step_and_epoch(digits, tmp_path, options) 
         for r in sink.step_rows:
             assert r["coef_c"] == pytest.approx(0.5) and r["projected"] == 0
     else:
-        for r in sink.step_rows:  # the projection fires exactly when φ ≤ γ
-            assert r["projected"] == float(r["phi"] <= 0.8)
+        for r in sink.step_rows:  # the projection fires exactly when φ < γ
+            assert r["projected"] == float(r["phi"] < 0.8)
     assert [e["epoch"] for e in sink.epoch_rows] == [1, 2]
     last = sink.epoch_rows[-1]
     for key in ("val_clean", "val_adv", "test_clean", "test_adv"):
@@ -101,6 +101,8 @@ def test_stop_request_ends_cancelled_with_a_checkpoint(digits, tmp_path) -> None
     [
         {"loss": "trades"},
         {"loss": "clp"},
+        {"loss": "alp"},
+        {"schedule": "cosinew", "nesterov": True},
         {"projection": "layer"},
         {"attack": "fgsm", "norm": "l2", "eps": 1.0},
         {"bn": "batchstats", "augment": True},
@@ -112,6 +114,8 @@ def test_stop_request_ends_cancelled_with_a_checkpoint(digits, tmp_path) -> None
     ids=[
         "trades",
         "clp",
+        "alp",
+        "cosinew-nesterov",
         "layer",
         "fgsm-l2",
         "batchstats-augment",

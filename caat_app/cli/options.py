@@ -24,6 +24,7 @@ from caat_app.models.registry import BN_MODES, MODELS
 from caat_app.presets import PRESETS
 from caat_app.registry import one_of
 from caat_app.runs.grid import LIST_KINDS
+from caat_app.training.schedule import SCHEDULE_HELP
 
 DbOption = typer.Option(
     None, "--db", help="store: SQLAlchemy URL or SQLite file path (default: $CAAT_DB, $CAAT_HOME)"
@@ -100,8 +101,10 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
     RunOption("eval_steps", int, "PGD steps of the per-epoch evaluation"),
     RunOption("epochs", int),
     RunOption("batch_size", int),
-    RunOption("lr", float, "peak learning rate of the one-cycle schedule"),
-    RunOption("momentum", float),
+    RunOption("lr", float, "peak learning rate of the schedule"),
+    RunOption("schedule", str, "; ".join(f"{k}: {v}" for k, v in SCHEDULE_HELP.items())),
+    RunOption("momentum", float, "SGD momentum (cosinew cycles its own)"),
+    RunOption("nesterov", bool, "Nesterov momentum", flag="--nesterov/--no-nesterov"),
     RunOption("weight_decay", float),
     RunOption("seed", int, "random seed", "0,1,2"),
     RunOption("seeds", str, "the seeds of each config: 0,1,2", only="sweep"),

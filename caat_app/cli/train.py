@@ -16,10 +16,10 @@ import typer
 from rich.text import Text
 
 from caat_app.cli.base import EXIT_CODES, open_store, out
-from caat_app.cli.options import DbOption, run_options
+from caat_app.cli.options import DbOption, JsonOption, run_options
 from caat_app.cli.render import results_table, sweep_table
 from caat_app.errors import ConfigError
-from caat_app.present import STATUS_STYLE
+from caat_app.present import STATUS_STYLE, format_budget
 from caat_app.runs.manage import create_run
 from caat_storage import RunStatus, resolve_db_url
 
@@ -33,17 +33,47 @@ def train(
     config: Path | None = typer.Option(None, "--config", help="TOML file of these options"),
     db: str | None = DbOption,
     detach: bool = typer.Option(False, "--detach", help="train in a worker process, return now"),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="print the resolved config and where each value comes from"
+    ),
+    as_json: bool = JsonOption,
     **run: Any,
 ) -> None:
     """Train one run (Vanilla AT or CA-AT) and stream its metrics into the store."""
-    from caat_app.config import build_config, load_config_file
+    from caat_app.config import load_config_file, resolve_config
 
     file_values = load_config_file(config) if config is not None else {}
-    cfg = build_config(run, file_values)
+    cfg, origins = resolve_config(run, file_values)
+    if dry_run:
+        _print_resolved(cfg, origins, as_json=as_json)
+        return
     _, ids, statuses = start_runs([cfg], db=db, detach=detach)
     if statuses:
         out.print(Text(f"config, times and more: caat show {ids[0]}"))
         raise typer.Exit(EXIT_CODES.get(statuses[0], 0))
+
+
+def _print_resolved(cfg: RunConfig, origins: dict[str, str], *, as_json: bool) -> None:
+    """What `--dry-run` shows: every field, its value and its origin; nothing is stored."""
+    import json
+
+    from rich.table import Table
+
+    from caat_app.config import command_line
+
+    if as_json:
+        data = {"config": cfg.model_dump(mode="json"), "origins": origins}
+        print(json.dumps(data | {"command": command_line(cfg)}, indent=2))
+        return
+    table = Table("option", "value", "from", title="resolved config (nothing stored)")
+    for name, origin in origins.items():
+        value = getattr(cfg, name)
+        shown = format_budget(value) if name in {"eps", "alpha"} and value is not None else value
+        if name == "momentum" and cfg.schedule == "cosinew":
+            shown, origin = "0.95 → 0.85 → 0.95", "schedule cosinew cycles it (not --momentum)"
+        table.add_row(name, Text(str(shown)), Text(origin))
+    out.print(table)
+    out.print(Text(f"to run it: {command_line(cfg)}"))
 
 
 def demo(

@@ -63,12 +63,24 @@ class FlatParams:
 
 
 class FlatSGD:
-    """SGD with momentum and weight decay (PyTorch's update rule) on a flat vector."""
+    """SGD with momentum, weight decay and optional Nesterov (PyTorch's rule) on a flat vector.
 
-    def __init__(self, flat: Tensor, *, momentum: float = 0.9, weight_decay: float = 0.0) -> None:
+    The momentum may change from step to step (a schedule that cycles it, as the
+    official code's OneCycleLR does); it is written into a device scalar, never read back.
+    """
+
+    def __init__(
+        self,
+        flat: Tensor,
+        *,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ) -> None:
         self.flat = flat
         self.momentum = momentum
         self.weight_decay = weight_decay
+        self.nesterov = nesterov
         self.buf = torch.zeros_like(flat)
         self._started = torch.zeros((), dtype=torch.bool, device=flat.device)
 
@@ -78,19 +90,24 @@ class FlatSGD:
 
         self._one, self._zero, self._momentum = scalar(1.0), scalar(0.0), scalar(momentum)
 
-    def step(self, direction: Tensor, lr: float, ok: Tensor) -> None:
+    def step(self, direction: Tensor, lr: float, ok: Tensor, momentum: float | None = None) -> None:
         """Apply `direction` (overwritten) when `ok`; leave every state untouched otherwise.
 
-        `buf = m·buf + (d + wd·θ)`, then `θ -= lr·buf`; the first applied step sets
-        `buf = d + wd·θ`, as torch.optim.SGD does.
+        `d = direction + wd·θ`, `buf = m·buf + d` (the first applied step: `buf = d`),
+        then `θ -= lr·buf`, or with Nesterov `θ -= lr·(d + m·buf)`, as torch.optim.SGD.
+        `momentum` replaces the momentum from this step on.
         """
+        if momentum is not None and momentum != self.momentum:
+            self.momentum = momentum
+            self._momentum.fill_(momentum)
         if self.weight_decay:
             direction.add_(self.flat, alpha=self.weight_decay)
         direction.masked_fill_(~ok, 0.0)
         one, zero = self._one, self._zero
         m = torch.where(ok & self._started, self._momentum, torch.where(ok, zero, one))
         self.buf.mul_(m).add_(direction)
-        self.flat.addcmul_(self.buf, torch.where(ok, -lr * one, zero))
+        update = direction.addcmul_(self.buf, self._momentum) if self.nesterov else self.buf
+        self.flat.addcmul_(update, torch.where(ok, -lr * one, zero))
         self._started |= ok
 
     def state_dict(self) -> dict[str, Tensor]:

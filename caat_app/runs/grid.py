@@ -34,6 +34,7 @@ LIST_KINDS: dict[str, Kind] = {
     "epochs": "int",
     "batch_size": "int",
     "lr": "float",
+    "schedule": "str",
     "momentum": "float",
     "weight_decay": "float",
     "seed": "int",

@@ -1,4 +1,5 @@
 """Training: `trainer` (the loop), `steps` (the recorded step fields and their recorder),
 `sinks` (where the trainer reports), `measure` (per-epoch clean and PGD accuracy),
-`checkpoint`, `schedule` (the learning rate) and `device`. Imports torch.
+`checkpoint`, `schedule` (learning rate and momentum; torch-free, the config reads its
+names) and `device`. The others import torch.
 """

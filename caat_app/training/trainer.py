@@ -32,11 +32,12 @@ from caat_app.data.splits import DataSplits, load_dataset
 from caat_app.method.conflict import Mixer
 from caat_app.method.losses import adversarial_loss, attack_objective, clean_loss
 from caat_app.method.optim import FlatParams, FlatSGD
+from caat_app.method.registry import LOSSES
 from caat_app.models.build import build_for_run
 from caat_app.training.checkpoint import save_checkpoint
 from caat_app.training.device import autocast, resolve_device
 from caat_app.training.measure import fixed_subset, measure_splits
-from caat_app.training.schedule import one_cycle
+from caat_app.training.schedule import rate
 from caat_app.training.sinks import Sink
 from caat_app.training.steps import StepMetrics, StepRecorder
 from caat_storage import RunStatus
@@ -113,7 +114,10 @@ class Trainer:
         self.model = build_for_run(config, data, dev)
         self.flat = FlatParams(self.model)
         self.opt = FlatSGD(
-            self.flat.flat, momentum=config.momentum, weight_decay=config.weight_decay
+            self.flat.flat,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            nesterov=config.nesterov,
         )
         self.mixer = Mixer(
             config.method,
@@ -185,8 +189,8 @@ class Trainer:
         recorder.start_epoch()
         stop, lr = StopReason.FINISHED, 0.0
         for xb, yb in self.batches():
-            lr = one_cycle(self.step, self.total_steps, cfg.lr)
-            recorder.record(self.train_step(xb, yb, lr), self.step, epoch, lr)
+            lr, momentum = rate(cfg.schedule, self.step, self.steps_per_epoch, cfg.epochs, cfg.lr)
+            recorder.record(self.train_step(xb, yb, lr, momentum), self.step, epoch, lr)
             self.step += 1
             if recorder.nonfinite > cfg.max_nonfinite:  # counted as blocks are copied out
                 stop = StopReason.DIVERGED
@@ -231,12 +235,14 @@ class Trainer:
                 xb = augment(xb, generator=self.aug_generator, **self.augment)
             yield xb, yb
 
-    def train_step(self, xb: Tensor, yb: Tensor, lr: float) -> Tensor:
+    def train_step(
+        self, xb: Tensor, yb: Tensor, lr: float, momentum: float | None = None
+    ) -> Tensor:
         """One CA-AT / Vanilla-AT step; returns its stacked `StepMetrics` (on the device)."""
         cfg, model, flat = self.config, self.model, self.flat
         with self.autocast():
             objective = None
-            if cfg.loss == "trades":
+            if LOSSES[cfg.loss].objective:
                 was = model.training
                 model.eval()
                 with torch.no_grad():
@@ -252,6 +258,7 @@ class Trainer:
                 steps=cfg.attack_steps,
                 norm=cfg.norm,
                 loss_fn=objective,
+                start_noise=LOSSES[cfg.loss].start_noise,
             )
             flat.zero_grads()
             logits_c = model(xb)
@@ -264,7 +271,7 @@ class Trainer:
         flat.grad_into(1)
         loss_a.backward()
         mix = self.mixer(flat.grads, self.direction)
-        self.opt.step(self.direction, lr, mix.ok)
+        self.opt.step(self.direction, lr, mix.ok, momentum)
         return StepMetrics(
             loss_c=loss_c.detach().float(),
             loss_a=loss_a.detach().float(),
@@ -290,7 +297,6 @@ class Trainer:
             steps=cfg.eval_steps,
             norm=cfg.norm,
             batch_size=max(cfg.batch_size, 256),
-            autocast=self.autocast,
             should_stop=self.sink.should_stop,
         )
 
