@@ -1,6 +1,7 @@
 """The SA-AA front of finished runs: points, each family's Pareto front, a computed verdict.
 
-AA is training's per-epoch PGD accuracy, or (`a`) an attack `caat eval` measured.
+AA is each run's strongest stored evaluation (AutoAttack first) or else training's
+per-epoch PGD, as `caat front` chooses it, or (`a`) one attack `caat eval` measured.
 """
 
 from __future__ import annotations
@@ -34,12 +35,14 @@ FRAME_ROWS = 5  # a plot's rows that are not canvas: title, box top and bottom, 
 
 @dataclass
 class FrontLoaded(Message):
-    """The front's report and axis titles; the evaluated axes there are; runs left out."""
+    """The front's report and axis titles; the evaluated axes there are; runs left out;
+    the AA axis's source in words."""
 
     report: dict[str, Any]
     labels: tuple[str, str]
     axes: list[EvalAxis] = field(default_factory=list)
     missing: list[int] = field(default_factory=list)
+    source: str = ""
 
 
 def staircase(sa: list[float], aa: list[float]) -> tuple[list[float], list[float]]:
@@ -116,7 +119,7 @@ class FrontScreen(Screen[None]):
             "axis",
             "AA axis",
             title="Front AA axis",
-            tooltip="Training's PGD or an evaluated attack",
+            tooltip="Each run's strongest evaluation (else training's PGD), or one attack",
         ),
         Key(
             "v",
@@ -132,7 +135,7 @@ class FrontScreen(Screen[None]):
         self.bench = bench
         self.search = search
         self.split = "test"
-        self.axis: EvalAxis | None = None  # None: training's per-epoch PGD
+        self.axis: EvalAxis | None = None  # None: strongest stored, else training's PGD
         self.axes: list[EvalAxis] = []
 
     def compose(self) -> ComposeResult:
@@ -159,7 +162,7 @@ class FrontScreen(Screen[None]):
         except Exception as exc:
             self.post_message(StoreFailed(f"cannot build the front: {exc}"))
             return
-        self.post_message(FrontLoaded(view.report, view.labels, axes, view.missing))
+        self.post_message(FrontLoaded(view.report, view.labels, axes, view.missing, view.source))
 
     def on_store_failed(self, message: StoreFailed) -> None:
         self.notify(message.error, severity="error", markup=False)
@@ -171,7 +174,7 @@ class FrontScreen(Screen[None]):
         self.query_one(FrontChart).show(rep, message.labels, empty)
         scope = f"runs matching '{self.search}'" if self.search else "all finished runs"
         if self.axis is None:
-            verdict = Text(f"{scope}, {self.split} split. ", style="bold")
+            verdict = Text(f"{scope}, {self.split} split, AA: {message.source}. ", style="bold")
         else:
             verdict = Text(f"{scope}, AA: {self.axis.text}. ", style="bold")
         verdict.append(" ".join(rep["verdict"]))
@@ -192,7 +195,7 @@ class FrontScreen(Screen[None]):
     def action_split(self) -> None:
         if self.axis is not None:
             self.notify(
-                "test/val applies to training's PGD axis; evaluations measure test images",
+                "test/val applies to the default axis; evaluations measure test images",
                 markup=False,
             )
             return

@@ -20,7 +20,7 @@ from textual.widgets.option_list import Option
 if TYPE_CHECKING:
     from caat_app.analysis.points import EvalAxis
 
-TRAINING_AXIS = "training PGD (per-epoch)"
+TRAINING_AXIS = "default: AutoAttack when stored, else training PGD"
 
 
 class ConfirmScreen(ModalScreen[bool]):

@@ -29,13 +29,14 @@ if TYPE_CHECKING:
 
 AXES = ("step", "epoch", "time")
 STEP_KEYS = ("step", "epoch", "t", "loss_c", "loss_a", "phi", "mu", "lr")
+# Legend names; val and test AA are the per-epoch PGD check, not an evaluation's AA.
 EPOCH_SERIES = {
     "train SA": "train_clean",
     "train AA": "train_adv",
     "val SA": "val_clean",
-    "val AA": "val_adv",
+    "val PGD": "val_adv",
     "test SA": "test_clean",
-    "test AA": "test_adv",
+    "test PGD": "test_adv",
 }
 LOG_BYTES = 8192
 

@@ -24,7 +24,7 @@ COLUMNS = [
     ("status", "status"),
     ("epoch", "epochs_done"),
     ("SA", "best_val_clean"),
-    ("AA", "best_val_adv"),
+    ("PGD", "best_val_adv"),  # training's per-epoch PGD, not an evaluation's AA
     ("φ", "last_phi"),
     ("μ", "last_mu"),
     ("started", "started_at"),

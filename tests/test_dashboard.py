@@ -630,3 +630,54 @@ def test_front_screen_shows_points_and_a_verdict(store: Store) -> None:
         )
 
     run_app(app, body)
+
+
+def test_front_screen_defaults_to_stored_autoattack_and_the_table_names_its_pgd(
+    store: Store,
+) -> None:
+    from caat_app.evaluation.plan import settings_text
+
+    vanilla, caat = fill(store, SPECS[:2])  # digits: trained at ε = 0.3
+    store.add_evals(
+        vanilla,
+        [
+            {
+                "checkpoint": "best",
+                "attack": attack,
+                "norm": "linf",
+                "eps": eps,
+                "samples": 500,
+                "accuracy": accuracy,
+                "seconds": 1.0,
+                "settings": settings_text(attack, eps),
+            }
+            for attack, eps, accuracy in (("clean", 0.0, 0.96), ("autoattack", 0.3, 0.21))
+        ],
+    )
+    app = CaatApp(store, poll_interval=0.2, gpus=[])
+
+    async def body(pilot: Pilot[None]) -> None:
+        from caat_screens.front import FrontChart, FrontScreen
+
+        await wait_for(pilot, lambda: len(table_names(app)) == 2)
+        runs = app.screen.query_one(DataTable)
+        headers = [str(column.label) for column in runs.columns.values()]
+        assert "PGD" in headers and "AA" not in headers  # the per-epoch number is PGD's
+        await pilot.press("F")
+        await wait_for(pilot, lambda: isinstance(app.screen, FrontScreen))
+        points = app.screen.query_one("#front-points", DataTable)
+        await wait_for(pilot, lambda: points.row_count == 2)
+        rows = {str(points.get_row_at(i)[1]): points.get_row_at(i) for i in range(2)}
+        assert set(rows) == {"λ=0.5 [AutoAttack]", "γ=0.8 [PGD]"}
+        assert (str(rows["λ=0.5 [AutoAttack]"][2]), str(rows["λ=0.5 [AutoAttack]"][3])) == (
+            "96.0",
+            "21.0",
+        )
+        assert str(rows["γ=0.8 [PGD]"][3]) == "31.0"  # best test PGD of the unevaluated run
+        verdict = str(app.screen.query_one("#front-verdict", Static).render())
+        assert "test split, AA: mixed sources" in verdict
+        assert f"per-epoch PGD (training-time check) for run {caat}" in verdict
+        labels = app.screen.query_one(FrontChart).labels
+        assert labels[1].startswith("AA: mixed sources")
+
+    run_app(app, body)

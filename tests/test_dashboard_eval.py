@@ -481,13 +481,14 @@ def test_front_switches_to_an_evaluated_axis(store: Store) -> None:
         assert isinstance(front, FrontScreen)
         points = front.query_one("#front-points", DataTable)
         await wait_for(pilot, lambda: points.row_count == 3 and len(front.axes) == 2)
-        assert sorted(row[3] for row in grid_rows(points)) == ["20.0", "33.0", "37.0"]
+        # The default axis: each run's stored AutoAttack, else training's PGD (run c).
+        assert sorted(row[3] for row in grid_rows(points)) == ["20.0", "21.0", "28.0"]
         await pilot.press("a")
         await wait_for(pilot, lambda: isinstance(app.screen, AxisPicker))
         options = app.screen.query_one(OptionList)
         shown = [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
         assert shown == [
-            "training PGD (per-epoch)",
+            "default: AutoAttack when stored, else training PGD",
             "evaluated: autoattack at ε=0.3 (linf, best)",
             "evaluated: pgd at ε=0.3 (linf, best)",
         ]

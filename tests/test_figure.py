@@ -8,6 +8,7 @@ import pytest
 
 from caat_app.analysis.figure import save_front_figure
 from caat_app.analysis.front import RunPoint, report
+from caat_app.analysis.points import tagged
 
 V, C = "Vanilla AT", "CA-AT"
 
@@ -70,3 +71,18 @@ def test_unsupported_suffix_names_the_three(tmp_path: Path, name: str) -> None:
     with pytest.raises(ValueError, match=r"\.png, \.svg, \.pdf"):
         save_front_figure(_report(), tmp_path / name)
     assert not (tmp_path / name).exists()
+
+
+def test_a_front_of_mixed_aa_sources_names_each_points_source(tmp_path: Path) -> None:
+    points = tagged(
+        [
+            RunPoint(1, V, "a", "λ=0.5", 0, 0.90, 0.30, source="autoattack"),
+            RunPoint(2, C, "b", "γ=0.8", 0, 0.92, 0.40, source="epoch-pgd"),
+        ]
+    )
+    path = tmp_path / "mixed.svg"
+    save_front_figure(report(points), path, aa_label="AA: mixed sources (%)")
+    text = path.read_text()
+    assert "λ=0.5 [AutoAttack]" in text and "γ=0.8 [PGD]" in text
+    same = tagged([RunPoint(1, V, "a", "λ=0.5", 0, 0.9, 0.3, source="autoattack")])
+    assert [p.label for p in same] == ["λ=0.5"]  # one source: labels stay bare

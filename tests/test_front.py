@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from itertools import pairwise
+from pathlib import Path
+from typing import Any
 
 import pytest
+from helpers import run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +27,11 @@ from caat_app.analysis.front import (
     pareto_front,
     report,
 )
+from caat_app.analysis.points import SPLITS, FrontView, front_view
+from caat_app.config import build_config
+from caat_app.evaluation.plan import settings_text
+from caat_app.runs.manage import create_run
+from caat_storage import RunStatus, Store
 
 V, C = "Vanilla AT", "CA-AT"
 
@@ -376,3 +386,169 @@ def test_adding_a_dominated_point_keeps_the_hypervolume(
 
 def _dom(q: Point, p: Point) -> bool:
     return q.sa >= p.sa and q.aa >= p.aa and (q.sa > p.sa or q.aa > p.aa)
+
+
+# -- the default AA axis, over a real store -------------------------------------------------
+
+EPS = 8 / 255
+
+
+def finished(
+    store: Store, *, method: str, param: float, seed: int = 0, sa: float, aa: float
+) -> int:
+    """A finished run at ε = 8/255 (L∞, PGD-10 per epoch) with its best-epoch accuracies."""
+    key = "gamma" if method == "caat" else "lam"
+    cfg = build_config({"method": method, key: param, "seed": seed, "eps": "8/255"})
+    run_id = create_run(store, cfg)
+    fields = {f"best_{s}_{k}": v for s in SPLITS for k, v in (("clean", sa), ("adv", aa))}
+    store.finish(run_id, RunStatus.FINISHED, fields=fields)
+    return run_id
+
+
+def evaluate(
+    store: Store, run_id: int, accuracies: dict[tuple[str, float], float], samples: int = 500
+) -> None:
+    """Stored results as `caat eval` writes them; (attack, ε) → accuracy, clean at ε 0."""
+    store.add_evals(
+        run_id,
+        [
+            {
+                "checkpoint": "best",
+                "attack": attack,
+                "norm": "linf",
+                "eps": eps,
+                "samples": samples,
+                "accuracy": accuracy,
+                "seconds": 1.0,
+                "settings": settings_text(attack, eps),
+            }
+            for (attack, eps), accuracy in accuracies.items()
+        ],
+    )
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return str(tmp_path / "front.db")
+
+
+def view_of(db: str, **options: Any) -> FrontView:
+    with Store.open(f"sqlite:///{db}") as store:
+        runs = store.list_runs()
+        return front_view(runs, results=store.evals_of_runs([r.id for r in runs]), **options)
+
+
+def by_run(view: FrontView) -> dict[int, dict[str, Any]]:
+    return {i: p for p in view.report["points"] for i in p["run_ids"]}
+
+
+def test_default_takes_stored_autoattack_first_at_the_runs_own_budget(db: str) -> None:
+    with Store.open(f"sqlite:///{db}") as store:
+        a = finished(store, method="vanilla", param=0.5, sa=0.97, aa=0.45)
+        b = finished(store, method="caat", param=0.8, sa=0.98, aa=0.40)
+        # a lower single attack, and AutoAttack at another budget, are not taken
+        evaluate(store, a, {("clean", 0.0): 0.96, ("autoattack", EPS): 0.30, ("pgd", EPS): 0.2})
+        evaluate(store, a, {("clean", 0.0): 0.9, ("autoattack", 2 * EPS): 0.1}, samples=100)
+        evaluate(store, b, {("clean", 0.0): 0.95, ("autoattack-fast", EPS): 0.33})
+        evaluate(store, b, {("clean", 0.0): 0.94, ("autoattack", EPS): 0.31}, samples=200)
+    view = view_of(db)
+    points = by_run(view)
+    assert (points[a]["sa"], points[a]["aa"], points[a]["aa_source"]) == (0.96, 0.30, "autoattack")
+    assert (points[b]["sa"], points[b]["aa"], points[b]["aa_source"]) == (0.94, 0.31, "autoattack")
+    assert view.labels == (
+        "standard accuracy, test subsets of mixed sizes! (%)",
+        "AA: AutoAttack (standard), L∞ at ε = 8/255, test subsets of mixed sizes! (%)",
+    )
+    assert view.report["axes"]["sources"] == ["autoattack"]
+    assert view.source == "AutoAttack (standard)"
+    assert not any("mixes sources" in s for s in view.report["verdict"])
+    assert [p["label"] for p in view.report["points"]] == ["λ=0.5", "γ=0.8"]  # no tags
+
+
+def test_autoattack_fast_when_standard_is_missing(db: str) -> None:
+    with Store.open(f"sqlite:///{db}") as store:
+        a = finished(store, method="vanilla", param=0.5, sa=0.97, aa=0.45)
+        evaluate(store, a, {("clean", 0.0): 0.95, ("autoattack-fast", EPS): 0.33})
+    view = view_of(db)
+    assert by_run(view)[a]["aa_source"] == "autoattack-fast"
+    assert view.labels[1] == (
+        "AA: AutoAttack (fast: APGD-CE, APGD-T), L∞ at ε = 8/255, 500 test images (%)"
+    )
+
+
+def test_without_autoattack_the_per_epoch_pgd_is_labelled_a_training_time_check(db: str) -> None:
+    with Store.open(f"sqlite:///{db}") as store:
+        a = finished(store, method="vanilla", param=0.5, sa=0.97, aa=0.45)
+        b = finished(store, method="caat", param=0.8, sa=0.98, aa=0.40)
+        evaluate(store, a, {("clean", 0.0): 0.96, ("fgsm", EPS): 0.5})  # a lone attack: not taken
+    view = view_of(db)
+    assert {i: (p["aa"], p["aa_source"]) for i, p in by_run(view).items()} == {
+        a: (0.45, "epoch-pgd"),
+        b: (0.40, "epoch-pgd"),
+    }
+    assert view.labels == (
+        "standard accuracy, test (%)",
+        "AA: per-epoch PGD-10 (training-time check), L∞ at ε = 8/255, test (%)",
+    )
+    assert view.report["axes"]["sources"] == ["epoch-pgd"]
+    assert view.source == "per-epoch PGD (training-time check)"
+    with Store.open(f"sqlite:///{db}") as store:
+        evaluate(store, b, {("clean", 0.0): 0.96, ("autoattack", EPS): 0.3})
+        assert by_run(front_view(store.list_runs()))[b]["aa"] == 0.40  # no results given: none used
+    val = view_of(db, split="val")  # evaluations measure test images: val is training's PGD
+    assert {p["aa_source"] for p in val.report["points"]} == {"epoch-pgd"}
+    assert val.labels[1] == (
+        "AA: per-epoch PGD-10 (training-time check), L∞ at ε = 8/255, validation (%)"
+    )
+    assert by_run(view_of(db))[b]["aa_source"] == "autoattack"
+
+
+def test_mixed_sources_are_tagged_never_averaged_and_warned_of(db: str) -> None:
+    with Store.open(f"sqlite:///{db}") as store:
+        a0 = finished(store, method="vanilla", param=0.5, seed=0, sa=0.97, aa=0.45)
+        a1 = finished(store, method="vanilla", param=0.5, seed=1, sa=0.96, aa=0.44)
+        b = finished(store, method="caat", param=0.8, sa=0.98, aa=0.40)
+        evaluate(store, a0, {("clean", 0.0): 0.96, ("autoattack", EPS): 0.30})
+        evaluate(store, b, {("clean", 0.0): 0.97, ("autoattack", EPS): 0.35})
+    view = view_of(db)
+    points = by_run(view)
+    assert points[a0] is not points[a1]  # the two seeds were measured differently
+    assert (points[a0]["aa"], points[a0]["label"]) == (0.30, "λ=0.5 [AutoAttack]")
+    assert (points[a1]["aa"], points[a1]["label"]) == (0.44, "λ=0.5 [PGD]")
+    assert points[a1]["aa_source"] == "epoch-pgd" and points[a1]["seeds"] == 1
+    assert view.report["axes"]["sources"] == ["autoattack", "epoch-pgd"]
+    assert view.source == "mixed sources"
+    assert view.labels[1] == "AA: mixed sources (each point's in [ ]), L∞ at ε = 8/255, test (%)"
+    note = view.report["verdict"][0]
+    assert note.startswith(
+        f"AA mixes sources: AutoAttack (standard) for runs {a0}, {b}; "
+        f"per-epoch PGD (training-time check) for run {a1}."
+    )
+    assert f"evaluate run {a1} with AutoAttack too" in note
+
+
+def test_caat_front_prints_and_writes_each_points_source(
+    db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Store.open(f"sqlite:///{db}") as store:
+        a = finished(store, method="vanilla", param=0.5, sa=0.97, aa=0.45)
+        b = finished(store, method="caat", param=0.8, sa=0.98, aa=0.40)
+        evaluate(store, a, {("clean", 0.0): 0.96, ("autoattack", EPS): 0.30, ("pgd", EPS): 0.4})
+    assert run_cli("front", "--db", db, "--json") == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert {p["run_ids"][0]: p["aa_source"] for p in rep["points"]} == {
+        a: "autoattack",
+        b: "epoch-pgd",
+    }
+    assert rep["axes"]["aa"].startswith("AA: mixed sources")
+    csv_file = tmp_path / "points.csv"
+    assert run_cli("front", "--db", db, "--csv", str(csv_file)) == 0
+    rows = list(csv.DictReader(io.StringIO(csv_file.read_text())))
+    assert sorted(r["aa_source"] for r in rows) == ["autoattack", "epoch-pgd"]
+    assert "test split, AA: mixed sources" in capsys.readouterr().out
+    # an explicit attack works as before: one attack for every run, the others left out
+    assert run_cli("front", "--db", db, "--attack", "pgd", "--json") == 0
+    captured = capsys.readouterr()
+    rep = json.loads(captured.out)
+    assert [(p["run_ids"], p["aa"], p["aa_source"]) for p in rep["points"]] == [([a], 0.4, "pgd")]
+    assert rep["axes"]["missing"] == [b] and "1 run(s) left out" in captured.err

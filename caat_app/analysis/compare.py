@@ -9,19 +9,20 @@ from caat_app.runs.stored import options_of
 if TYPE_CHECKING:
     from caat_storage import Run
 
-# (label, Run attribute): the final metrics compared, best epoch first (chosen on validation).
+# (label, Run attribute): the final metrics compared, best epoch first (chosen on validation);
+# AA there is training's per-epoch PGD.
 METRICS = [
     ("status", "status"),
     ("epochs done", "epochs_done"),
     ("best epoch", "best_epoch"),
     ("best val SA", "best_val_clean"),
-    ("best val AA", "best_val_adv"),
+    ("best val AA (PGD)", "best_val_adv"),
     ("best test SA", "best_test_clean"),
-    ("best test AA", "best_test_adv"),
+    ("best test AA (PGD)", "best_test_adv"),
     ("last val SA", "last_val_clean"),
-    ("last val AA", "last_val_adv"),
+    ("last val AA (PGD)", "last_val_adv"),
     ("last test SA", "last_test_clean"),
-    ("last test AA", "last_test_adv"),
+    ("last test AA (PGD)", "last_test_adv"),
     ("last φ", "last_phi"),
     ("last μ", "last_mu"),
     ("skipped steps", "nonfinite_steps"),

@@ -60,7 +60,8 @@ def _check_unit(name: str, value: float) -> None:
 
 @dataclass(frozen=True)
 class RunPoint:
-    """One finished run on the SA-AA plane (accuracies as fractions in [0, 1])."""
+    """One finished run on the SA-AA plane (accuracies as fractions in [0, 1]); `source`
+    names what measured its AA (an attack, or training's `epoch-pgd`)."""
 
     run_id: int
     family: str
@@ -69,6 +70,7 @@ class RunPoint:
     seed: int
     sa: float
     aa: float
+    source: str = ""
 
     def __post_init__(self) -> None:
         # A NaN would silently break every comparison below; percentages would
@@ -92,6 +94,7 @@ class Point:
     aa_range: tuple[float, float] = (math.nan, math.nan)
     seeds: int = 1
     run_ids: tuple[int, ...] = ()
+    source: str = ""
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.sa) and math.isfinite(self.aa)):
@@ -117,7 +120,8 @@ def _point_key(p: Point) -> tuple[Any, ...]:
 def aggregate(points: Iterable[RunPoint]) -> list[Point]:
     """Group runs by (family, setting) into mean, sample std and range over seeds.
 
-    The label of a group is its lowest run id's label. `seeds` counts runs, so a
+    The label of a group is its lowest run id's label; its source joins its runs' sources
+    with `+` (one, unless hand-built points share a setting). `seeds` counts runs, so a
     seed run twice counts twice. The result is ordered by family (Vanilla AT and
     its loss variants, then CA-AT and its variants, then anything else) and then
     by sa, aa, so colours and reading order stay stable.
@@ -144,6 +148,7 @@ def aggregate(points: Iterable[RunPoint]) -> list[Point]:
                 aa_range=(min(aas), max(aas)),
                 seeds=len(runs),
                 run_ids=tuple(r.run_id for r in runs),
+                source="+".join(sorted({r.source for r in runs})),
             )
         )
     out.sort(key=lambda p: (_family_key(p.family), p.sa, p.aa, p.setting))
@@ -244,6 +249,7 @@ def _point_json(p: Point, on_front: bool, is_dominated: bool) -> dict[str, Any]:
         "run_ids": list(p.run_ids),
         "sa": p.sa,
         "aa": p.aa,
+        "aa_source": p.source,
         "sa_std": p.sa_std,
         "aa_std": p.aa_std,
         "sa_range": list(p.sa_range),
@@ -257,9 +263,10 @@ def _point_json(p: Point, on_front: bool, is_dominated: bool) -> dict[str, Any]:
 def report(points: Iterable[RunPoint], *, ref: tuple[float, float] = (0.0, 0.0)) -> dict[str, Any]:
     """Everything `caat front` and the dashboard show, as a JSON-able dict.
 
-    Keys: `points` (aggregated, each with `on_front` for its family's front and
-    `dominated` across all families), `families` (front labels in sa order,
-    front settings, hypervolume against `reference`, number of points),
+    Keys: `points` (aggregated, each with `on_front` for its family's front,
+    `dominated` across all families and `aa_source`, what measured its AA),
+    `families` (front labels in sa order, front settings, hypervolume against
+    `reference`, number of points),
     `reference`, `dominated` (who is dominated by whom, across families) and
     `verdict` (plain sentences derived from the above).
     """

@@ -60,7 +60,8 @@ def front(
     split: str = typer.Option("test", help="accuracies of the test or the val split"),
     attack: str | None = typer.Option(
         None,
-        help="AA from `caat eval` results of this attack (e.g. autoattack), not training's PGD",
+        help="AA from `caat eval` results of this attack for every run (default: each run's "
+        "stored AutoAttack, else training's per-epoch PGD)",
     ),
     eps: str | None = typer.Option(None, help="with --attack: its budget (default: the runs' ε)"),
     norm: str = typer.Option("linf", help="with --attack: linf or l2"),
@@ -73,8 +74,9 @@ def front(
 ) -> None:
     """The SA-AA front of finished runs: points, each family's front, hypervolume, verdict.
 
-    AA is the per-epoch PGD accuracy of training's best epoch, or with --attack the
-    accuracy `caat eval` measured (SA then from the same evaluated images).
+    AA is each run's strongest stored evaluation at its own ε and norm (AutoAttack, then
+    AutoAttack fast; SA then from the same images), else the per-epoch PGD of training's
+    best epoch, a training-time check; with --attack, that evaluated attack for every run.
     """
     from caat_app.analysis.points import front_view
 
@@ -82,7 +84,8 @@ def front(
     store = open_store(db)
     runs = store.sweep_runs(sweep) if sweep else store.list_runs(search=filter_text)
     if attack is None:
-        view = front_view(runs, split=split, ref=ref_point)
+        ids = [r.id for r in runs if r.status == RunStatus.FINISHED and r.id is not None]
+        view = front_view(runs, split=split, results=store.evals_of_runs(ids), ref=ref_point)
     else:
         view = _evaluated_front(store, sweep, runs, attack, eps, norm, checkpoint, ref_point)
     rep = view.report
@@ -93,7 +96,7 @@ def front(
     if as_json:
         print(json.dumps(rep, indent=2))
         return
-    scope = f"AA: {rep['axes']['attack']}" if attack else f"{split} split"
+    scope = f"AA: {view.source}" if attack else f"{split} split, AA: {view.source}"
     out.print(front_table(rep, scope))
     for sentence in rep["verdict"]:
         out.print(Text(sentence))

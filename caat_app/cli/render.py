@@ -99,12 +99,12 @@ def results_table(records: Sequence[Run]) -> Table:
 def runs_table(rows: Sequence[Run], url: str) -> Table:
     """`caat runs`: one line per run, newest first."""
     table = Table(
-        title=Text(f"runs in {url} (SA/AA: best epoch on validation, %)"),
+        title=Text(f"runs in {url} (SA, per-epoch PGD: best epoch on validation, %)"),
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
-    for col in ("id", "name", "status", "method", "data", "ε", "epoch", "SA", "AA", "φ", "μ"):
+    for col in ("id", "name", "status", "method", "data", "ε", "epoch", "SA", "PGD", "φ", "μ"):
         left = col in {"name", "status", "method", "data"}
         table.add_column(
             col,
@@ -275,7 +275,7 @@ def front_table(report: dict[str, Any], scope: str) -> Table:
 
 
 def front_csv(report: dict[str, Any]) -> str:
-    """The points of a front as CSV, one row per setting."""
+    """The points of a front as CSV, one row per setting (and AA source)."""
     return rows_csv(
         {
             "family": p["family"],
@@ -286,6 +286,7 @@ def front_csv(report: dict[str, Any]) -> str:
             "aa_std": p["aa_std"],
             "seeds": p["seeds"],
             "runs": " ".join(str(i) for i in p["run_ids"]),
+            "aa_source": p["aa_source"],
         }
         for p in report["points"]
     )
