@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from caat_app.cli import analyse, bench, dashboard, evaluate, inspect, manage, train
+from caat_app.cli import analyse, bench, dashboard, evaluate, inspect, manage, paper, train
 from caat_app.cli.base import app
 from caat_app.errors import CaatError
 from caat_storage import StoreError
@@ -38,6 +38,7 @@ COMMANDS = (
     ("delete", manage.delete),
     ("demo", train.demo),
     ("bench", bench.bench),
+    ("paper", paper.paper_command),
 )
 """Every command, in the order `caat --help` lists them."""
 
