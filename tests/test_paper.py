@@ -206,22 +206,22 @@ def _cfg(**options: Any) -> Any:
 
 
 def test_training_passes_are_the_stated_closed_form() -> None:
-    assert est.train_passes(_cfg(), 10) == 3 * (10 + 2)  # g_c 3, attack 3k, g_a 3
-    assert est.train_passes(_cfg(loss="trades"), 10) == 3 * (10 + 2) + 1 + 2
-    assert est.train_passes(_cfg(loss="clp"), 10) == 3 * (10 + 2) + 2
-    assert est.train_passes(_cfg(attack="fgsm"), 10) == 3 * (1 + 2)
-    assert est.train_passes(_cfg(attack="apgd-t"), 10) == 3 * (9 * 10 + 2)
-    # 2 epochs × (45 full batches of 1000 × 36 + 500 val and 500 test × (3·10 + 2))
-    assert est.train_forward_equivalents(_cfg()) == 2 * (45_000 * 36 + 1_000 * 32)
+    assert est.train_passes(_cfg(), 10) == 2 * 10 + 6  # g_c 3, attack 2k, g_a 3
+    assert est.train_passes(_cfg(loss="trades"), 10) == 2 * 10 + 6 + 1 + 2
+    assert est.train_passes(_cfg(loss="clp"), 10) == 2 * 10 + 6 + 2
+    assert est.train_passes(_cfg(attack="fgsm"), 10) == 2 * 1 + 6
+    assert est.train_passes(_cfg(attack="apgd-t"), 10) == 2 * 9 * 10 + 6
+    # 2 epochs × (45 full batches of 1000 × 26 + 500 val and 500 test × (2·10 + 2))
+    assert est.train_forward_equivalents(_cfg()) == 2 * (45_000 * 26 + 1_000 * 22)
 
 
 def test_attack_passes_are_the_stated_closed_form() -> None:
-    assert est.attack_passes("pgd", 10) == 3 * 20 + 1
-    assert est.attack_passes("fgsm", 10) == 4
-    assert est.attack_passes("apgd-t", 10) == 9 * 3 * 100 + 1
+    assert est.attack_passes("pgd", 10) == 2 * 20 + 1
+    assert est.attack_passes("fgsm", 10) == 3
+    assert est.attack_passes("apgd-t", 10) == 9 * 2 * 100 + 1
     assert est.attack_passes("fab", 100) == 100 * (2 + 2 * 100) + 1
-    assert est.attack_passes("autoattack", 10) == 300 + 2700 + 9 * 100 * 4 + 5000 + 1
-    assert est.attack_passes("autoattack-fast", 10) == 300 + 2700 + 1
+    assert est.attack_passes("autoattack", 10) == 200 + 1800 + 9 * 100 * 4 + 5000 + 1
+    assert est.attack_passes("autoattack-fast", 10) == 200 + 1800 + 1
 
 
 def _plan(cfg: Any, *specs: Any) -> Plan:
@@ -234,11 +234,11 @@ def test_analytic_hours_are_work_times_flop_over_the_gpus_share() -> None:
     gpu = est.ReferenceGpu("X", 100.0, 0.5)
     got = est.estimate(_plan(_cfg(method="caat"), spec), gpu)
     flop = 2 * 0.56e9
-    train_fe = 2 * (45_000 * 36 + 1_000 * 32)
+    train_fe = 2 * (45_000 * 26 + 1_000 * 22)
     projection = 2 * 45 * 8 * 11.17e6  # 90 steps × 8·P
     assert got["train_gpu_hours"] == pytest.approx((train_fe * flop + projection) / 50e12 / 3600)
     # clean, PGD-20, and the probes PGD-100 and PGD-20 at 4 × 8/255
-    eval_fe = 1000 * (1 + 61 + 301 + 61)
+    eval_fe = 1000 * (1 + 41 + 201 + 41)
     assert got["eval_gpu_hours"] == pytest.approx(eval_fe * flop / 50e12 / 3600)
     assert got["basis"] == "analytic" and "X, 50% of 100 bf16 TFLOP/s" in got["basis_text"]
 
@@ -269,9 +269,9 @@ def test_a_matching_bench_report_gives_measured_hours(tmp_path: Path) -> None:
     cfg = build_config({"epochs": 1, "batch_size": 128, "eval_n": 100, "method": "caat"})
     spec = eval_spec(attacks="pgd", budgets=[0.3], n=100)
     got = est.estimate(_plan(cfg, spec), bench=est.read_bench(_bench_file(tmp_path)))
-    # 9 batches of 128 at CA-AT's 900 img/s; 200 images × 32 measured at 1000 × 36 fe/s
-    train = 9 * 128 / 900 + 200 * 32 / (1000 * 36)
-    evals = 100 * (1 + 61 + 301 + 61) / (500 * 61)  # at PGD-20's measured 500 img/s
+    # 9 batches of 128 at CA-AT's 900 img/s; 200 images × 22 measured at 1000 × 26 fe/s
+    train = 9 * 128 / 900 + 200 * 22 / (1000 * 26)
+    evals = 100 * (1 + 41 + 201 + 41) / (500 * 41)  # at PGD-20's measured 500 img/s
     assert got["basis"] == "measured" and "cnn on digits" in got["basis_text"]
     assert got["train_gpu_hours"] * 3600 == pytest.approx(train)
     assert got["eval_gpu_hours"] * 3600 == pytest.approx(evals)

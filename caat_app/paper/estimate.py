@@ -1,14 +1,16 @@
 """What an experiment costs on one GPU, before a GPU-hour is spent: a stated model.
 
 Torch-free and closed-form. Work is counted in forward-equivalents (one forward pass of
-one image; a backward costs about two, so a forward+backward is 3):
+one image; a backward that computes the weights' gradients costs about two, so a
+forward+backward is 3; an attack step needs only the input's gradient, which skips the
+weights' half of the backward, so it costs about 2):
 
-- A training image under PGD-k costs 3 (clean forward+backward, g_c) + 3k (each attack
+- A training image under PGD-k costs 3 (clean forward+backward, g_c) + 2k (each attack
   step: a forward and an input-gradient backward) + 3 (adversarial forward+backward,
-  g_a) = 3(k + 2). TRADES adds a no-grad clean forward for its attack's objective (+1);
+  g_a) = 2k + 6 (26 for PGD-10). TRADES adds a no-grad clean forward for its attack's objective (+1);
   every loss but CE also backpropagates g_a through the clean logits (+2).
 - Each epoch measures clean and PGD accuracy on `eval_n` validation and test images:
-  3·eval_steps + 2 per image.
+  2·eval_steps + 2 per image.
 - CA-AT adds its projection, a few passes over the P flat parameters: 8·P FLOP per step.
 - Evaluations are counted as an upper bound, every image attacked by every attack
   (batch-statistics models do attack whole batches): see `attack_passes`.
@@ -106,13 +108,13 @@ def train_passes(cfg: RunConfig, classes: int) -> int:
     """Forward-equivalents per training image and step (see the module's model)."""
     k = training_iterations(cfg.attack, cfg.attack_steps, classes)
     extra = (1 if LOSSES[cfg.loss].objective else 0) + (2 if cfg.loss != "ce" else 0)
-    return 3 + 3 * k + 3 + extra
+    return 3 + 2 * k + 3 + extra
 
 
 def attack_passes(name: str, classes: int) -> int:
     """Forward-equivalents per image of an evaluation attack, final judging forward included.
 
-    PGD/MI-FGSM-s: 3s + 1; FGSM 4; APGD: 3·steps per target + 1; FAB: steps·(2 + 2K) (a
+    PGD/MI-FGSM-s: 2s + 1; FGSM 3; APGD: 2·steps per target + 1; FAB: steps·(2 + 2K) (a
     forward, K class gradients, a check), FAB-T: 4 per step and target; Square: one
     forward per query; AutoAttack: its members' sum.
     """
@@ -128,7 +130,7 @@ def attack_passes(name: str, classes: int) -> int:
         return targets * steps * per_step + 1
     if family == "square":
         return int(settings["queries"]) + 1
-    return targets * 3 * steps + 1
+    return targets * 2 * steps + 1
 
 
 def _split(n: int, size: int) -> int:
@@ -146,7 +148,7 @@ def measure_forward_equivalents(cfg: RunConfig) -> float:
     """The per-epoch accuracy checks of a run: clean and PGD on validation and test."""
     data = DATA_SIZES[cfg.dataset]
     measured = _split(cfg.eval_n, data.val) + _split(cfg.eval_n, data.test)
-    return cfg.epochs * measured * (3 * cfg.eval_steps + 2)
+    return cfg.epochs * measured * (2 * cfg.eval_steps + 2)
 
 
 def train_forward_equivalents(cfg: RunConfig) -> float:
@@ -230,7 +232,7 @@ def _seconds(
         train = (train_forward_equivalents(cfg) * flop + flat_flop(cfg)) / gpu.flops
         return train, evals * flop / gpu.flops, "analytic"
     classes = DATASETS[cfg.dataset].classes
-    bench_passes = 3 * training_iterations("pgd", bench.attack_steps, classes) + 6
+    bench_passes = 2 * training_iterations("pgd", bench.attack_steps, classes) + 6
     # Measured seconds per image of this method (its projection included), scaled from
     # the bench's PGD steps to the run's; other work at the bench's Vanilla AT speed.
     step_scale = train_passes(cfg, classes) / bench_passes
@@ -283,17 +285,17 @@ def _basis_text(basis: str, gpu: ReferenceGpu, bench: Bench | None) -> str:
 
 
 MODEL_TEXT = (
-    "training, per image and step: 3 (clean fwd+bwd, g_c) + 3·k (k attack steps, fwd + "
+    "training, per image and step: 3 (clean fwd+bwd, g_c) + 2·k (k attack steps, fwd + "
     "input bwd) + 3 (adversarial fwd+bwd, g_a) forward-equivalents; TRADES +1 (its "
     "objective's clean forward), every loss but CE +2 (g_a through the clean logits too)",
     "each epoch: clean and PGD accuracy on eval_n validation and test images, "
-    "3·eval_steps + 2 per image",
+    "2·eval_steps + 2 per image",
     f"CA-AT: + {CAAT_FLAT_FLOP}·P FLOP per step for its projection (P parameters)",
     "forward pass at 32×32: ResNet-18 0.56, ResNet-34 1.16, WRN-28-10 5.25 GMAC (scaled "
     "by image area); 1 MAC = 2 FLOP",
-    "evaluation, upper bound (every image attacked by every attack): PGD-s 3s + 1, APGD "
-    "3·100 + 1 per target, FAB 100·(2 + 2K), FAB-T 4·100 per target, Square 5000 "
-    "forwards, AutoAttack the sum of APGD-CE, APGD-T, FAB-T and Square (≈ 11,600 on 10 "
+    "evaluation, upper bound (every image attacked by every attack): PGD-s 2s + 1, APGD "
+    "2·100 + 1 per target, FAB 100·(2 + 2K), FAB-T 4·100 per target, Square 5000 "
+    "forwards, AutoAttack the sum of APGD-CE, APGD-T, FAB-T and Square (≈ 10,600 on 10 "
     "classes); masking probes (PGD-100, PGD at 4× ε) included",
     "not counted: worker start-up, data loading, checkpoints",
 )
