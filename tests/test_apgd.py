@@ -145,6 +145,29 @@ def test_reaches_closed_form_worst_case_on_linear_model(norm: str, eps: float) -
         torch.testing.assert_close(x_adv[start_ok], expected[start_ok], atol=1e-6, rtol=0)
 
 
+class _Flat(nn.Module):
+    """Equal logits everywhere: a zero gradient, so APGD never leaves its random start."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flatten(1)[:, :3] * 0.0
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_random_start_at_full_radius(norm: str) -> None:
+    """As AutoAttack's: the L∞ start lies on the surface of the ε-box (a uniform draw over
+    its largest entry), the L2 start on the ε-sphere, both spread over the whole image."""
+    torch.manual_seed(3)
+    x = torch.rand(64, 1, 8, 8)
+    y = torch.zeros(64, dtype=torch.long)  # the first of equal logits: correct, so attacked
+    x_adv = apgd(_Flat(), x, y, eps=0.3, norm=norm, steps=3, clip=(-10.0, 10.0))
+    torch.testing.assert_close(size(x_adv - x, norm), torch.full((64,), 0.3))
+    delta = (x_adv - x).flatten(1)
+    assert (delta != 0).all()
+    if norm == "linf":  # one coordinate at ±ε, the rest uniform inside
+        assert ((delta.abs() > 0.3 * (1 - 1e-6)).sum(1) == 1).all()
+        assert delta.abs().mean().item() == pytest.approx(0.15, abs=0.01)
+
+
 def test_leaves_model_as_found() -> None:
     torch.manual_seed(2)
     model = build_model("cnn", in_channels=1, num_classes=10, image_size=8, mean=(0.3,), std=(0.4,))

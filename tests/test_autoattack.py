@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from itertools import pairwise
 
 import pytest
@@ -65,6 +66,29 @@ def test_fast_runs_only_apgd(digits_model, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(aa, "square", refuse)
     _, acc = autoattack(model, x, y, eps=EPS["linf"], version="fast", **FAST)
     assert list(acc) == ["clean", "apgd-ce", "apgd-t"]
+
+
+def test_square_member_has_autoattack_settings(
+    digits_model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AutoAttack's Square: p_init 0.8, one run of 5000 queries by default, p's schedule not
+    rescaled to the query budget (the reference's ``resc_schedule=False``)."""
+    aa = importlib.import_module("caat_app.attacks.autoattack")  # the module, not the function
+
+    model, x, y = digits_model
+    seen: list[dict[str, object]] = []
+    real_square = aa.square
+
+    def spy(m: nn.Module, xs: Tensor, ys: Tensor, **kw: object) -> Tensor:
+        seen.append(kw)
+        return real_square(m, xs, ys, **kw)
+
+    monkeypatch.setattr(aa, "square", spy)
+    autoattack(model, x, y, eps=EPS["linf"], **FAST)
+    assert len(seen) == 1
+    assert seen[0]["p_init"] == 0.8 and seen[0]["rescale_schedule"] is False
+    assert seen[0]["queries"] == FAST["queries"]
+    assert inspect.signature(autoattack).parameters["queries"].default == 5000
 
 
 def test_each_attack_sees_only_still_robust_points(

@@ -12,6 +12,18 @@ from caat_app.attacks.fab import fab, fab_distance, project_onto_hyperplane_box
 
 WIDE = (-100.0, 100.0)  # a box that never binds, so the closed forms hold
 DUAL = {"linf": 1, "l2": 2}  # ‖·‖_q of the weight difference, q the dual norm
+# The refined point lies this far past the boundary, relative to its distance: the margin a
+# converged run of the reference keeps, (eta − 1)·(1 − beta) at the defaults 1.05 and 0.9.
+MARGIN = (1.05 - 1) * (1 - 0.9)
+# The bisection's resolution: 10 halvings of a segment at most ~2% longer than the distance.
+RESOLUTION = 2**-10 * 1.02
+
+
+def _assert_margin_past(found: Tensor, exact: Tensor) -> None:
+    """``found`` is the exact distance plus the margin, to the bisection's resolution (and
+    to float rounding, for points that start within rounding of a boundary)."""
+    assert (found >= exact * (1 + MARGIN) * (1 - 1e-5) - 1e-6).all()
+    assert (found <= exact * (1 + MARGIN) * (1 + RESOLUTION) + 1e-6).all()
 
 
 def _linear(classes: int, seed: int, n: int = 64) -> tuple[nn.Module, Tensor, Tensor]:
@@ -43,7 +55,7 @@ def test_finds_closed_form_distance(norm: str, classes: int) -> None:
     model, x, y = _linear(classes, seed=classes)
     exact = _closed_form(model, x, y, norm)
     found = fab_distance(model, x, y, norm=norm, steps=20, clip=WIDE)
-    torch.testing.assert_close(found, exact, rtol=1e-3, atol=1e-6)
+    _assert_margin_past(found, exact)
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
@@ -62,7 +74,7 @@ def test_targeted_over_all_classes_matches_closed_form(norm: str) -> None:
     found = fab_distance(
         model, x, y, norm=norm, steps=20, clip=WIDE, targeted=True, target_classes=9
     )
-    torch.testing.assert_close(found, exact, rtol=1e-3, atol=1e-6)
+    _assert_margin_past(found, exact)
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
@@ -78,10 +90,11 @@ def test_targeted_hits_target_within_eps(norm: str) -> None:
     gap = logits[rows, y] - logits[rows, target]
     dist_t = gap / dw.norm(p=DUAL[norm], dim=1)
     step = dw.sign() if norm == "linf" else dw / dw.norm(dim=1, keepdim=True)
-    foot = x.flatten(1) + dist_t[:, None] * step  # the exact projection onto f_t = f_y
     third = 3 - y - target
-    foot_logits = foot @ w.T + bias
-    ok = foot_logits[rows, target] >= foot_logits[rows, third] + 1e-3
+    ok = torch.ones_like(y, dtype=torch.bool)
+    for past in (1.0, 1 + MARGIN):  # the exact projection onto f_t = f_y, and past it
+        foot_logits = (x.flatten(1) + past * dist_t[:, None] * step) @ w.T + bias
+        ok &= foot_logits[rows, target] >= foot_logits[rows, third] + 1e-3
     eps = 0.05 if norm == "linf" else 0.3
     ok &= dist_t < eps * 0.99
     assert ok.sum() >= 5  # the case is exercised
@@ -91,7 +104,42 @@ def test_targeted_hits_target_within_eps(norm: str) -> None:
     with torch.no_grad():
         pred = model(x_adv).argmax(1)
     assert (pred[ok] == target[ok]).all()
-    torch.testing.assert_close(size(x_adv - x, norm)[ok], dist_t[ok], rtol=1e-3, atol=1e-6)
+    _assert_margin_past(size(x_adv - x, norm)[ok], dist_t[ok])
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_refined_points_keep_a_margin_past_the_boundary(norm: str) -> None:
+    """Two classes, so the logit margin is linear along the segment: the refined point's
+    wrong-side margin is at least MARGIN times the clean margin, however finely bisected."""
+    model, x, y = _linear(2, seed=37)
+    x_adv = fab(model, x, y, eps=10.0, norm=norm, steps=20, clip=WIDE)
+    with torch.no_grad():
+        clean, adv = model(x), model(x_adv)
+    rows = torch.arange(len(y))
+    m_clean = clean[rows, y] - clean[rows, 1 - y]  # > 0: every label is the prediction
+    m_adv = adv[rows, y] - adv[rows, 1 - y]
+    assert (m_clean > 0).all()
+    assert (-m_adv >= MARGIN * m_clean * 0.99).all()
+    # Pulled back by the margin, the point is still on the wrong side (or on the boundary).
+    back = x + (x_adv - x) / (1 + MARGIN)
+    with torch.no_grad():
+        m_back = (model(back)[rows, y] - model(back)[rows, 1 - y]) / m_clean
+    assert (m_back <= 1e-5).all()
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_margin_never_costs_a_point_within_eps(norm: str) -> None:
+    """Points whose distance is within ε but within the margin of it still break at ε."""
+    model, x, y = _linear(3, seed=41, n=128)
+    exact = _closed_form(model, x, y, norm)
+    eps = float(exact.median()) * (1 + MARGIN / 2)  # the median point: its margin won't fit
+    within = exact < eps * (1 - 2 * RESOLUTION)
+    assert (within & (exact * (1 + MARGIN) > eps)).sum() >= 1  # the case is exercised
+    x_adv = fab(model, x, y, eps=eps, norm=norm, steps=20, clip=WIDE)
+    assert (size(x_adv - x, norm) <= eps + 1e-6).all()
+    with torch.no_grad():
+        pred = model(x_adv).argmax(1)
+    assert (pred[within] != y[within]).all()
 
 
 @pytest.mark.parametrize("targeted", [False, True])

@@ -22,11 +22,13 @@ from caat_app.attacks.common import (
     attack_mode,
     check_norm,
     class_logit,
+    is_batch_dependent,
     logit_margin,
     per_sample,
     project,
     seeded_start,
     step_direction,
+    subset_model,
 )
 
 
@@ -224,6 +226,7 @@ def _targets(
 
 
 def _runs(
+    model: nn.Module,
     run: Callable[..., tuple[Tensor, Tensor, Tensor, Tensor]],
     x: Tensor,
     y: Tensor,
@@ -232,7 +235,14 @@ def _runs(
     restarts: int,
 ) -> Tensor:
     """Every target's restarts, each on the points not yet fooled; per sample the first
-    misclassified point found, else the highest-loss one, else ``x``."""
+    misclassified point found, else the highest-loss one, else ``x``.
+
+    A batch-dependent model (`is_batch_dependent`) meets the whole batch at every step: the
+    points not attacked stay in it as they are (broken ones at their adversarial), and after
+    each run the batch is judged whole, so the next run attacks what that batch leaves robust.
+    """
+    shared = is_batch_dependent(model)
+    stay = done.clone()  # misclassified at the start: never attacked
     out = x.clone()
     best_loss = torch.full((x.shape[0],), -math.inf, device=x.device, dtype=x.dtype)
     for target in targets:
@@ -241,13 +251,20 @@ def _runs(
             if idx.numel() == 0:
                 return out
             adv, fooled, x_best, loss_best = run(
-                x[idx], y[idx], None if target is None else target[idx]
+                subset_model(model, out, idx, shared),
+                x[idx],
+                y[idx],
+                None if target is None else target[idx],
             )
             better = loss_best > best_loss[idx]
             keep = torch.where(per_sample(better, x_best), x_best, out[idx])
             out[idx] = torch.where(per_sample(fooled, adv), adv, keep)
             best_loss[idx] = torch.where(better, loss_best, best_loss[idx])
-            done[idx] = fooled
+            if shared:
+                with torch.no_grad():
+                    done = stay | (model(out).argmax(1) != y)
+            else:
+                done[idx] = fooled
     return out
 
 
@@ -275,8 +292,11 @@ def apgd(
     per target among the ``target_classes`` highest-ranked non-true clean logits. Each run
     and restart attacks only the points not yet misclassified. Per sample the result is
     the first misclassified point found, else the highest-loss point; points misclassified
-    at the start come back unchanged. ``seed`` drives a private generator on ``x``'s device,
-    so results are reproducible and the global RNG is left alone.
+    at the start come back unchanged. A model whose predictions depend on the batch is
+    attacked inside the whole batch (`_runs`). The L∞ start lies on the surface of the
+    ε-box, the L2 start on the ε-sphere, as AutoAttack's. ``seed`` drives a private
+    generator on ``x``'s device, so results are reproducible and the global RNG is left
+    alone.
     """
     _check_args(norm, loss, steps, restarts, target_classes)
     x = x.detach()
@@ -286,7 +306,6 @@ def apgd(
     gen.manual_seed(seed)
     run = partial(
         _single_run,
-        model,
         eps=eps,
         norm=norm,
         loss=loss,
@@ -301,4 +320,4 @@ def apgd(
             clean_logits = model(x)
         targets = _targets(clean_logits, loss, targeted, target_classes)
         done = clean_logits.argmax(1) != y  # misclassified: nothing to do
-        return _runs(run, x, y, done, targets, restarts)
+        return _runs(model, run, x, y, done, targets, restarts)

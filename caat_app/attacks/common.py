@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -104,19 +105,115 @@ def random_init(x: Tensor, eps: float, norm: str) -> Tensor:
 
 
 def seeded_start(like: Tensor, norm: str, gen: torch.Generator) -> Tensor:
-    """A unit-size random start from an attack's own generator: uniform in [−1, 1] (L∞), or
-    a direction on the unit L2 sphere.
+    """A unit-size random start from an attack's own generator: a point on the surface of
+    the unit L∞ box, or a direction on the unit L2 sphere.
 
-    For the attacks that take a ``seed`` (APGD, FAB): a private generator makes an
-    evaluation repeat without touching the global RNG. APGD scales it by ε (the L2 start
-    on the sphere, as AutoAttack's); FAB scales it to its own per-sample radius and puts
-    the L∞ draw on the box's surface first (`fab`).
+    For the attacks that take a ``seed`` (APGD, FAB), as AutoAttack starts them: the L∞
+    draw is uniform in [−1, 1] and then divided by its largest entry, so every start sits
+    at the full radius. A private generator makes an evaluation repeat without touching
+    the global RNG. APGD scales it by ε, FAB by its own per-sample radius.
     """
     if norm == "linf":
         u = torch.rand(like.shape, generator=gen, device=like.device, dtype=like.dtype)
-        return 2.0 * u - 1.0
+        t = 2.0 * u - 1.0
+        return t / per_sample(sample_size(t, "linf"), t).clamp_min(TINY)
     g = torch.randn(like.shape, generator=gen, device=like.device, dtype=like.dtype)
     return normalize_l2(g)
+
+
+# ------------------------------------------------------------------ batch-statistics models
+
+
+def _on_batch_statistics(module: nn.Module) -> bool:
+    """A BatchNorm without running statistics: it normalises with the batch's own, even in
+    eval mode (`--bn batchstats`)."""
+    norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+    return isinstance(module, norms) and module.running_mean is None
+
+
+def is_batch_dependent(model: nn.Module) -> bool:
+    """Whether a prediction depends on the rest of the batch (a BatchNorm on batch statistics).
+
+    Such a model is attacked and judged on whole fixed batches: a point dropped from the
+    batch (because it is already broken) would change every other point's prediction.
+    """
+    return any(_on_batch_statistics(m) for m in model.modules())
+
+
+def _statistics_as_constants(module: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> Tensor:
+    """The BatchNorm's own output, with the gradient of a BatchNorm whose statistics (this
+    batch's) are constants: the value is exactly ``out``, so no prediction moves."""
+    h = inputs[0]
+    dims = [0, *range(2, h.dim())]
+    mean, var = h.detach().mean(dims), h.detach().var(dims, unbiased=False)
+    bn: Any = module
+    frozen = F.batch_norm(h, mean, var, bn.weight, bn.bias, False, 0.0, bn.eps)
+    return out.detach() + (frozen - frozen.detach())
+
+
+@contextmanager
+def own_gradients(model: nn.Module) -> Iterator[None]:
+    """Each point's input gradient through its own logits only, on a batch-dependent model.
+
+    The batch statistics link every point's logits to every input; summed over the batch,
+    as attacks sum their losses, those cross terms cancel much of a BatchNorm's gradient
+    (its outputs always sum to the same) and FAB's per-class Jacobian drowns in them. So
+    the backward treats the statistics as constants, while the forward values stay the
+    model's own to the last bit. A per-sample model gets no hook at all.
+    """
+    hooks = [
+        m.register_forward_hook(_statistics_as_constants)
+        for m in model.modules()
+        if _on_batch_statistics(m)
+    ]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+class InBatch(nn.Module):
+    """The model as the rows ``idx`` of the batch ``full`` see it: their logits with the
+    other rows in place, so an attack on a subset meets the statistics it is judged under.
+
+    Gradients reach the subset only. ``full`` is read at every call, so an attack that
+    updates it in place moves the context along with it.
+    """
+
+    def __init__(self, model: nn.Module, full: Tensor, idx: Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.full = full
+        self.idx = idx
+
+    def forward(self, sub: Tensor) -> Tensor:
+        return self.model(self.full.index_put((self.idx,), sub))[self.idx]  # type: ignore[no-any-return]
+
+
+def subset_model(model: nn.Module, full: Tensor, idx: Tensor, batch_dependent: bool) -> nn.Module:
+    """The model an attack on the rows ``idx`` of ``full`` should call: the model itself when
+    its predictions are per sample (cheap: only the subset is computed), else `InBatch`."""
+    return InBatch(model, full, idx) if batch_dependent else model
+
+
+def settle(model: nn.Module, x: Tensor, out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Put every changed point the whole batch ``out`` does not misclassify back to its clean
+    value; return the batch and which of its points are misclassified.
+
+    For batch-dependent models, whose points sway each other: putting one back can save
+    another, so this repeats until every changed point is misclassified in the very batch
+    returned (each round puts at least one back, so it ends; one round is the rule).
+    """
+    moved = (out != x).flatten(1).any(1)
+    while True:
+        with torch.no_grad():
+            wrong = model(out).argmax(1) != y
+        undo = moved & ~wrong
+        if not bool(undo.any()):
+            return out, wrong
+        out = torch.where(per_sample(undo, out), x, out)
+        moved = moved & ~undo
 
 
 # ------------------------------------------------------------------------- losses on logits

@@ -20,10 +20,13 @@ from caat_app.attacks.common import (
     attack_mode,
     check_norm,
     class_logit,
+    is_batch_dependent,
     other_logits,
     per_sample,
     sample_size,
     seeded_start,
+    settle,
+    subset_model,
 )
 
 
@@ -112,15 +115,10 @@ def _nearest_plane(
 def _restart_point(
     x0: Tensor, radius: Tensor, norm: str, gen: torch.Generator, clip: tuple[float, float]
 ) -> Tensor:
-    """A point at ``radius`` from x0 (flat) in a random direction, as FAB's restarts use.
-
-    The L∞ draw is pushed onto the surface of its box, as in the FAB reference, so every
-    restart starts at the full radius.
+    """A point at ``radius`` from x0 (flat) in a random direction, as FAB's restarts use (the
+    L∞ draw on the surface of its box, as in the FAB reference, so it starts at full radius).
     """
-    t = seeded_start(x0, norm, gen)
-    if norm == "linf":
-        t = t / sample_size(t, norm).clamp_min(TINY)[:, None]
-    return (x0 + radius[:, None] * t).clamp(*clip)
+    return (x0 + radius[:, None] * seeded_start(x0, norm, gen)).clamp(*clip)
 
 
 def _is_adv(model: nn.Module, xf: Tensor, shape: torch.Size, y: Tensor) -> Tensor:
@@ -192,28 +190,37 @@ def _refine(
     y: Tensor,
     *,
     shape: torch.Size,
-    norm: str,
-    steps: int,
+    opts: _Options,
+    cap: float | None,
 ) -> tuple[Tensor, Tensor]:
-    """Bisect the segment x0 → adv for the boundary: forward passes only, never a larger norm.
+    """Bisect the segment x0 → adv for the boundary, then step a small margin past it.
 
-    Not in the reference code; it removes the overshoot (eta) FAB keeps after its last
-    successful step, which on a linear model is a relative error of about (eta − 1)/10.
+    Not in the reference code, which keeps FAB's last successful iterate: converged, that
+    one lies past the boundary by about (eta − 1)(1 − beta) of its norm (the eta overshoot
+    of a step that starts a beta step-back inside). The bisection removes whatever more the
+    search overshot; the point returned keeps that same relative margin past the boundary
+    it found (never beyond ``cap``, i.e. ε), so that re-judging it with other rounding does
+    not flip it back. It is checked: where it is not misclassified (a curved boundary, the
+    box), FAB's own point stays. Forward passes only.
     """
-    if steps == 0:
+    if opts.refine_steps == 0:
         return adv, best
     low = torch.zeros_like(best)[:, None]
     high = torch.ones_like(best)[:, None]
     seg = adv - x0
-    for _ in range(steps):
+    for _ in range(opts.refine_steps):
         mid = (low + high) / 2
         hit = _is_adv(model, x0 + mid * seg, shape, y)[:, None]
         high = torch.where(hit, mid, high)
         low = torch.where(hit, low, mid)
-    found = torch.isfinite(best)
-    adv = torch.where(found[:, None], x0 + high * seg, adv)
-    size = torch.where(found, sample_size(adv - x0, norm), best)
-    return adv, torch.minimum(size, best)
+    t = high * (1 + (opts.eta - 1) * (1 - opts.beta))
+    if cap is not None:  # the margin never costs a point within ε (nor does its rounding)
+        room = cap * (1 - 1e-5) / sample_size(seg, opts.norm).clamp_min(TINY)[:, None]
+        t = torch.minimum(t, torch.maximum(high, room))
+    cand = (x0 + t * seg).clamp(*opts.clip)
+    ok = torch.isfinite(best) & _is_adv(model, cand, shape, y)
+    adv = torch.where(ok[:, None], cand, adv)
+    return adv, torch.where(ok, sample_size(adv - x0, opts.norm), best)
 
 
 def _targets(logits: Tensor, y: Tensor, targeted: bool, target_classes: int) -> list[Tensor | None]:
@@ -284,13 +291,38 @@ def _search(
         x0 = x_in.flatten(1)
         targets = _targets(logits[idx], yc, opts.targeted, opts.target_classes)
         cap = _restart_cap(eps, opts, x0.shape[1])
-        adv, best = _best_of_runs(model, x0, yc, targets, shape, cap, opts)
-        adv, best = _refine(
-            model, x0, adv, best, yc, shape=shape, norm=opts.norm, steps=opts.refine_steps
-        )
+        # A batch-dependent model judges the attacked points with the others in the batch.
+        view = subset_model(model, x, idx, is_batch_dependent(model))
+        adv, best = _best_of_runs(view, x0, yc, targets, shape, cap, opts)
+        adv, best = _refine(view, x0, adv, best, yc, shape=shape, opts=opts, cap=eps)
     out[idx] = adv.view(shape)
     dist[idx] = best
     return out, dist
+
+
+def _to_budget_in_batch(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    adv: Tensor,
+    found: Tensor,
+    *,
+    eps: float,
+    norm: str,
+    clip: tuple[float, float],
+) -> Tensor:
+    """The batch `fab` returns for a batch-dependent model.
+
+    A minimal adversarial sits at its boundary, under batch statistics that the other
+    points' moves keep changing: in a shared batch each is pushed out to ε along its own
+    direction (the most margin the budget allows), and the batch returned is judged whole.
+    """
+    seg = adv - x
+    reach = per_sample(eps * (1 - 1e-5) / sample_size(seg, norm).clamp_min(TINY), x)
+    out = torch.where(found, (x + reach * seg).clamp(*clip), x)
+    with attack_mode(model):
+        out, _ = settle(model, x, out, y)
+    return out.detach()
 
 
 def fab(
@@ -316,7 +348,11 @@ def fab(
     So accuracy on the result is robust accuracy at ε. ``targeted`` runs FAB-T: the planes
     of the ``target_classes`` highest-scoring wrong classes in turn (success is still any
     misclassification, as in AutoAttack). Restarts after the first start at random, at
-    half the smaller of ε and the best norm so far.
+    half the smaller of ε and the best norm so far. ``refine_steps`` bisections then trim
+    the overshoot, keeping a margin of (eta − 1)(1 − beta) past the boundary (`_refine`).
+    A batch-dependent model is attacked inside the whole batch; there each adversarial found
+    is pushed out to ε along its direction, and a point is changed only if the batch
+    returned misclassifies it (`settle`).
     """
     check_norm(norm)
     if eps == 0 or steps == 0:
@@ -340,8 +376,11 @@ def fab(
             refine_steps=refine_steps,
         ),
     )
-    keep = per_sample(dist <= eps, x)
-    return torch.where(keep, adv, x.detach()).detach()
+    x = x.detach()
+    found = per_sample(dist <= eps, x)
+    if is_batch_dependent(model):
+        return _to_budget_in_batch(model, x, y, adv, found, eps=eps, norm=norm, clip=clip)
+    return torch.where(found, adv, x).detach()
 
 
 def fab_distance(

@@ -7,6 +7,7 @@ robustness is not an artefact of masked or obfuscated gradients.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import lru_cache
 
 import torch
@@ -16,10 +17,12 @@ from caat_app.attacks.common import (
     TINY,
     attack_mode,
     check_norm,
+    is_batch_dependent,
     logit_margin,
     normalize_l2,
     per_sample,
     sample_size,
+    subset_model,
 )
 
 # The original's schedule: p halves after each of these iterations (of a 10 000-query run).
@@ -27,9 +30,14 @@ _P_HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 _REDRAWS = 8  # rounds of redrawing an L∞ proposal that would change nothing
 
 
-def p_selection(p_init: float, it: int, queries: int) -> float:
-    """Fraction of pixels a square covers at iteration ``it``, schedule rescaled to ``queries``."""
-    scaled = int(it / queries * 10000)
+def p_selection(p_init: float, it: int, queries: int, *, rescale: bool = True) -> float:
+    """Fraction of pixels a square covers at iteration ``it``.
+
+    The original halves p at fixed iterations of a 10 000-query run; ``rescale`` stretches
+    that schedule onto ``queries`` (the reference's standalone default), otherwise the
+    iteration counts as it is (AutoAttack's Square: ``resc_schedule=False``).
+    """
+    scaled = int(it / queries * 10000) if rescale else it
     return p_init / 2 ** sum(scaled > t for t in _P_HALVINGS)
 
 
@@ -109,8 +117,11 @@ def _eta_rectangles(hh: int, ww: int) -> Tensor:
     return delta / delta.norm().clamp_min(TINY)
 
 
-def _eta(s: int) -> Tensor:
-    """Two opposite rectangle patterns stacked: the original's init tile, unit L2."""
+def square_pattern(s: int) -> Tensor:
+    """The original's s×s window pattern, unit L2: the rectangle pattern of the top ⌊s/2⌋
+    rows over the negated one of the other rows, so the window's two halves pull opposite
+    ways (AutoAttack's ``eta``). Callers transpose it at random.
+    """
     delta = torch.zeros(s, s)
     delta[: s // 2] = _eta_rectangles(s // 2, s)
     delta[s // 2 :] = -_eta_rectangles(s - s // 2, s)
@@ -123,7 +134,7 @@ def _l2_init(x: Tensor, eps: float, g: torch.Generator, clip: tuple[float, float
     s = max(h // 5, 1)
     start = (h - s * 5) // 2
     delta = torch.zeros_like(x)
-    tile = _eta(s).to(device=x.device, dtype=x.dtype)
+    tile = square_pattern(s).to(device=x.device, dtype=x.dtype)
     vh = start
     for _ in range(h // s):
         vw = start
@@ -138,15 +149,17 @@ def _l2_init(x: Tensor, eps: float, g: torch.Generator, clip: tuple[float, float
     return (x + eps * normalize_l2(delta)).clamp(*clip)
 
 
-def _l2_step(
+def l2_proposal(
     x: Tensor, best: Tensor, eps: float, p: float, g: torch.Generator, clip: tuple[float, float]
 ) -> Tensor:
-    """Move the mass of a second window into a first one, redrawn as a centred pattern.
+    """Move the mass of a second window into a first one, redrawn as the two-halves pattern.
 
-    The first window gets the rectangle pattern with a random sign per channel plus its old
-    content, rescaled so that it holds its own and the second window's budget (and any budget
-    left unused); the second window is emptied; the whole perturbation is put back on the
-    ε-sphere and clipped to the box.
+    As the reference's L2 step: the first window gets `square_pattern` (transposed at
+    random) with a random sign per channel plus its old content over its per-channel norm,
+    rescaled per channel to √(max(ε² − ‖δ‖², 0)/c + ‖δ on both windows‖²), so it holds its
+    own and the second window's budget and any budget left unused; the second window is
+    emptied (where the two overlap, the first wins); the whole perturbation is put back on
+    the ε-sphere and clipped to the box. Windows and transposition are drawn per sample.
     """
     n, c, h, w = x.shape
     s = _side(p, h, w, 3)
@@ -164,11 +177,13 @@ def _l2_step(
     norm_window1 = channel_norm(delta * m1)
     norm_image = sample_norm(delta)
     norm_windows = sample_norm(delta * (mask1 | mask2).to(x.dtype))
-    # The s×s pattern placed at each sample's own window corner.
-    pat = _eta_rectangles(s, s).to(device=x.device, dtype=x.dtype)
+    # Each sample's pattern, transposed or not, placed at its own first window's corner.
+    tile = square_pattern(s).to(device=x.device, dtype=x.dtype)
+    flip = torch.rand((n, 1, 1), generator=g, device=x.device) > 0.5
+    tiles = torch.where(flip, tile.T, tile)
     rows = (torch.arange(h, device=x.device).view(1, h, 1) - vh).clamp(0, s - 1)
     cols = (torch.arange(w, device=x.device).view(1, 1, w) - vw).clamp(0, s - 1)
-    placed = pat[rows, cols][:, None] * m1
+    placed = tiles[torch.arange(n, device=x.device).view(n, 1, 1), rows, cols][:, None] * m1
     new = placed * _signs((n, c, 1, 1), g, x) + delta * m1 / (norm_window1 + TINY)
     budget = ((eps**2 - norm_image**2).clamp_min(0.0) / c + norm_windows**2).sqrt()
     new = new / (channel_norm(new) + TINY) * budget
@@ -177,6 +192,60 @@ def _l2_step(
 
 
 # ------------------------------------------------------------------------------------ attack
+
+_Init = Callable[[Tensor, float, torch.Generator, tuple[float, float]], Tensor]
+_Step = Callable[[Tensor, Tensor, float, float, torch.Generator, tuple[float, float]], Tensor]
+
+
+def _search(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    init: _Init,
+    step: _Step,
+    *,
+    eps: float,
+    queries: int,
+    p_of: Callable[[int], float],
+    g: torch.Generator,
+    targeted: bool,
+    clip: tuple[float, float],
+) -> Tensor:
+    """The random search: per sample the lowest-margin point found, stopping once fooled.
+
+    A batch-dependent model meets every proposal inside the whole batch, and since the
+    batch that keeps some proposals is not the one that was queried, it is judged whole
+    once more after each round (two queries a round), so a sample stops only when the
+    batch it is returned in is fooled on it.
+    """
+    shared = is_batch_dependent(model)
+    margin = _margin(model(x), y, targeted)
+    stay = margin <= 0  # fooled before any change: left as it is, never queried again
+    best = x.clone()
+
+    def query(idx: Tensor, points: Tensor) -> Tensor:
+        """Margins of ``points`` in the rows ``idx`` (with the rest of the batch if shared)."""
+        return _margin(subset_model(model, best, idx, shared)(points), y[idx], targeted)
+
+    idx = (~stay).nonzero().squeeze(1)
+    if idx.numel() == 0:
+        return best
+    start = init(x[idx], eps, g, clip)
+    margin[idx] = query(idx, start)
+    best[idx] = start
+    for it in range(queries - 1):
+        idx = (margin > 0).nonzero().squeeze(1)  # one host sync per round
+        if idx.numel() == 0:
+            break
+        x_cur, best_cur, margin_cur = x[idx], best[idx], margin[idx]
+        proposal = step(x_cur, best_cur, eps, p_of(it), g, clip)
+        m_new = query(idx, proposal)
+        better = m_new < margin_cur
+        best[idx] = torch.where(per_sample(better, proposal), proposal, best_cur)
+        margin[idx] = torch.where(better, m_new, margin_cur)
+        if shared:  # the batch that keeps some proposals is not the one queried
+            margin = torch.where(stay, margin, _margin(model(best), y, targeted))
+    return best
 
 
 def square(
@@ -188,6 +257,7 @@ def square(
     norm: str = "linf",
     queries: int = 5000,
     p_init: float = 0.8,
+    rescale_schedule: bool = True,
     seed: int = 0,
     targeted: bool = False,
     clip: tuple[float, float] = (0.0, 1.0),
@@ -198,15 +268,18 @@ def square(
     classes ``y`` win. A proposal is kept only if it lowers a sample's margin; a sample stops
     once it is fooled. Points already fooled (misclassified, or already the target) come back
     unchanged. Budget: one clean query per sample, then at most ``queries`` more (the start
-    plus ``queries − 1`` proposals, as in the original), so at most ``queries + 1`` rows each.
-    Only still-robust samples are queried; deciding which costs one host sync per iteration.
+    plus ``queries − 1`` proposals, as in the original), so at most ``queries + 1`` rows each
+    (a batch-dependent model: see `_search`). Only still-robust samples are queried;
+    deciding which costs one host sync per iteration. ``rescale_schedule`` stretches p's
+    schedule onto ``queries`` (`p_selection`); AutoAttack turns it off.
 
-    Differences from the original: both norms draw an independent window per sample
-    (AutoAttack's PyTorch port shares one across the batch; the original's L∞ draws one per
-    image), the margin is the loss in the targeted case too (AutoAttack uses cross-entropy
-    there), and an L∞ proposal that would change nothing is redrawn as in the original's
-    numpy version (AutoAttack does not), for at most a fixed number of rounds so that the
-    choice stays on the device. Deterministic for a ``seed`` on a device.
+    Differences from the original: both norms draw an independent window (and the L2
+    pattern's transposition) per sample (AutoAttack's PyTorch port shares one across the
+    batch; the original's L∞ draws one per image), the margin is the loss in the targeted
+    case too (AutoAttack uses cross-entropy there), and an L∞ proposal that would change
+    nothing is redrawn as in the original's numpy version (AutoAttack does not), for at most
+    a fixed number of rounds so that the choice stays on the device. Deterministic for a
+    ``seed`` on a device.
     """
     check_norm(norm)
     x = x.detach()
@@ -214,26 +287,20 @@ def square(
         return x.clone()
     if x.dim() != 4 or min(x.shape[2], x.shape[3]) < 2:
         raise ValueError(f"square needs (N, C, H, W) images of side ≥ 2, got {tuple(x.shape)}")
-    init, step = (_linf_init, _linf_step) if norm == "linf" else (_l2_init, _l2_step)
+    init, step = (_linf_init, _linf_step) if norm == "linf" else (_l2_init, l2_proposal)
     g = torch.Generator(device=x.device)
     g.manual_seed(seed)
     with attack_mode(model), torch.no_grad():
-        margin = _margin(model(x), y, targeted)
-        best = x.clone()
-        idx = (margin > 0).nonzero().squeeze(1)
-        if idx.numel() == 0:
-            return best
-        start = init(x[idx], eps, g, clip)
-        best[idx] = start
-        margin[idx] = _margin(model(start), y[idx], targeted)
-        for it in range(queries - 1):
-            idx = (margin > 0).nonzero().squeeze(1)
-            if idx.numel() == 0:
-                break
-            x_cur, best_cur, margin_cur = x[idx], best[idx], margin[idx]
-            proposal = step(x_cur, best_cur, eps, p_selection(p_init, it, queries), g, clip)
-            m_new = _margin(model(proposal), y[idx], targeted)
-            better = m_new < margin_cur
-            best[idx] = torch.where(per_sample(better, proposal), proposal, best_cur)
-            margin[idx] = torch.where(better, m_new, margin_cur)
-    return best
+        return _search(
+            model,
+            x,
+            y,
+            init,
+            step,
+            eps=eps,
+            queries=queries,
+            p_of=lambda it: p_selection(p_init, it, queries, rescale=rescale_schedule),
+            g=g,
+            targeted=targeted,
+            clip=clip,
+        )

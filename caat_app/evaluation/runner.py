@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from caat_app.attacks.common import is_batch_dependent, own_gradients
 from caat_app.attacks.registry import attack_examples
 from caat_app.config import RunConfig
 from caat_app.data.splits import load_dataset
@@ -39,8 +40,15 @@ if TYPE_CHECKING:
 def attack_batch(
     name: str, model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str
 ) -> Tensor:
-    """Adversarial examples for one batch by an evaluation attack's name."""
-    return attack_examples(name, model, x, y, eps=eps, norm=norm)
+    """Adversarial examples for one batch by an evaluation attack's name.
+
+    On a batch-statistics model every attack's input gradient treats the batch's
+    statistics as constants (`own_gradients`; predictions untouched): through them the
+    summed loss's gradient nearly cancels. Training attacks keep autograd's own gradient,
+    as the official code does.
+    """
+    with own_gradients(model):
+        return attack_examples(name, model, x, y, eps=eps, norm=norm)
 
 
 def stratified_order(y: Tensor) -> Tensor:
@@ -92,10 +100,13 @@ def accuracy(
 
     A point the model gets wrong unattacked counts as not robust and is not attacked
     (AutoAttack's convention: robust accuracy never exceeds clean accuracy). A
-    `batch_dependent` model (batch statistics in BatchNorm) is attacked and judged on
-    whole fixed batches instead, since removing points would change its predictions.
+    `batch_dependent` model (batch statistics in BatchNorm; also recognised from the model
+    itself) is attacked and judged on whole fixed batches instead, since removing points
+    would change its predictions: the attacks keep every point of the batch in each
+    forward pass, and the wrong ones unchanged.
     None when `should_stop` said so between two batches: a partial number is never kept.
     """
+    batch_dependent = batch_dependent or is_batch_dependent(model)
     correct = torch.zeros((), dtype=torch.long, device=x.device)
     for start in range(0, len(y), EVAL_BATCH):
         if should_stop():
