@@ -135,7 +135,7 @@ class _Track:
         )
 
     def record(self, x_cur: Tensor, loss: Tensor, grad: Tensor, fooled_now: Tensor) -> None:
-        """Keep the first misclassified and the highest-loss point after a step."""
+        """Keep the latest misclassified point (as the reference) and the highest-loss one."""
         self.x_adv = torch.where(per_sample(fooled_now, x_cur), x_cur, self.x_adv)
         self.fooled = self.fooled | fooled_now
         self.increases = self.increases + (loss > self.loss_prev).to(self.increases.dtype)
@@ -291,12 +291,12 @@ def apgd(
     is APGD-T: it always uses the targeted DLR loss (``loss`` is then ignored) and runs once
     per target among the ``target_classes`` highest-ranked non-true clean logits. Each run
     and restart attacks only the points not yet misclassified. Per sample the result is
-    the first misclassified point found, else the highest-loss point; points misclassified
-    at the start come back unchanged. A model whose predictions depend on the batch is
-    attacked inside the whole batch (`_runs`). The L∞ start lies on the surface of the
-    ε-box, the L2 start on the ε-sphere, as AutoAttack's. ``seed`` drives a private
-    generator on ``x``'s device, so results are reproducible and the global RNG is left
-    alone.
+    the last misclassified iterate of the run that fooled it, else the highest-loss
+    point; points misclassified at the start come back unchanged. A model whose
+    predictions depend on the batch is attacked inside the whole batch (`_runs`). The
+    L∞ start lies on the surface of the ε-box, the L2 start on the ε-sphere, as
+    AutoAttack's. ``seed`` drives a private generator on ``x``'s device, so results are
+    reproducible and the global RNG is left alone.
     """
     _check_args(norm, loss, steps, restarts, target_classes)
     x = x.detach()
