@@ -117,7 +117,8 @@ class HelpScreen(ModalScreen[None]):
 
 
 class AxisPicker(ModalScreen[int | None]):
-    """Choose the front's AA axis: 0 is training's PGD, then every evaluated attack and budget."""
+    """Choose the front's AA axis: 0 is the default (stored AutoAttack, else training's PGD),
+    then every evaluated attack and budget."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
 

@@ -552,3 +552,18 @@ def test_caat_front_prints_and_writes_each_points_source(
     rep = json.loads(captured.out)
     assert [(p["run_ids"], p["aa"], p["aa_source"]) for p in rep["points"]] == [([a], 0.4, "pgd")]
     assert rep["axes"]["missing"] == [b] and "1 run(s) left out" in captured.err
+
+
+def test_caat_front_attack_epoch_pgd_ignores_stored_evaluations(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Store.open(f"sqlite:///{db}") as store:
+        a = finished(store, method="vanilla", param=0.5, sa=0.97, aa=0.45)
+        evaluate(store, a, {("clean", 0.0): 0.96, ("autoattack", EPS): 0.30})
+    assert run_cli("front", "--db", db, "--attack", "epoch-pgd", "--json") == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert [(p["run_ids"], p["aa"], p["aa_source"]) for p in rep["points"]] == [
+        ([a], 0.45, "epoch-pgd")
+    ]
+    assert "training-time check" in rep["axes"]["aa"]
+    assert run_cli("front", "--db", db, "--attack", "epoch-pgd", "--eps", "0.1") == 2

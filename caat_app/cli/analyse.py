@@ -60,8 +60,8 @@ def front(
     split: str = typer.Option("test", help="accuracies of the test or the val split"),
     attack: str | None = typer.Option(
         None,
-        help="AA from `caat eval` results of this attack for every run (default: each run's "
-        "stored AutoAttack, else training's per-epoch PGD)",
+        help="AA from `caat eval` results of this attack for every run, or epoch-pgd for "
+        "training's per-epoch PGD (default: each run's stored AutoAttack, else epoch-pgd)",
     ),
     eps: str | None = typer.Option(None, help="with --attack: its budget (default: the runs' ε)"),
     norm: str = typer.Option("linf", help="with --attack: linf or l2"),
@@ -76,18 +76,21 @@ def front(
 
     AA is each run's strongest stored evaluation at its own ε and norm (AutoAttack, then
     AutoAttack fast; SA then from the same images), else the per-epoch PGD of training's
-    best epoch, a training-time check; with --attack, that evaluated attack for every run.
+    best epoch, a training-time check; with --attack, that evaluated attack for every run
+    (`--attack epoch-pgd`: training's per-epoch PGD for every run).
     """
-    from caat_app.analysis.points import front_view
+    from caat_app.analysis.points import EPOCH_PGD, front_view
 
     ref_point = _check_front(split, ref, sweep, filter_text, plot, attack, eps)
     store = open_store(db)
     runs = store.sweep_runs(sweep) if sweep else store.list_runs(search=filter_text)
-    if attack is None:
-        ids = [r.id for r in runs if r.status == RunStatus.FINISHED and r.id is not None]
-        view = front_view(runs, split=split, results=store.evals_of_runs(ids), ref=ref_point)
-    else:
+    evaluated = attack not in (None, EPOCH_PGD)
+    if attack is not None and evaluated:
         view = _evaluated_front(store, sweep, runs, attack, eps, norm, checkpoint, ref_point)
+    else:
+        ids = [r.id for r in runs if r.status == RunStatus.FINISHED and r.id is not None]
+        stored = store.evals_of_runs(ids) if attack is None else {}  # epoch-pgd: none
+        view = front_view(runs, split=split, results=stored, ref=ref_point)
     rep = view.report
     if plot is not None:
         _write(plot, lambda: _plot(rep, plot, view.labels, sweep))
@@ -96,7 +99,7 @@ def front(
     if as_json:
         print(json.dumps(rep, indent=2))
         return
-    scope = f"AA: {view.source}" if attack else f"{split} split, AA: {view.source}"
+    scope = f"AA: {view.source}" if evaluated else f"{split} split, AA: {view.source}"
     out.print(front_table(rep, scope))
     for sentence in rep["verdict"]:
         out.print(Text(sentence))
@@ -112,7 +115,7 @@ def _check_front(
     eps: str | None,
 ) -> tuple[float, float]:
     """The options' own mistakes, before the store is opened; the reference point."""
-    from caat_app.analysis.points import SPLITS
+    from caat_app.analysis.points import EPOCH_PGD, SPLITS
 
     if split not in SPLITS:
         raise CaatError(f"--split: unknown {split!r}; choose one of {', '.join(SPLITS)}")
@@ -126,7 +129,7 @@ def _check_front(
         raise CaatError("give --sweep or --filter, not both")
     if plot is not None and plot.suffix.lower() not in {".png", ".svg", ".pdf"}:
         raise CaatError(f"--plot: {plot.name} is not .png, .svg or .pdf")
-    if attack is None and eps is not None:
+    if attack in (None, EPOCH_PGD) and eps is not None:
         raise CaatError("--eps chooses the budget of an evaluated --attack; give --attack too")
     return ref_point[0], ref_point[1]
 

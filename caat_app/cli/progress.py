@@ -66,7 +66,7 @@ class ProgressSink(LiveBar):
         self._refresh()
 
     def epoch(self, row: dict[str, Any], summary: dict[str, Any]) -> None:
-        self.epoch_text = f"  val SA {100 * row['val_clean']:.1f}  AA {100 * row['val_adv']:.1f}"
+        self.epoch_text = f"  val SA {100 * row['val_clean']:.1f}  PGD {100 * row['val_adv']:.1f}"
         self.progress.update(self.task, completed=row["epoch"])
         self._refresh()
 
