@@ -48,6 +48,20 @@ Schedule = Literal[SCHEDULES]  # type: ignore[valid-type]
 Budget = Annotated[float, BeforeValidator(parse_budget)]
 
 
+def _parse_indices(value: Any) -> Any:
+    """`3,17,42` (the command line's form) → (3, 17, 42); sequences pass through."""
+    if isinstance(value, str):
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        try:
+            return tuple(int(item) for item in items)
+        except ValueError:
+            raise ValueError(f"expected indices like 3,17,42, got {value!r}") from None
+    return value
+
+
+Indices = Annotated[tuple[Annotated[int, Field(ge=0)], ...], BeforeValidator(_parse_indices)]
+
+
 class RunConfig(BaseModel):
     """Everything a training run needs; the worker rebuilds it from the stored JSON."""
 
@@ -82,6 +96,7 @@ class RunConfig(BaseModel):
     augment: bool | None = Field(None, description="None: the data set's default")
     eval_n: int = Field(0, ge=0, description="validation/test images per epoch; 0 = all")
     max_nonfinite: int = Field(10, ge=0, description="skipped steps before a run diverges")
+    drop: Indices = Field((), description="training-split images left out (an ablation)")
     log_every: int = Field(20, ge=1)
     data_dir: str | None = None
     download: bool = True
@@ -220,6 +235,8 @@ def _cli_value(name: str, value: Any) -> str:
     """Budgets read best as k/255; other floats keep every digit."""
     if name in {"eps", "alpha"}:
         return format_budget(value, exact=True)
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
     return repr(value) if isinstance(value, float) else str(value)
 
 
@@ -229,7 +246,7 @@ def command_line(cfg: RunConfig) -> str:
     parts = ["caat", "train"]
     for name in FIELDS:
         value = getattr(cfg, name)
-        if (value == getattr(base, name) and name != "dataset") or value is None:
+        if (value == getattr(base, name) and name != "dataset") or value in (None, ()):
             continue
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):

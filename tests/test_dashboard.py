@@ -421,6 +421,8 @@ def test_snapshot_launch_form(snap_compare: Any, tmp_path: Path, size: tuple[int
             await _settle(pilot)
             await pilot.press("n")
             await pilot.pause()
+            for field in app.screen.query(Input):  # a blinking cursor is caught on or off
+                field.cursor_blink = False
             app.screen.query_one("#f-gamma", Input).value = "2"
             await pilot.pause()
 

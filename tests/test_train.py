@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from caat_app.config import build_config
+from caat_app.errors import ConfigError
 from caat_app.data.splits import load_dataset
 from caat_app.training.schedule import one_cycle
 from caat_app.training.sinks import ListSink
@@ -150,3 +151,12 @@ def test_stop_request_during_evaluation_is_honoured(digits, tmp_path) -> None:
     assert result.status == "cancelled"
     assert result.steps_done == steps_per_epoch and sink.epoch_rows == []
     assert (tmp_path / "last.pt").exists() and not (tmp_path / "best.pt").exists()
+
+
+def test_dropped_images_are_left_out_of_training(digits) -> None:
+    n = len(digits.y_train)
+    drop = tuple(range(0, n, 2))  # every other image: half the batches
+    result, _ = _train(digits, epochs=1, attack_steps=1, eval_steps=1, drop=drop)
+    assert result.steps_done == (n - len(drop)) // 128
+    with pytest.raises(ConfigError, match=f"index {n} is past the training split"):
+        _train(digits, epochs=1, drop=(n,))

@@ -29,6 +29,7 @@ from caat_app.config import RunConfig
 from caat_app.data.augment import augment
 from caat_app.data.registry import AUGMENT
 from caat_app.data.splits import DataSplits, load_dataset
+from caat_app.errors import ConfigError
 from caat_app.method.conflict import Mixer
 from caat_app.method.losses import adversarial_loss, attack_objective, clean_loss
 from caat_app.method.optim import FlatParams, FlatSGD
@@ -46,6 +47,17 @@ from caat_storage import RunStatus
 _FALLBACK_AUGMENT = {"flip": False, "translate": 1, "rotate_deg": 10.0}
 # What `Trainer.measure` puts into each epoch row, in its order.
 MEASURED = ("val_clean", "val_adv", "test_clean", "test_adv")
+
+
+def kept(x: Tensor, y: Tensor, drop: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """The training split without the images `drop` names (indices into the split)."""
+    if not drop:
+        return x, y
+    if max(drop) >= len(y):
+        raise ConfigError(f"drop: index {max(drop)} is past the training split ({len(y)} images)")
+    keep = torch.ones(len(y), dtype=torch.bool)
+    keep[list(drop)] = False
+    return x[keep], y[keep]
 
 
 class StopReason(StrEnum):
@@ -127,7 +139,8 @@ class Trainer:
             device=dev,
         )
         self.direction = torch.empty_like(self.flat.flat)
-        self.x_train, self.y_train = data.x_train.to(dev), data.y_train.to(dev)
+        self.x_train, self.y_train = kept(data.x_train, data.y_train, config.drop)
+        self.x_train, self.y_train = self.x_train.to(dev), self.y_train.to(dev)
         self.x_val, self.y_val = fixed_subset(data.x_val.to(dev), data.y_val.to(dev), config.eval_n)
         self.x_test, self.y_test = fixed_subset(
             data.x_test.to(dev), data.y_test.to(dev), config.eval_n
