@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from caat_app.config import build_config
-from caat_app.errors import ConfigError
 from caat_app.data.splits import load_dataset
+from caat_app.errors import ConfigError
 from caat_app.training.schedule import one_cycle
 from caat_app.training.sinks import ListSink
 from caat_app.training.steps import STEP_FIELDS

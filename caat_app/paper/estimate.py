@@ -7,8 +7,8 @@ weights' half of the backward, so it costs about 2):
 
 - A training image under PGD-k costs 3 (clean forward+backward, g_c) + 2k (each attack
   step: a forward and an input-gradient backward) + 3 (adversarial forward+backward,
-  g_a) = 2k + 6 (26 for PGD-10). TRADES adds a no-grad clean forward for its attack's objective (+1);
-  every loss but CE also backpropagates g_a through the clean logits (+2).
+  g_a) = 2k + 6 (26 for PGD-10). TRADES adds a no-grad clean forward for its attack's
+  objective (+1); every loss but CE also backpropagates g_a through the clean logits (+2).
 - Each epoch measures clean and PGD accuracy on `eval_n` validation and test images:
   2·eval_steps + 2 per image.
 - CA-AT adds its projection, a few passes over the P flat parameters: 8·P FLOP per step.
