@@ -42,6 +42,7 @@ TORCH_FREE = [
     "caat_app.runs.grid",
     "caat_app.runs.stored",
     "caat_app.bench.startup",
+    "caat_app.paper.budget_view",
     "caat_app.paper.catalogue",
     "caat_app.paper.estimate",
     "caat_app.paper.report",

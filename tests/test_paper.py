@@ -386,19 +386,32 @@ def test_fig3_report_draws_mu_per_epoch_and_judges_it(store: Store, tmp_path: Pa
     plan_ = resolve("fig3", "smoke", Overrides(epochs=2))
     new, _ = queue(store, plan_)
     for run_id, planned in zip(new, plan_.runs, strict=True):
-        mu = 1.0 if planned.config.method == "vanilla" else 0.5
+        # μ grows with the budget for Vanilla AT only; CA-AT's stays at half of ε = 0.3's
+        cfg = planned.config
+        mu = cfg.eps if cfg.method == "vanilla" else 0.15
         steps = [
             {"step": i, "epoch": 1 + i // 2, "t": float(i), "mu": mu * (i + 1)} for i in range(4)
         ]
         store.append_metrics(run_id, steps=steps)
         store.finish(run_id, RunStatus.FINISHED)
     report = build_report(store, plan_)
-    assert len(report["panels"]) == 4  # Fig. 3a's four panels fold into one on digits
+    # Fig. 3a's four panels fold into one on digits; 3b's three; 3c the budget view
+    assert len(report["panels"]) == 5
     line = report["panels"][0]["lines"][0]
-    assert (line["epochs"], line["mu"]) == ([1, 2], [1.5, 3.5])
-    assert report["verdict"][-1] == "CA-AT keeps μ lower in 4 of 4 panels."
+    assert (line["epochs"], line["mu"]) == ([1, 2], [pytest.approx(0.45), pytest.approx(1.05)])
+    assert "CA-AT keeps μ lower in 4 of 5 panels." in report["verdict"]
+    (group,) = report["budget_view"]
+    lines = {ln["label"]: ln for ln in group["lines"]}
+    assert set(lines) == {"Vanilla AT λ=0.5", "CA-AT γ=0.8"}  # λ=1, γ=0.9: one budget only
+    vanilla = lines["Vanilla AT λ=0.5"]
+    assert vanilla["eps"] == pytest.approx([0.15, 0.3, 0.45, 0.6])
+    # the last epoch's steps 2 and 3 record 3ε and 4ε: their median is 3.5ε
+    assert vanilla["last_mu"] == pytest.approx([3.5 * e for e in vanilla["eps"]])
+    assert any("Vanilla AT λ=0.5: last-epoch μ rises with ε" in s for s in report["verdict"])
+    assert any("CA-AT γ=0.8: last-epoch μ does not rise" in s for s in report["verdict"])
     names = {p.name for p in write_outputs(report, tmp_path, "fig3-smoke-e2")}
-    assert {"fig3a-smoke-e2.png", "fig3b-smoke-e2.png", "fig3-smoke-e2.csv"} <= names
+    expected = {"fig3a-smoke-e2.png", "fig3b-smoke-e2.png", "fig3c-smoke-e2.png"}
+    assert expected | {"fig3-smoke-e2.csv"} <= names
 
 
 # -- resuming ---------------------------------------------------------------------------------

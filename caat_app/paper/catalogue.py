@@ -131,6 +131,8 @@ _FIG7_NOTE = (
     "T-PGD is L2 at ε = 0.5 (the paper does not give its budget; 0.5 is the usual CIFAR L2 one)"
 )
 _PGD = {"loss": ("ce",), "attack": ("pgd",)}
+FIG3_BUDGETS = (4 / 255, 8 / 255, 12 / 255, 16 / 255)
+"""The training budgets of the budget view (Fig. 3c, caat's addition)."""
 
 
 def _fig3() -> Experiment:
@@ -154,10 +156,23 @@ def _fig3() -> Experiment:
             ("apgd-t", "T-AutoPGD-DLR"),
         )
     ]
+    # Not in the paper's Fig. 3: the budget view of issue 11 (Section 3's claim that μ grows
+    # with the budget, on real runs); runs that differ only in ε.
+    panels.append(
+        Grid(
+            "CIFAR-10 · ResNet-18 · training budgets",
+            "paper-cifar10-r18",
+            (0.5,),
+            (0.8,),
+            {**_PGD, "eps": FIG3_BUDGETS},
+            "c",
+        )
+    )
     return Experiment(
         "fig3",
         "Fig. 3: the gradient conflict μ during training",
-        source="Section 3.2, Fig. 3a (data sets and models, PGD) and 3b (training attacks)",
+        source="Section 3.2, Fig. 3a (data sets and models, PGD) and 3b (training attacks); "
+        "3c, caat's: μ against the training budget (Section 3's claim on real runs)",
         shows="CA-AT (γ = 0.8, 0.9) keeps μ below Vanilla AT's (λ = 0.5, 1) throughout training",
         grids=tuple(panels),
         report="mu",
@@ -166,6 +181,9 @@ def _fig3() -> Experiment:
             "attack steps, so its runs cost about 9× a PGD run's attack",
             "the CIFAR-10 · ResNet-18 PGD panel repeats four runs of fig6a; sweeps are "
             "separate, so they are trained again",
+            "fig3c is caat's, not the paper's: μ against the training budget (4, 8, 12 and "
+            "16/255; Vanilla AT λ = 0.5, CA-AT γ = 0.8), the median of each epoch's steps "
+            "with its quartiles, and the last epoch's median against ε",
         ),
     )
 

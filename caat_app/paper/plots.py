@@ -64,9 +64,49 @@ def _mu_figures(report: Mapping[str, Any], folder: Path, stem: str) -> list[Path
     for letter in dict.fromkeys(p["figure"] for p in report["panels"]):
         panels = [p for p in report["panels"] if p["figure"] == letter]
         path = folder / f"{stem.replace(exp, exp + letter, 1)}.png"
-        _mu_figure(panels, path, f"{report['figure_title']} ({exp}{letter})")
+        title = f"{report['figure_title']} ({exp}{letter})"
+        if letter == "c" and report.get("budget_view"):
+            _budget_view_figure(report["budget_view"], path, title)
+        else:
+            _mu_figure(panels, path, title)
         paths.append(path)
     return paths
+
+
+def _budget_view_figure(groups: Sequence[Mapping[str, Any]], path: Path, title: str) -> None:
+    """Left: μ per epoch (median, quartile band) per method and ε; right: the last epoch's
+    median against ε, one line per method."""
+    import matplotlib
+
+    with matplotlib.rc_context(_RC):
+        fig, (during, last) = _figure(2)
+        for group in groups[:1]:  # the experiment has one budget group
+            for k, line in enumerate(group["lines"]):
+                for j, run in enumerate(line["runs"]):
+                    colour = _colour(line["method"], k)
+                    alpha = 0.35 + 0.65 * (j + 1) / len(line["runs"])
+                    name = f"{line['label']}, ε={format_budget(run['eps'])}"
+                    during.plot(run["epoch"], run["median"], color=colour, alpha=alpha, label=name)
+                    during.fill_between(
+                        run["epoch"], run["q25"], run["q75"], color=colour, alpha=0.12 * alpha
+                    )
+                colour = _colour(line["method"], k)
+                label = line["label"]
+                last.plot(line["eps"], line["last_mu"], marker="o", color=colour, label=label)
+            ticks = sorted({e for line in group["lines"] for e in line["eps"]})
+            last.set_xticks(ticks, [format_budget(e) for e in ticks])
+        during.set_yscale("log")
+        during.set_xlabel("epoch")
+        during.set_ylabel("μ per epoch: median, quartile band")
+        last.set_xlabel("training budget ε")
+        last.set_ylabel("μ, last epoch's median")
+        for ax in (during, last):
+            ax.grid(True, linewidth=0.5, alpha=0.4)
+            ax.legend(frameon=False)
+        fig.suptitle(title)
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=200, bbox_inches="tight")
 
 
 def _figure(panels: int) -> tuple[Any, list[Any]]:

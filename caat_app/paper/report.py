@@ -24,6 +24,7 @@ from caat_app.paper import table1
 from caat_app.paper.run import stored_runs
 from caat_app.paper.scale import SMOKE_TITLE
 from caat_app.present import format_budget, param_label
+from caat_app.runs.stored import options_of
 from caat_storage import RunStatus
 
 if TYPE_CHECKING:
@@ -150,14 +151,21 @@ def tail_mean(values: Sequence[float]) -> float | None:
 
 
 def _mu(store: Store, plan_: Plan, pairs: Pairs) -> dict[str, Any]:
-    """μ per epoch of every run, panel by panel, and whether CA-AT keeps it lower."""
+    """μ per epoch of every run, panel by panel, and whether CA-AT keeps it lower; and the
+    budget view of the runs that differ only in ε."""
+    from caat_app.paper.budget_view import budget_groups, epoch_spread
+    from caat_app.paper.budget_view import verdict as budget_verdict_of
+
     panels, rows = [], []
+    spreads = []
     for panel in plan_.panels():
         lines = []
         for planned, run in _finished(pairs):
             if planned.panel != panel or run.id is None:
                 continue
-            epochs, mu = epoch_means(store.steps(run.id))
+            steps = store.steps(run.id)
+            epochs, mu = epoch_means(steps)
+            spreads.append((run.id, options_of(run), epoch_spread(steps)))
             label = f"{_family(run.method)} {param_label(run.method, run.param)}"
             lines.append(
                 {
@@ -176,7 +184,9 @@ def _mu(store: Store, plan_: Plan, pairs: Pairs) -> dict[str, Any]:
             ]
         figure = next((p.figure for p, _ in pairs if p.panel == panel), "")
         panels.append({"panel": panel, "figure": figure, "lines": lines})
-    return {"panels": panels, "rows": rows, "verdict": mu_verdict(panels)}
+    groups = budget_groups(spreads)
+    verdict = mu_verdict(panels) + budget_verdict_of(groups)
+    return {"panels": panels, "budget_view": groups, "rows": rows, "verdict": verdict}
 
 
 def mu_verdict(panels: Sequence[Mapping[str, Any]]) -> list[str]:
