@@ -13,7 +13,7 @@ from typing import Any
 FORMATS = (".png", ".svg", ".pdf")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 # Dates left out of SVG/PDF so the same report gives byte-identical files.
-_METADATA: dict[str, dict[str, Any]] = {
+FIGURE_METADATA: dict[str, dict[str, Any]] = {
     ".png": {},
     ".svg": {"Date": None},
     ".pdf": {"CreationDate": None},
@@ -32,7 +32,7 @@ def figure_format(path: Path) -> str:
 
 
 # Journal-sized text; text stays text in SVG, TrueType (editable) in PDF.
-_RC: dict[str, Any] = {
+FIGURE_RC: dict[str, Any] = {
     "font.size": 9,
     "axes.titlesize": 10,
     "axes.labelsize": 9,
@@ -67,14 +67,14 @@ def save_front_figure(
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(FIGURE_RC):
         fig = Figure(figsize=(6.0, 4.5))
         ax = fig.add_subplot()
         handles = _draw_families(ax, rep, matplotlib.colormaps["tab10"].colors)
         _dress_axes(ax, rep, handles, sa_label=sa_label, aa_label=aa_label, title=title)
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
-        save: dict[str, Any] = {"metadata": _METADATA[suffix], "bbox_inches": "tight"}
+        save: dict[str, Any] = {"metadata": FIGURE_METADATA[suffix], "bbox_inches": "tight"}
         if suffix == ".png":
             save["dpi"] = 200
         fig.savefig(path, format=suffix[1:], **save)
