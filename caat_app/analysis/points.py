@@ -16,8 +16,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from caat_app.errors import CaatError
 from caat_app.present import NORM_TEXT, format_budget
-from caat_app.runs.stored import options_of
+from caat_app.runs.stored import config_of, options_of
 from caat_storage import RunStatus
 
 if TYPE_CHECKING:
@@ -42,13 +43,22 @@ SOURCE_TAGS = {"autoattack": "AutoAttack", "autoattack-fast": "AutoAttack-fast",
 """What a point's label gets appended when the sources of a front differ."""
 
 
+def _full_options(run: Run) -> dict[str, Any]:
+    """Every option of the run, defaults filled in: a run stored before an option existed
+    shares a setting with one stored after, when the new option is at its default."""
+    try:
+        return config_of(run).model_dump(mode="json")
+    except CaatError:  # a config this version cannot read: compare what is stored
+        return options_of(run)
+
+
 def _point(run: Run, sa: float, aa: float, source: str) -> RunPoint:
     """A run on the SA-AA plane; runs equal in config but for seed and name share a setting,
     and a setting measured by another source is another point (never averaged together)."""
     from caat_app.analysis.front import RunPoint, family_of, label_of
 
     assert run.id is not None
-    config = options_of(run)
+    config = _full_options(run)
     setting = {k: v for k, v in config.items() if k not in {"seed", "name"}}
     return RunPoint(
         run_id=run.id,
