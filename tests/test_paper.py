@@ -76,12 +76,12 @@ def test_every_experiment_is_listed_and_the_later_ones_say_why(
     listed = _json(capsys, "paper", "--json", "--db", db)
     assert [e["id"] for e in listed] == IDS
     later = {e["id"]: e for e in listed if not e["available"]}
-    assert set(later) == {"fig2", "fig4", "fig5"}
+    assert set(later) == {"fig4", "fig5"}
     assert all(e["why_not"] and e["trains"] is None for e in later.values())
     assert all(e["trains"] and e["measures"] for e in listed if e["available"])
     assert run_cli("paper", "--db", db) == 0
     text = capsys.readouterr().out
-    assert all(i in text for i in IDS) and text.count("not yet available") == 3
+    assert all(i in text for i in IDS) and text.count("not yet available") == 2
     assert not Path(db).exists()
 
 
@@ -495,7 +495,6 @@ def test_evaluations_run_at_most_jobs_at_once_and_stop_when_asked() -> None:
 
 BAD = [
     (["fig9"], "unknown experiment"),
-    (["fig2"], "not available yet"),
     (["fig4"], "not available yet"),
     (["fig5"], "not available yet"),
     (["fig6a", "--scale", "huge"], "--scale"),
@@ -542,3 +541,20 @@ def test_the_paper_package_and_its_command_do_not_import_torch() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "False"]
     assert math.isclose(RATIO, 0.3 / (8 / 255))
+
+
+def test_fig2_runs_the_synthetic_experiment_and_writes_its_figure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], db: str
+) -> None:
+    assert run_cli("paper", "fig2", "--dry-run", "--json", "--db", db) == 0
+    plan_ = json.loads(capsys.readouterr().out)
+    assert (plan_["runs"], plan_["estimate"]["total_gpu_hours"]) == ([], 0.0)
+    out_dir = tmp_path / "out"
+    assert run_cli("paper", "fig2", "--epochs", "1", "--out", str(out_dir), "--db", db) == 0
+    text = capsys.readouterr().out
+    assert "μ(δ) ≈" in text and "bound" in text
+    names = {p.name for p in out_dir.iterdir()}
+    assert names == {"fig2.png", "fig2.json", "fig2.csv", "fig2-verdict.txt"}
+    report = json.loads((out_dir / "fig2.json").read_text())
+    assert [r["delta"] for r in report["rows"]] == [0.05, 0.1, 0.15, 0.2, 0.25, 0.3]
+    assert not Path(db).exists()  # nothing stored

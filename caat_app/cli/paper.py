@@ -11,6 +11,7 @@ import json
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from caat_app.cli.base import err, open_store, out
+from caat_app.cli.lab import PAPER_GRID as SYNTH_GRID
 from caat_app.cli.options import DbOption, JsonOption
 from caat_app.errors import CaatError
 from caat_app.paper.catalogue import EXPERIMENTS, REPORTS, Experiment
@@ -80,6 +82,9 @@ def paper_command(
         _list(as_json)
         return
     check_scale(scale)
+    if experiment == "fig2":  # no runs: the synthetic experiment, on the CPU in seconds
+        _synth(out_dir, scale, epochs=epochs, dry_run=dry_run, as_json=as_json, csv_out=csv_out)
+        return
     seed_list = tuple(parse_list(seeds, "int", option="--seeds")) if seeds else None
     overrides = Overrides(seeds=seed_list, epochs=epochs, eval_n=eval_n, device=device)
     reference, bench = _gpu(gpu), _bench(bench_file)
@@ -92,6 +97,52 @@ def paper_command(
     raise typer.Exit(code)
 
 
+# --------------------------------------------------------------------------- fig2
+
+
+def _synth(
+    out_dir: Path, scale: str, *, epochs: int | None, dry_run: bool, as_json: bool, csv_out: bool
+) -> None:
+    """Fig. 2: `caat synth` with the paper's budgets; its figure, table and findings."""
+    from caat_app.cli.lab import synth_csv, synth_table
+
+    if dry_run:
+        plan = {"experiment": "fig2", "scale": scale, "runs": [], "evaluations": []}
+        if as_json:
+            print(json.dumps({**plan, "estimate": {"total_gpu_hours": 0.0}}, indent=2))
+        else:
+            out.print(
+                Text(
+                    f"fig2 trains one logistic regression per δ ∈ {{{SYNTH_GRID}}} on "
+                    "the CPU (seconds); no GPU hours, nothing stored"
+                )
+            )
+        return
+    from caat_app.lab.synth import SynthConfig, as_report, load_task, run_synth
+    from caat_app.lab.synth_figure import save_synth_figure
+
+    cfg = SynthConfig(deltas=tuple(float(d) for d in SYNTH_GRID.split(",")), tsne=500)
+    if epochs is not None:
+        cfg = replace(cfg, epochs=epochs)
+    result = run_synth(load_task(None), cfg)
+    rep = as_report(result)
+    stem = "fig2" if scale == "paper" else f"fig2-{scale}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_synth_figure(rep, result.embeddings, out_dir / f"{stem}.png")
+    (out_dir / f"{stem}.json").write_text(json.dumps(rep, indent=2))
+    (out_dir / f"{stem}.csv").write_text(synth_csv(rep))
+    findings = [rep["task"]["note"], *rep["findings"]]
+    (out_dir / f"{stem}-verdict.txt").write_text("\n".join(findings) + "\n")
+    if as_json or csv_out:
+        print(json.dumps(rep, indent=2) if as_json else synth_csv(rep), end="\n" * as_json)
+        return
+    for name in (f"{stem}.png", f"{stem}.json", f"{stem}.csv", f"{stem}-verdict.txt"):
+        out.print(Text(f"wrote {out_dir / name}"))
+    out.print(synth_table(rep))
+    for sentence in findings:
+        out.print(Text(sentence))
+
+
 # --------------------------------------------------------------------------- listing
 
 
@@ -101,6 +152,11 @@ def _values(values: tuple[float, ...]) -> str:
 
 def trains_text(exp: Experiment) -> str:
     """What an experiment trains, in one line: presets, families and what else it sweeps."""
+    if exp.report == "synth":
+        return (
+            "logistic regression on digits 1 vs 2, Vanilla AT λ = 0.5 with the exact inner "
+            f"maximisation, one model per δ ∈ {{{SYNTH_GRID}}} (`caat synth`)"
+        )
     grids = exp.grids
     panels = ", ".join(dict.fromkeys(g.preset for g in grids))
     lam = sorted({v for g in grids for v in g.lam})
@@ -124,6 +180,8 @@ def measures_text(exp: Experiment) -> str:
         for r in exp.evaluations
     ]
     what = "; ".join(evals) or "μ recorded while training"
+    if exp.report == "synth":
+        what = "test SA, exact AA, μ and its factors, Theorem 1's bound"
     return f"{what} → {REPORTS[exp.report]}"
 
 
