@@ -96,6 +96,7 @@ class RunConfig(BaseModel):
     augment: bool | None = Field(None, description="None: the data set's default")
     eval_n: int = Field(0, ge=0, description="validation/test images per epoch; 0 = all")
     max_nonfinite: int = Field(10, ge=0, description="skipped steps before a run diverges")
+    layer_stats: int = Field(0, ge=0, description="per-layer φ and μ every N steps; 0 = off")
     drop: Indices = Field((), description="training-split images left out (an ablation)")
     log_every: int = Field(20, ge=1)
     data_dir: str | None = None

@@ -7,7 +7,8 @@ from sqlalchemy import insert, update
 from sqlmodel import Session, select
 
 from .base import StoreBase
-from .models import EpochMetric, StepMetric, utcnow
+from .layers import layer_rows
+from .models import EpochMetric, LayerMetric, StepMetric, utcnow
 from .values import EPOCH_CONVERT, STEP_CONVERT, STEP_DEFAULTS, metric_row, run_values
 
 
@@ -57,13 +58,15 @@ class MetricsMixin(StoreBase):
         steps: Sequence[Mapping[str, Any]] = (),
         epochs: Sequence[Mapping[str, Any]] = (),
         run_fields: Mapping[str, Any] | None = None,
+        layers: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         """Write a batch in one transaction, so readers see all of it or none of it.
 
         An epoch that is already stored is updated with the values given again; a None
-        never erases a value already there.
+        never erases a value already there. `layers` are per-layer conflict rows.
         """
         step_rows = _step_rows(run_id, steps)
+        per_layer = layer_rows(run_id, layers)
         epoch_rows = _epoch_rows(run_id, epochs)
         fields = run_values(run_fields or {})
         fields["heartbeat_at"] = utcnow()
@@ -73,6 +76,8 @@ class MetricsMixin(StoreBase):
             self._update_run(session, run_id, fields)
             if step_rows:
                 session.execute(insert(StepMetric), step_rows)
+            if per_layer:
+                session.execute(insert(LayerMetric), per_layer)
             for row in epoch_rows:
                 _upsert_epoch(session, row)
 

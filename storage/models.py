@@ -192,6 +192,38 @@ class EvalJob(SQLModel, table=True):
     error: str | None = None
 
 
+class RunLayer(SQLModel, table=True):
+    """A run's parameter tensors, in flat-buffer order: what `LayerMetric.layer` indexes.
+
+    Written once per run that records per-layer conflict (`layer_stats`).
+    """
+
+    __tablename__ = "run_layer"
+
+    run_id: int = Field(foreign_key="run.id", primary_key=True, ondelete="CASCADE")
+    layer: int = Field(primary_key=True)
+    name: str
+    size: int  # number of parameters
+
+
+class LayerMetric(SQLModel, table=True):
+    """The conflict of one parameter tensor at one step: φ, μ and the two norms.
+
+    Nullable floats as in `StepMetric`: SQLite stores NaN as NULL.
+    """
+
+    __tablename__ = "layer_metric"
+
+    run_id: int = Field(foreign_key="run.id", primary_key=True, ondelete="CASCADE")
+    step: int = Field(primary_key=True)
+    layer: int = Field(primary_key=True)
+    epoch: int
+    phi: float | None = None
+    mu: float | None = None
+    norm_c: float | None = None
+    norm_a: float | None = None
+
+
 class Meta(SQLModel, table=True):
     """Key/value facts about the store itself, `schema_version` first of all."""
 
@@ -207,6 +239,8 @@ TABLES: list[Any] = [
     EpochMetric.__table__,  # type: ignore[attr-defined]
     EvalResult.__table__,  # type: ignore[attr-defined]
     EvalJob.__table__,  # type: ignore[attr-defined]
+    RunLayer.__table__,  # type: ignore[attr-defined]
+    LayerMetric.__table__,  # type: ignore[attr-defined]
     Meta.__table__,  # type: ignore[attr-defined]
 ]
 """Only our tables: other SQLModel tables that happen to be imported are not ours to create."""

@@ -1,7 +1,8 @@
 """The run store: the one place that reads and writes runs and their metrics.
 
 `Store` is composed of one part per domain (runs, their life, sweeps, metrics,
-evaluations, evaluation jobs), each in its own module over the shared `StoreBase`.
+per-layer conflict, evaluations, evaluation jobs), each in its own module over the
+shared `StoreBase`.
 The names this module exported before the split are still importable from here.
 """
 
@@ -22,6 +23,7 @@ from .labels import (
     normalise_tags,
     split_tags,
 )
+from .layers import LayersMixin
 from .lifecycle import LifecycleMixin
 from .metrics import MetricsMixin
 from .runs import SEARCH_COLUMNS, SORTABLE_COLUMNS, RunsMixin
@@ -48,7 +50,9 @@ __all__ = [
 ]
 
 
-class Store(RunsMixin, LifecycleMixin, SweepsMixin, MetricsMixin, EvalsMixin, JobsMixin):
+class Store(
+    RunsMixin, LifecycleMixin, SweepsMixin, MetricsMixin, LayersMixin, EvalsMixin, JobsMixin
+):
     """Runs and metrics in one database, safe to share between processes.
 
     Build it with `Store.open`; every method runs its own short transaction, so a

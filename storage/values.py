@@ -6,13 +6,14 @@ from typing import Any
 
 from sqlalchemy import Table
 
-from .models import EpochMetric, Run, StepMetric
+from .models import EpochMetric, LayerMetric, Run, StepMetric
 
 Convert = Mapping[str, Callable[[Any], Any] | None]
 
 RUN_TABLE: Table = Run.__table__  # type: ignore[attr-defined]
 STEP_TABLE: Table = StepMetric.__table__  # type: ignore[attr-defined]
 EPOCH_TABLE: Table = EpochMetric.__table__  # type: ignore[attr-defined]
+LAYER_TABLE: Table = LayerMetric.__table__  # type: ignore[attr-defined]
 
 
 def _converter(column: Any) -> Callable[[Any], Any] | None:
@@ -37,6 +38,7 @@ def _converters(table: Table) -> dict[str, Callable[[Any], Any] | None]:
 RUN_CONVERT = _converters(RUN_TABLE)
 STEP_CONVERT = _converters(STEP_TABLE)
 EPOCH_CONVERT = _converters(EPOCH_TABLE)
+LAYER_CONVERT = _converters(LAYER_TABLE)
 STEP_DEFAULTS: dict[str, Any] = {
     name: info.default
     for name, info in StepMetric.model_fields.items()

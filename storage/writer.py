@@ -14,9 +14,12 @@ class MetricSink(Protocol):
         steps: Sequence[Mapping[str, Any]] = (),
         epochs: Sequence[Mapping[str, Any]] = (),
         run_fields: Mapping[str, Any] | None = None,
+        layers: Sequence[Mapping[str, Any]] = (),
     ) -> None: ...
 
     def heartbeat(self, run_id: int) -> None: ...
+
+    def set_run_layers(self, run_id: int, names: Sequence[str], sizes: Sequence[int]) -> None: ...
 
 
 class BatchWriter:
@@ -41,15 +44,20 @@ class BatchWriter:
         self._steps: list[dict[str, Any]] = []
         self._epochs: list[dict[str, Any]] = []
         self._fields: dict[str, Any] = {}
+        self._layers: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
         self._last_write = self._last_flush
 
     @property
     def pending(self) -> bool:
-        return bool(self._steps or self._epochs or self._fields)
+        return bool(self._steps or self._epochs or self._fields or self._layers)
 
     def add_steps(self, rows: Sequence[Mapping[str, Any]]) -> None:
         self._steps.extend(dict(row) for row in rows)
+
+    def add_layers(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Per-layer conflict rows; they go in the same transactions as the steps."""
+        self._layers.extend(dict(row) for row in rows)
 
     def add_epoch(self, row: Mapping[str, Any]) -> None:
         self._epochs.append(dict(row))
@@ -76,10 +84,13 @@ class BatchWriter:
             self.store.heartbeat(self.run_id)
             self._last_write = time.monotonic()
             return
+        # `layers` only when there are some: a stand-in store may not know the keyword.
+        extra = {"layers": self._layers} if self._layers else {}
         self.store.append_metrics(
-            self.run_id, steps=self._steps, epochs=self._epochs, run_fields=self._fields
+            self.run_id, steps=self._steps, epochs=self._epochs, run_fields=self._fields, **extra
         )
         self._steps = []
+        self._layers = []
         self._epochs = []
         self._fields = {}
         self._last_flush = self._last_write = time.monotonic()

@@ -35,6 +35,8 @@ TORCH_FREE = [
     "caat_app.analysis.front",
     "caat_app.analysis.points",
     "caat_app.analysis.compare",
+    "caat_app.analysis.layers",
+    "caat_app.cli.layers",
     "caat_app.runs.service",
     "caat_app.runs.manage",
     "caat_app.runs.launcher",

@@ -4,7 +4,9 @@ Clean training, Vanilla AT and CA-AT are timed on the same model, batch and atta
 in interleaved repeats (so drift on a shared machine hits all three alike), and the
 median per-step time of each is reported. The logging line times exactly what the
 trainer does per step to record metrics (`StepRecorder`), feeding the real store
-sink and batched writer over a temporary SQLite store.
+sink and batched writer over a temporary SQLite store. The layer-stats line times what
+`--layer-stats N` adds: one per-layer snapshot (computed, copied out, stored) every N
+steps, as a median, so a shared machine's hiccups do not pass for its cost.
 """
 
 from __future__ import annotations
@@ -22,9 +24,12 @@ from caat_app.data.splits import load_dataset
 from caat_app.method.losses import clean_loss
 from caat_app.runs.worker import StopFlag, StoreSink
 from caat_app.training.sinks import NullSink
-from caat_app.training.steps import StepRecorder
+from caat_app.training.steps import LayerRecorder, StepRecorder
 from caat_app.training.trainer import Trainer
 from caat_storage import BatchWriter, Store
+
+LAYER_EVERY = 20
+"""The interval `caat bench` times per-layer conflict at, and the README recommends."""
 
 
 def sync(device: torch.device) -> None:
@@ -67,8 +72,9 @@ def run_bench(
     steps: int = 30,
     repeats: int = 5,
     device: str = "auto",
+    layer_every: int = LAYER_EVERY,
 ) -> dict[str, Any]:
-    """Time the three kinds of step; returns a JSON-able report."""
+    """Time the three kinds of step and what recording costs; returns a JSON-able report."""
     data = load_dataset("digits")
     common = {
         "model": model,
@@ -88,6 +94,7 @@ def run_bench(
     }
     per_step = _median_seconds(kinds, batches, repeats, dev)
     log_seconds, logged_steps = _time_logging(caat, batches, repeats)
+    layer_ms = 1000 * _time_layer_stats(caat, layer_every, snapshots=max(10, 4 * repeats))
     step_ms = {k: 1000 * v for k, v in per_step.items()}
     log_ms = 1000 * log_seconds / logged_steps
     return {
@@ -105,6 +112,14 @@ def run_bench(
         "ratio_caat_vs_vanilla": per_step["caat"] / per_step["vanilla"],
         "logging_ms_per_step": log_ms,
         "logging_overhead": log_ms / step_ms["caat"],
+        "layer_stats": {
+            "every": layer_every,
+            "layers": len(caat.flat.sizes),
+            "ms_per_step": layer_ms,
+            "overhead": layer_ms / step_ms["caat"],
+            "caat_ms_per_step_without": step_ms["caat"] + log_ms,
+            "caat_ms_per_step_with": step_ms["caat"] + log_ms + layer_ms,
+        },
         "repeats": repeats,
         "steps_per_repeat": steps,
     }
@@ -145,17 +160,7 @@ def _time_logging(
     """Seconds spent recording metrics over real CA-AT steps into a real store."""
     dev = trainer.device
     with tempfile.TemporaryDirectory() as tmp, Store.open(f"sqlite:///{Path(tmp) / 'b.db'}") as st:
-        run_id = st.create_run(
-            name="bench",
-            config={},
-            method="caat",
-            param=0.8,
-            dataset="digits",
-            model=trainer.config.model,
-            eps=0.3,
-            epochs_total=1,
-        )
-        writer = BatchWriter(st, run_id)
+        writer = BatchWriter(st, _bench_run(st, trainer))
         recorder = StepRecorder(StoreSink(writer, StopFlag()), trainer.config.log_every, dev)
         spent, count = 0.0, 0
         for _ in range(repeats):
@@ -171,3 +176,42 @@ def _time_logging(
         writer.flush()
         spent += time.perf_counter() - start
     return spent, count
+
+
+def _time_layer_stats(trainer: Trainer, every: int, snapshots: int) -> float:
+    """Seconds per step that per-layer conflict every `every` steps adds.
+
+    The median cost of one snapshot of the last step's gradients, over `every`: computed
+    on the device, copied out, turned into rows and written to a real store. Each
+    snapshot is written in a transaction of its own, where training shares the step
+    rows' one: an upper bound. The first snapshot (it also names the layers) is a warm-up.
+    """
+    dev = trainer.device
+    with tempfile.TemporaryDirectory() as tmp, Store.open(f"sqlite:///{Path(tmp) / 'l.db'}") as st:
+        writer = BatchWriter(st, _bench_run(st, trainer))
+        layers = LayerRecorder(
+            StoreSink(writer, StopFlag()), trainer.layer_names, trainer.flat.sizes, every
+        )
+        samples = []
+        for i in range(snapshots + 1):
+            sync(dev)
+            start = time.perf_counter()
+            layers.record(trainer.layer_conflict(), i * every, 1)
+            layers.copy_out()
+            writer.flush()
+            samples.append(time.perf_counter() - start)
+    return statistics.median(samples[1:]) / every
+
+
+def _bench_run(store: Store, trainer: Trainer) -> int:
+    """A run in a bench's temporary store for the recorded rows to belong to."""
+    return store.create_run(
+        name="bench",
+        config={},
+        method="caat",
+        param=0.8,
+        dataset="digits",
+        model=trainer.config.model,
+        eps=0.3,
+        epochs_total=1,
+    )

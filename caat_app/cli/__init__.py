@@ -14,8 +14,20 @@ from typing import Any
 
 import typer
 
-from caat_app.cli import analyse, bench, dashboard, evaluate, inspect, manage, paper, train
+from caat_app.cli import (
+    analyse,
+    bench,
+    conflict,
+    dashboard,
+    evaluate,
+    inspect,
+    lab,
+    manage,
+    paper,
+    train,
+)
 from caat_app.cli.base import app
+from caat_app.cli.layers import layers_command
 from caat_app.errors import CaatError
 from caat_storage import StoreError
 
@@ -39,6 +51,9 @@ COMMANDS = (
     ("demo", train.demo),
     ("bench", bench.bench),
     ("paper", paper.paper_command),
+    ("layers", layers_command),
+    ("synth", lab.synth),
+    ("conflict", conflict.conflict),
 )
 """Every command, in the order `caat --help` lists them."""
 

@@ -23,12 +23,14 @@ def bench(
     steps: int = typer.Option(30, min=5, help="timed steps per repeat"),
     repeats: int = typer.Option(5, min=1, help="interleaved repeats (the median is reported)"),
     device: str = typer.Option("auto"),
+    layer_every: int = typer.Option(20, min=1, help="per-layer conflict timed every N steps"),
     eval_n: int = typer.Option(200, min=10, help="test images of the evaluation line"),
     eval_epochs: int = typer.Option(10, min=1, help="epochs trained before it is attacked"),
     as_json: bool = JsonOption,
 ) -> None:
-    """Per-step time of clean training, Vanilla AT and CA-AT, the cost of logging, the
-    evaluation's images per second (PGD-20, fast AutoAttack) and the dashboard's start-up."""
+    """Per-step time of clean training, Vanilla AT and CA-AT, the cost of logging and of
+    per-layer conflict (--layer-stats), the evaluation's images per second (PGD-20, fast
+    AutoAttack) and the dashboard's start-up."""
     from caat_app.bench.evaluation import eval_bench
     from caat_app.bench.startup import dashboard_startup
     from caat_app.bench.training import run_bench
@@ -40,6 +42,7 @@ def bench(
         steps=steps,
         repeats=repeats,
         device=device,
+        layer_every=layer_every,
     )
     report["evaluation"] = eval_bench(n=eval_n, epochs=eval_epochs, device=device)
     report["dashboard_start"] = dashboard_startup(repeats=repeats)
@@ -72,6 +75,14 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
         f"metric logging: {report['logging_ms_per_step']:.3f} ms per step "
         f"= {100 * report['logging_overhead']:.2f}% of a CA-AT step"
     )
+    if "layer_stats" in report:
+        layers = report["layer_stats"]
+        console.print(
+            f"per-layer conflict every {layers['every']} steps ({layers['layers']} layers): "
+            f"{layers['ms_per_step']:.3f} ms per step = {100 * layers['overhead']:.2f}% of a "
+            f"CA-AT step ({layers['caat_ms_per_step_without']:.2f} ms without, "
+            f"{layers['caat_ms_per_step_with']:.2f} ms with, logging included)"
+        )
     if "evaluation" in report:
         ev = report["evaluation"]
         for attack, label in (("pgd", "PGD-20"), ("autoattack-fast", "AutoAttack (fast)")):

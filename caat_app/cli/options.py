@@ -113,6 +113,7 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
     RunOption("augment", bool, flag="--augment/--no-augment"),
     RunOption("eval_n", int, "val/test images evaluated per epoch (0: all)"),
     RunOption("max_nonfinite", int, "skipped steps before `diverged`"),
+    RunOption("layer_stats", int, "per-layer φ and μ every N steps, e.g. 20 (0: off)"),
     RunOption("drop", str, "training-split indices to leave out, e.g. 3,17,42 (an ablation)"),
     RunOption("log_every", int, "steps between metric copies"),
     RunOption("data_dir", str, "data set folder (default $CAAT_DATA)"),

@@ -79,12 +79,9 @@ def paper_command(
     if as_json and csv_out:
         raise CaatError("give one of --json and --csv")
     if experiment is None:
-        _list(as_json)
-        return
-    check_scale(scale)
-    if experiment == "fig2":  # no runs: the synthetic experiment, on the CPU in seconds
-        _synth(out_dir, scale, epochs=epochs, dry_run=dry_run, as_json=as_json, csv_out=csv_out)
-        return
+        return _list(as_json)
+    if check_scale(scale) and experiment == "fig2":  # no runs: the synthetic experiment
+        return _synth(out_dir, scale, epochs, dry_run, as_json)
     seed_list = tuple(parse_list(seeds, "int", option="--seeds")) if seeds else None
     overrides = Overrides(seeds=seed_list, epochs=epochs, eval_n=eval_n, device=device)
     reference, bench = _gpu(gpu), _bench(bench_file)
@@ -100,9 +97,7 @@ def paper_command(
 # --------------------------------------------------------------------------- fig2
 
 
-def _synth(
-    out_dir: Path, scale: str, *, epochs: int | None, dry_run: bool, as_json: bool, csv_out: bool
-) -> None:
+def _synth(out_dir: Path, scale: str, epochs: int | None, dry_run: bool, as_json: bool) -> None:
     """Fig. 2: `caat synth` with the paper's budgets; its figure, table and findings."""
     from caat_app.cli.lab import synth_csv, synth_table
 
@@ -133,8 +128,8 @@ def _synth(
     (out_dir / f"{stem}.csv").write_text(synth_csv(rep))
     findings = [rep["task"]["note"], *rep["findings"]]
     (out_dir / f"{stem}-verdict.txt").write_text("\n".join(findings) + "\n")
-    if as_json or csv_out:
-        print(json.dumps(rep, indent=2) if as_json else synth_csv(rep), end="\n" * as_json)
+    if as_json:
+        print(json.dumps(rep, indent=2))
         return
     for name in (f"{stem}.png", f"{stem}.json", f"{stem}.csv", f"{stem}-verdict.txt"):
         out.print(Text(f"wrote {out_dir / name}"))

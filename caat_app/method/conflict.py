@@ -100,6 +100,18 @@ def conflict_stats(
     return _conflict_from_gram(*_gram(g_c, g_a, segments, n_segments or 0))
 
 
+def segment_conflict(grads: Tensor, sizes: list[int] | tuple[int, ...]) -> Conflict:
+    """φ, μ and the norms of each segment (parameter tensor) of a (2, P) gradient buffer.
+
+    One 2×2 Gram matrix per segment, on views: unlike `segments=` it needs no P-long
+    index vector nor product temporaries, so per-layer statistics cost a large model no
+    memory. Equal to `conflict_stats(g_c, g_a, segments=segment_ids(sizes))`.
+    """
+    parts = grads.split(list(sizes), dim=1)
+    gram = torch.stack([part @ part.T for part in parts])
+    return _conflict_from_gram(gram[:, 0, 1], gram[:, 0, 0], gram[:, 1, 1])
+
+
 def ca_at_coefficients(c: Conflict, gamma: float) -> tuple[Tensor, Tensor, Tensor]:
     """(coef_c, coef_a, fired) of Eq. 4, decided on the device with `torch.where`.
 

@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +42,17 @@ class StopFlag:
 
 
 class StoreSink:
-    """Feeds the trainer's reports into the store's batched writer."""
+    """Feeds the trainer's reports into the store's batched writer.
+
+    Per-layer rows ride in the writer's batches; the layers' names are written once,
+    with the run's first per-layer rows.
+    """
 
     def __init__(self, writer: BatchWriter, flag: StopFlag, *extra: Any) -> None:
         self.writer = writer
         self.flag = flag
         self.extra = extra
+        self.layers_named = False
 
     def steps(self, rows: list[dict[str, Any]]) -> None:
         last = rows[-1]
@@ -58,6 +63,14 @@ class StoreSink:
         self.writer.maybe_flush()
         for sink in self.extra:
             sink.steps(rows)
+
+    def layers(
+        self, names: Sequence[str], sizes: Sequence[int], rows: list[dict[str, Any]]
+    ) -> None:
+        if not self.layers_named:
+            self.writer.store.set_run_layers(self.writer.run_id, names, sizes)
+            self.layers_named = True
+        self.writer.add_layers(rows)
 
     def epoch(self, row: dict[str, Any], summary: dict[str, Any]) -> None:
         self.writer.add_epoch(row)

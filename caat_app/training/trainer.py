@@ -4,7 +4,8 @@ In the airbench spirit: the data set lives on the device, an epoch is a stream o
 batches gathered and augmented there, and each step's metrics stay in a device buffer
 that is copied to the host every `log_every` steps (or half a second), the loop's only
 host synchronisation. `run` loops over epochs; `train_epoch` trains through one epoch's batch
-stream and measures; `train_step` is one CA-AT / Vanilla-AT step. The trainer reports
+stream and measures; `train_step` is one CA-AT / Vanilla-AT step, `finish_step` records
+it (and, every `layer_stats` steps, its per-layer conflict). The trainer reports
 through a `Sink`: the worker plugs the store in, tests plug in a list.
 
 Around it: `steps` (what a step records), `sinks`, `measure` (per-epoch accuracy),
@@ -30,7 +31,7 @@ from caat_app.data.augment import augment
 from caat_app.data.registry import AUGMENT
 from caat_app.data.splits import DataSplits, load_dataset
 from caat_app.errors import ConfigError
-from caat_app.method.conflict import Mixer
+from caat_app.method.conflict import Mixer, segment_conflict
 from caat_app.method.losses import adversarial_loss, attack_objective, clean_loss
 from caat_app.method.optim import FlatParams, FlatSGD
 from caat_app.method.registry import LOSSES
@@ -40,7 +41,7 @@ from caat_app.training.device import autocast, resolve_device
 from caat_app.training.measure import fixed_subset, measure_splits
 from caat_app.training.schedule import rate
 from caat_app.training.sinks import Sink
-from caat_app.training.steps import StepMetrics, StepRecorder
+from caat_app.training.steps import LayerRecorder, StepMetrics, StepRecorder
 from caat_storage import RunStatus
 
 # Augmentation for a data set the registry has none for, when the config asks for one.
@@ -125,6 +126,8 @@ class Trainer:
         self.data = data
         self.model = build_for_run(config, data, dev)
         self.flat = FlatParams(self.model)
+        # The parameter tensors' names in flat-buffer order: the layers of `layer_stats`.
+        self.layer_names = [n for n, p in self.model.named_parameters() if p.requires_grad]
         self.opt = FlatSGD(
             self.flat.flat,
             momentum=config.momentum,
@@ -160,9 +163,17 @@ class Trainer:
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         return autocast(self.device, self.config.bf16)
 
+    def recorder(self) -> StepRecorder:
+        """The run's step recorder, with a layer recorder when `layer_stats` asks for one."""
+        every = self.config.layer_stats
+        layers = (
+            LayerRecorder(self.sink, self.layer_names, self.flat.sizes, every) if every else None
+        )
+        return StepRecorder(self.sink, self.config.log_every, self.device, layers)
+
     def run(self) -> TrainResult:
         """Train epoch by epoch until the last one, a stop request or divergence."""
-        recorder = StepRecorder(self.sink, self.config.log_every, self.device)
+        recorder = self.recorder()
         standing = Standing()
         stop = StopReason.FINISHED
         epochs_done = 0
@@ -203,8 +214,7 @@ class Trainer:
         stop, lr = StopReason.FINISHED, 0.0
         for xb, yb in self.batches():
             lr, momentum = rate(cfg.schedule, self.step, self.steps_per_epoch, cfg.epochs, cfg.lr)
-            recorder.record(self.train_step(xb, yb, lr, momentum), self.step, epoch, lr)
-            self.step += 1
+            self.finish_step(recorder, self.train_step(xb, yb, lr, momentum), epoch, lr)
             if recorder.nonfinite > cfg.max_nonfinite:  # counted as blocks are copied out
                 stop = StopReason.DIVERGED
                 break
@@ -298,6 +308,22 @@ class Trainer:
             projected=mix.fired,
             skipped=(~mix.ok).float(),
         ).stack()
+
+    def finish_step(self, recorder: StepRecorder, metrics: Tensor, epoch: int, lr: float) -> None:
+        """Record the step just taken (its layers first, when due) and count it.
+
+        The layers are kept before the step, so a block the step's record copies out
+        carries them too; both stay on the device until then.
+        """
+        layers = recorder.layers
+        if layers is not None and layers.due(self.step):
+            layers.record(self.layer_conflict(), self.step, epoch)
+        recorder.record(metrics, self.step, epoch, lr)
+        self.step += 1
+
+    def layer_conflict(self) -> Tensor:
+        """φ, μ, ‖g_c‖, ‖g_a‖ of each parameter tensor for the last step: (4, L), on the device."""
+        return torch.stack(segment_conflict(self.flat.grads, self.flat.sizes))
 
     def measure(self) -> dict[str, float] | None:
         """Clean and PGD accuracy on validation and test; None when stopped midway."""
