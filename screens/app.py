@@ -190,6 +190,7 @@ class CaatApp(App[None]):
     def action_help(self) -> None:
         """The help, written from the screens' own bindings."""
         from .compare import CompareScreen
+        from .conflict import ConflictScreen
         from .evals import EvalScreen
         from .front import FrontScreen
         from .modals import HelpScreen
@@ -202,6 +203,7 @@ class CaatApp(App[None]):
             ("Compare", "", CompareScreen.BINDINGS),
             ("Front", "", FrontScreen.BINDINGS),
             ("Evaluation", EvalScreen.HELP or "", EvalScreen.BINDINGS),
+            ("Conflict lab", ConflictScreen.HELP or "", ConflictScreen.BINDINGS),
             ("Everywhere", "", [*self.BINDINGS, palette]),
         ]
         self.push_screen(HelpScreen(help_markdown(HELP_INTRO, sections)))

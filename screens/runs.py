@@ -53,6 +53,14 @@ class RunsScreen(RunActions):
         Key("s", "sort", "Sort", show=False, tooltip="by the next column (or click a header)"),
         Key("S", "reverse", "Reverse", show=False, tooltip="the sort order"),
         Key(
+            "k",
+            "conflict",
+            "Conflict",
+            show=False,
+            title="Conflict lab",
+            tooltip="Per-layer heatmap and per-sample conflict of the selected run",
+        ),
+        Key(
             "c",
             "cancel_run",
             "Cancel",
@@ -347,6 +355,13 @@ class RunsScreen(RunActions):
         if chosen := self.chosen():
             bench, run = chosen
             self.app.push_screen(EvalScreen(bench, run.id, poll=self.poll_interval))
+
+    def action_conflict(self) -> None:
+        from .conflict import ConflictScreen
+
+        if chosen := self.chosen():
+            bench, run = chosen
+            self.app.push_screen(ConflictScreen(bench, run.id, poll=self.poll_interval))
 
     def action_new(self) -> None:
         self.launch()

@@ -8,6 +8,9 @@ tags included), so callers catch one kind of error.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,11 +18,17 @@ from typing import TYPE_CHECKING, Any
 from caat_app.errors import CaatError
 from caat_app.runs import launcher, manage
 from caat_app.runs.launcher import Children, Gpu, Scheduler
+from caat_storage import RunStatus
 
 if TYPE_CHECKING:
     from caat_app.config import RunConfig
     from caat_app.evaluation.plan import EvalSpec
     from caat_storage import EvalJob, Run, Store
+
+CONFLICT_FILE = "conflict.json"
+"""`caat conflict RUN`'s report in the run's folder (the CLI's `REPORT_FILE`)."""
+CONFLICT_LOG = "conflict.log"
+"""Where a per-sample computation started from the dashboard writes its output."""
 
 HEARTBEAT_TIMEOUT = 60.0
 """A worker beats at least every 5 s: a minute of silence means it died."""
@@ -42,6 +51,7 @@ class Workbench:
         self.per_gpu, self.max_cpu = per_gpu, max_cpu
         self.scheduler: Scheduler | None = None
         self.eval_workers = Children()
+        self.lab_workers = Children()  # `caat conflict` processes started here
         self.owns_store = False  # True when `open` opened it: `close` closes it then
         if gpus is not None:
             self.use_gpus(gpus)
@@ -92,6 +102,7 @@ class Workbench:
     def reap(self) -> tuple[list[int], list[int]]:
         """Mark failed the runs and evaluations whose worker died; (run ids, job ids)."""
         self.eval_workers.poll()
+        self.lab_workers.poll()
         runs = self.store.reap_stale(timeout=HEARTBEAT_TIMEOUT, is_alive=manage.pid_alive)
         jobs = self.store.reap_stale_evals(timeout=HEARTBEAT_TIMEOUT, is_alive=manage.pid_alive)
         return runs, jobs
@@ -153,6 +164,59 @@ class Workbench:
 
     def cancel_eval(self, job: EvalJob) -> None:
         manage.cancel_eval(self.store, job)
+
+    # ------------------------------------------------------------------ the conflict lab
+
+    def layer_conflict(
+        self, run_id: int, *, after_step: int = -1
+    ) -> tuple[list[str], list[int], list[dict[str, Any]]]:
+        """A run's layers (names, sizes) and its per-layer rows after `after_step`, as
+        mappings `analysis.layers` reads; all empty when it recorded none."""
+        layers = self.store.run_layers(run_id)
+        rows = [r.model_dump() for r in self.store.layer_metrics(run_id, after_step=after_step)]
+        return [s.name for s in layers], [s.size for s in layers], rows
+
+    @staticmethod
+    def conflict_file(run: Run) -> Path:
+        """Where `caat conflict` writes the run's per-sample report."""
+        return Path(run.run_dir) / CONFLICT_FILE
+
+    def conflict_report(self, run: Run) -> dict[str, Any] | None:
+        """The run's per-sample conflict report, or None when none was computed yet."""
+        path = self.conflict_file(run)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return None
+        try:
+            report = json.loads(text)
+        except ValueError as exc:
+            raise CaatError(f"{path} is not a conflict report: {exc}") from None
+        if not isinstance(report, dict):
+            raise CaatError(f"{path} is not a conflict report")
+        return report
+
+    def start_conflict(self, run: Run) -> subprocess.Popen[bytes]:
+        """Start `caat conflict RUN` in its own process (it outlives the dashboard), its
+        output in the run's `conflict.log`; it writes `conflict.json` when done."""
+        if not self.start_workers:
+            raise CaatError("workers are off here: no computation started")
+        if run.status != RunStatus.FINISHED.value:
+            raise CaatError(f"run {run.id} is {run.status}; per-sample conflict needs it finished")
+        folder = Path(run.run_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        entry = "import sys; from caat_app.cli import main; main(sys.argv[1:])"
+        command = [sys.executable, "-c", entry, "conflict", str(run.id), "--db", self.store.url]
+        with (folder / CONFLICT_LOG).open("ab") as log:
+            proc = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.lab_workers.add(proc)
+        return proc
 
 
 def _refusing(method: Any, *args: Any) -> Any:
