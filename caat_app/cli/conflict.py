@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ from rich.text import Text
 
 from caat_app.cli.base import open_store, out
 from caat_app.cli.options import DbOption, JsonOption, RunArgument
+from caat_app.cli.progress import interruptible
 from caat_app.errors import CaatError
 from caat_storage import RunStatus
 
@@ -355,22 +355,6 @@ def _train(store: Store, sweep: str, jobs: int, quiet: bool) -> tuple[dict[str, 
             )  # fmt: skip
 
     return interruptible(work)
-
-
-def interruptible(work: Callable[[Callable[[], bool]], Any]) -> tuple[Any, bool]:
-    """Run `work(should_stop)`; the first Ctrl-C asks it to stop, a second interrupts now."""
-    stop = {"asked": False}
-
-    def on_sigint(*_: Any) -> None:
-        stop["asked"] = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        result = work(lambda: stop["asked"])
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    return result, stop["asked"]
 
 
 def ablation_result(

@@ -8,7 +8,6 @@ run opens nothing at all.
 from __future__ import annotations
 
 import json
-import signal
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -23,6 +22,7 @@ from rich.text import Text
 from caat_app.cli.base import err, open_store, out
 from caat_app.cli.lab import PAPER_GRID as SYNTH_GRID
 from caat_app.cli.options import DbOption, JsonOption
+from caat_app.cli.progress import interruptible
 from caat_app.errors import CaatError
 from caat_app.paper.catalogue import EXPERIMENTS, REPORTS, Experiment
 from caat_app.present import format_budget, norm_text
@@ -314,22 +314,6 @@ def _check_runnable(plan: Plan) -> None:
             checked.add(need)
 
 
-def _interruptible(work: Callable[[Callable[[], bool]], Any]) -> tuple[Any, bool]:
-    """Run `work(should_stop)`; the first Ctrl-C asks it to stop, a second interrupts now."""
-    stop = {"asked": False}
-
-    def on_sigint(*_: Any) -> None:
-        stop["asked"] = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        result = work(lambda: stop["asked"])
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    return result, stop["asked"]
-
-
 def _train(store: Store, plan: Plan, jobs: int, say: Console) -> tuple[dict[str, int], bool]:
     """The sweep's queued runs, in workers, with `caat sweep`'s bar."""
     from caat_app.cli.progress import SweepProgress
@@ -352,7 +336,7 @@ def _train(store: Store, plan: Plan, jobs: int, say: Console) -> tuple[dict[str,
                 should_stop=stopping,
             )
 
-    return _interruptible(work)
+    return interruptible(work)
 
 
 def _evaluate(store: Store, plan: Plan, jobs: int, say: Console) -> tuple[int, bool]:
@@ -382,7 +366,7 @@ def _evaluate(store: Store, plan: Plan, jobs: int, say: Console) -> tuple[int, b
                 bench, todo, jobs=jobs, gpus=gpus, on_progress=shown, should_stop=should_stop
             )
 
-    progress, stopped = _interruptible(work)
+    progress, stopped = interruptible(work)
     for error in progress.errors:
         err.print(Text(f"  evaluation failed: {error}"))
     return sum(v for k, v in progress.counts.items() if k != "finished"), stopped

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -91,3 +93,19 @@ class SweepProgress(LiveBar):
             completed=sum(counts.get(s, 0) for s in self.ENDED),
             live=live,
         )
+
+
+def interruptible(work: Callable[[Callable[[], bool]], Any]) -> tuple[Any, bool]:
+    """Run `work(should_stop)`; the first Ctrl-C asks it to stop, a second interrupts now."""
+    stop = {"asked": False}
+
+    def on_sigint(*_: Any) -> None:
+        stop["asked"] = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        result = work(lambda: stop["asked"])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return result, stop["asked"]
