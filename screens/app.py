@@ -189,6 +189,7 @@ class CaatApp(App[None]):
 
     def action_help(self) -> None:
         """The help, written from the screens' own bindings."""
+        from .budget import BudgetScreen
         from .compare import CompareScreen
         from .conflict import ConflictScreen
         from .evals import EvalScreen
@@ -204,6 +205,7 @@ class CaatApp(App[None]):
             ("Front", "", FrontScreen.BINDINGS),
             ("Evaluation", EvalScreen.HELP or "", EvalScreen.BINDINGS),
             ("Conflict lab", ConflictScreen.HELP or "", ConflictScreen.BINDINGS),
+            ("Budget view", BudgetScreen.HELP or "", BudgetScreen.BINDINGS),
             ("Everywhere", "", [*self.BINDINGS, palette]),
         ]
         self.push_screen(HelpScreen(help_markdown(HELP_INTRO, sections)))

@@ -122,6 +122,14 @@ class RunsScreen(RunActions):
             tooltip="Marked runs side by side (space marks)",
         ),
         Key(
+            "B",
+            "budget",
+            "Budget",
+            show=False,
+            title="Budget view",
+            tooltip="μ against ε for the marked runs (or those the filter shows)",
+        ),
+        Key(
             "F",
             "front",
             "Front",
@@ -335,6 +343,16 @@ class RunsScreen(RunActions):
             return
         if bench := self.ready():
             self.app.push_screen(CompareScreen(bench, chosen))
+
+    def action_budget(self) -> None:
+        from .budget import BudgetScreen
+
+        chosen = sorted(self.marked) or sorted(self.runs)
+        if not chosen:
+            self.notify("no runs to show: mark some with space", severity="warning")
+            return
+        if bench := self.ready():
+            self.app.push_screen(BudgetScreen(bench, chosen))
 
     def action_front(self) -> None:
         from .front import FrontScreen

@@ -52,6 +52,7 @@ TORCH_FREE = [
     "caat_app.paper.scale",
     "caat_app.paper.table1",
     "caat_app.cli",
+    "caat_screens.budget",
     "caat_screens.conflict",
     "caat_storage",
     "caat_storage.firstpage",

@@ -196,6 +196,23 @@ class Workbench:
             raise CaatError(f"{path} is not a conflict report")
         return report
 
+    def budget_groups(self, run_ids: Sequence[int]) -> list[dict[str, Any]]:
+        """The budget view of these runs (`paper.budget_view`): groups that differ only in
+        ε, with μ per epoch; a run gone or with an unreadable config is left out."""
+        from caat_app.paper.budget_view import budget_groups, epoch_spread
+        from caat_app.runs.stored import options_of
+
+        runs = []
+        for run_id in run_ids:
+            run = self.store.get_run(run_id)
+            try:
+                options = options_of(run) if run is not None else None
+            except CaatError:
+                continue
+            if options is not None and "eps" in options and "method" in options:
+                runs.append((run_id, options, epoch_spread(self.store.steps(run_id))))
+        return budget_groups(runs)
+
     def start_conflict(self, run: Run) -> subprocess.Popen[bytes]:
         """Start `caat conflict RUN` in its own process (it outlives the dashboard), its
         output in the run's `conflict.log`; it writes `conflict.json` when done."""
