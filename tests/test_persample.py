@@ -29,7 +29,6 @@ from caat_app.lab.conflict_report import (
     top_order,
 )
 from caat_app.lab.persample import (
-    attack_like_training,
     chunk_statistics,
     gradient_chunk,
     margins,
@@ -39,6 +38,7 @@ from caat_app.lab.persample import (
 from caat_app.method.conflict import conflict_stats
 from caat_app.method.losses import adversarial_loss, clean_loss
 from caat_app.models.build import build_model
+from caat_app.training.adversary import training_examples
 
 B = 6
 
@@ -144,7 +144,7 @@ def test_phi_and_mu_per_image_are_conflict_stats_of_the_loop() -> None:
     assert model.training
     model.eval()
     torch.manual_seed(5)  # the same start the analysis drew
-    x_adv = attack_like_training(model, cfg, x, y)
+    x_adv = training_examples(model, cfg, x, y)
     ref_c, ref_a = _loop(model, x, x_adv, y, "ce", 0.0)
     for i in range(len(y)):
         c = conflict_stats(ref_c[i], ref_a[i])

@@ -35,11 +35,10 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from caat_app.attacks.common import is_batch_dependent
-from caat_app.attacks.registry import run_attack
 from caat_app.config import RunConfig
 from caat_app.method.conflict import Conflict, conflict_stats
-from caat_app.method.losses import adversarial_loss, attack_objective, clean_loss
-from caat_app.method.registry import LOSSES
+from caat_app.method.losses import adversarial_loss, clean_loss
+from caat_app.training.adversary import training_examples
 
 GRADIENT_BYTES = 256 * 2**20
 """Memory one sub-chunk's per-sample gradients may take (both losses, with copies)."""
@@ -169,27 +168,6 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
-def attack_like_training(model: nn.Module, cfg: RunConfig, x: Tensor, y: Tensor) -> Tensor:
-    """x′ as `Trainer.train_step` makes it: the run's attack, budget, step, steps, norm and
-    the loss's objective and start (the model in eval mode, as training attacks it)."""
-    objective = None
-    if LOSSES[cfg.loss].objective:
-        with torch.no_grad():
-            objective = attack_objective(cfg.loss, model(x))
-    return run_attack(
-        cfg.attack,
-        model,
-        x,
-        y,
-        eps=cfg.eps,
-        alpha=cfg.step_size,
-        steps=cfg.attack_steps,
-        norm=cfg.norm,
-        loss_fn=objective,
-        start_noise=LOSSES[cfg.loss].start_noise,
-    )
-
-
 def gradient_chunk(n_params: int, budget: int = GRADIENT_BYTES) -> int:
     """How many images' gradients fit in `budget` bytes (two losses, float32, with copies)."""
     return max(1, budget // (n_params * 4 * 2 * 3))
@@ -217,7 +195,7 @@ def _chunk_rows(
     model: nn.Module, cfg: RunConfig, x: Tensor, y: Tensor, totals: _Totals
 ) -> dict[str, Tensor]:
     """One attack chunk: x′, then per-image gradients in sub-chunks; its per-image rows."""
-    x_adv = attack_like_training(model, cfg, x, y).detach()
+    x_adv = training_examples(model, cfg, x, y).detach()
     stats_c, stats_a = chunk_statistics(model, x), chunk_statistics(model, x_adv)
     step = gradient_chunk(sum(p.numel() for p in trainable(model).values()))
     parts: list[dict[str, Tensor]] = []

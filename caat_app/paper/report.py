@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from caat_app.analysis.front import METHOD_FAMILY
-from caat_app.analysis.points import EvalAxis, front_view
+from caat_app.analysis.points import EvalAxis, evaluated, front_view
 from caat_app.paper import table1
 from caat_app.paper.run import stored_runs
 from caat_app.paper.scale import SMOKE_TITLE
@@ -219,17 +219,8 @@ def mu_verdict(panels: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def pick(results: Iterable[EvalResult], axis: EvalAxis) -> tuple[float, float] | None:
     """(clean, attacked) accuracy for an axis, on the largest image count that has both."""
-    mine = list(results)
-    clean = {
-        r.samples: r.accuracy
-        for r in mine
-        if r.attack == "clean" and r.norm == axis.norm and r.checkpoint == axis.checkpoint
-    }
-    hits = sorted(
-        (r for r in mine if axis.matches(r) and r.samples in clean),
-        key=lambda r: (r.samples, r.id or 0),
-    )
-    return (clean[hits[-1].samples], hits[-1].accuracy) if hits else None
+    found = evaluated(list(results), axis)
+    return None if found is None else (found[0], found[1].accuracy)
 
 
 def _budget(store: Store, plan_: Plan, pairs: Pairs) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from caat_app.runs.grid import config_key
 from caat_app.runs.launcher import cpu_share
 from caat_app.runs.service import Workbench
 from caat_app.runs.stored import config_of
-from caat_app.runs.sweep import current_runs, plan_sweep
+from caat_app.runs.sweep import current_runs, nap, plan_sweep
 from caat_storage import TERMINAL_STATUSES, RunStatus
 
 if TYPE_CHECKING:
@@ -154,7 +154,7 @@ def run_evaluations(
             return progress
         if stopping_since is not None and time.monotonic() - stopping_since > stop_timeout:
             return progress
-        _sleep(poll, should_stop if stopping_since is None else lambda: False)
+        nap(poll, should_stop if stopping_since is None else lambda: False)
 
 
 def _collect(store: Store, running: list[int], progress: EvalProgress) -> list[int]:
@@ -181,13 +181,3 @@ def _cancel(bench: Workbench, running: Sequence[int]) -> None:
             bench.cancel_eval(job)
         except CaatError:
             continue  # it ended, or its worker died (and is marked failed), meanwhile
-
-
-def _sleep(seconds: float, wake: Callable[[], bool]) -> None:
-    """Sleep, but wake early when `wake()` turns true (a Ctrl-C is answered at once)."""
-    deadline = time.monotonic() + seconds
-    while not wake():
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return
-        time.sleep(min(left, 0.1))

@@ -205,10 +205,10 @@ def run_sweep(
             return counts
         if stopping_since is not None and time.monotonic() - stopping_since > stop_timeout:
             return counts
-        _sleep(poll, should_stop if stopping_since is None else lambda: False)
+        nap(poll, should_stop if stopping_since is None else lambda: False)
 
 
-def _sleep(seconds: float, wake: Callable[[], bool]) -> None:
+def nap(seconds: float, wake: Callable[[], bool]) -> None:
     """Sleep, but wake early when `wake()` turns true (a Ctrl-C is answered at once)."""
     deadline = time.monotonic() + seconds
     while not wake():

@@ -25,17 +25,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from caat_app.attacks.registry import run_attack
 from caat_app.config import RunConfig
 from caat_app.data.augment import augment
 from caat_app.data.registry import AUGMENT
 from caat_app.data.splits import DataSplits, load_dataset
 from caat_app.errors import ConfigError
 from caat_app.method.conflict import Mixer, segment_conflict
-from caat_app.method.losses import adversarial_loss, attack_objective, clean_loss
+from caat_app.method.losses import adversarial_loss, clean_loss
 from caat_app.method.optim import FlatParams, FlatSGD
-from caat_app.method.registry import LOSSES
 from caat_app.models.build import build_for_run
+from caat_app.training.adversary import training_examples
 from caat_app.training.checkpoint import save_checkpoint
 from caat_app.training.device import autocast, resolve_device
 from caat_app.training.measure import fixed_subset, measure_splits
@@ -264,25 +263,7 @@ class Trainer:
         """One CA-AT / Vanilla-AT step; returns its stacked `StepMetrics` (on the device)."""
         cfg, model, flat = self.config, self.model, self.flat
         with self.autocast():
-            objective = None
-            if LOSSES[cfg.loss].objective:
-                was = model.training
-                model.eval()
-                with torch.no_grad():
-                    objective = attack_objective(cfg.loss, model(xb))
-                model.train(was)
-            x_adv = run_attack(
-                cfg.attack,
-                model,
-                xb,
-                yb,
-                eps=cfg.eps,
-                alpha=cfg.step_size,
-                steps=cfg.attack_steps,
-                norm=cfg.norm,
-                loss_fn=objective,
-                start_noise=LOSSES[cfg.loss].start_noise,
-            )
+            x_adv = training_examples(model, cfg, xb, yb)
             flat.zero_grads()
             logits_c = model(xb)
             loss_c = clean_loss(logits_c, yb)
