@@ -1,14 +1,16 @@
-"""Where one run's conflict lives: per layer over training, and per training image.
+"""Where one run's conflict lives: per layer over training, and per training image; and
+the paper's synthetic experiment (Section 3) beside it.
 
 The per-layer heatmap reads what a run trained with `--layer-stats N` stored; the
-per-sample part reads the run's `conflict.json`, which `caat conflict RUN` writes (`p`
-starts it here, in its own process: torch never enters the dashboard). The screen polls
-both every second and redraws only what changed.
+per-sample part reads the run's newest report that `caat conflict RUN` stored (`p`
+starts it here), and the last part the newest `caat synth` report (`s` starts it).
+Both computations run in their own processes: torch never enters the dashboard. The
+screen polls the store every second, fetches a report only when its stamp changed, and
+redraws only what changed.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -39,27 +41,47 @@ from .messages import StoreFailed
 
 if TYPE_CHECKING:
     import subprocess
+    from collections.abc import Callable
 
     from caat_app.runs.service import Workbench
     from caat_storage import Run
+    from caat_storage.lab import Stamp
 
 LAYER_HINT = "train with --layer-stats N to record per-layer conflict"
 SAMPLE_HINT = "no per-sample conflict computed yet: p computes it (caat conflict RUN)"
+SYNTH_HINT = "no synthetic experiment stored yet: s runs it (caat synth, about 30 s)"
+KINDS = ("conflict", "synth")
+"""The lab reports the screen shows: the run's per-sample one, the newest synthetic one."""
 IMAGE_COLUMNS = 18
 """A top-k image's width with its gap: 16 columns of half blocks and 2 of padding."""
 
 
 @dataclass
 class ConflictLoaded(Message):
-    """New per-layer rows since the last poll, and the report when its file changed."""
+    """New per-layer rows since the last poll, and each report whose stamp changed."""
 
     run: Run
     names: list[str]
     sizes: list[int]
     rows: list[dict[str, Any]]
-    report: dict[str, Any] | None
-    stamp: float | None  # the report file's mtime (None: no file)
-    finished: int | None  # the computation's exit code, once it has ended
+    reports: dict[str, Report]  # by lab kind: only the kinds whose stamp changed
+    finished: dict[str, int]  # by lab kind: the exit code of a computation that ended
+
+
+@dataclass
+class Report:
+    """A lab report as the screen holds it: its stamp and body (None: none stored)."""
+
+    stamp: Stamp | None = None
+    body: dict[str, Any] | None = None
+
+
+@dataclass
+class Computation:
+    """A computation started from this screen, and how the last one failed."""
+
+    proc: subprocess.Popen[bytes] | None = None
+    failure: str = ""
 
 
 def heatmap_text(lmap: LayerMap, width: int) -> Text:
@@ -103,7 +125,8 @@ def samples_view(report: Mapping[str, Any], width: int) -> RenderableType:
 
 
 class ConflictScreen(Screen[None]):
-    """One run's conflict lab: the layer × time heatmap and the per-sample report."""
+    """One run's conflict lab: the layer × time heatmap, the per-sample report, and the
+    synthetic experiment."""
 
     BINDINGS = [
         Key("escape", "app.pop_screen", "Back", tooltip="back to where you came from"),
@@ -121,8 +144,15 @@ class ConflictScreen(Screen[None]):
             title="Compute per-sample conflict",
             tooltip="Run caat conflict on the run's training images, in its own process",
         ),
+        Key(
+            "s",
+            "synth",
+            "Synthetic",
+            title="Run the synthetic experiment",
+            tooltip="Run caat synth (Section 3: the paper's grid and recipe) in its own process",
+        ),
     ]
-    HELP = "Per-sample conflict runs in its own process: leaving the screen leaves it going."
+    HELP = "Computations run in their own processes: leaving the screen leaves them going."
 
     def __init__(self, bench: Workbench, run_id: int, *, poll: float = 1.0) -> None:
         super().__init__()
@@ -134,10 +164,8 @@ class ConflictScreen(Screen[None]):
         self.names: list[str] = []
         self.sizes: list[int] = []
         self.rows: list[dict[str, Any]] = []
-        self.report: dict[str, Any] | None = None
-        self.stamp: float | None = None
-        self.proc: subprocess.Popen[bytes] | None = None  # a computation started here
-        self.outcome = ""  # how the last computation ended, when it failed
+        self.reports = {kind: Report() for kind in KINDS}
+        self.computations = {kind: Computation() for kind in KINDS}
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -147,6 +175,8 @@ class ConflictScreen(Screen[None]):
             yield Static("", id="layers-map")
             yield Static("", id="samples-title")
             yield Static("", id="samples-view")
+            yield Static("", id="synth-title")
+            yield Static("", id="synth-view")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -155,21 +185,27 @@ class ConflictScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="conflict")
     def poll(self) -> None:
-        """Read the run, its new layer rows and (when its file changed) its report."""
+        """Read the run, its new layer rows, and each lab report whose stamp changed."""
         bench = self.bench
         after = int(self.rows[-1]["step"]) if self.rows else -1
+        reports: dict[str, Report] = {}
         try:
             run = bench.run(self.run_id)
             names, sizes, rows = bench.layer_conflict(self.run_id, after_step=after)
-            path = bench.conflict_file(run)
-            stamp = os.stat(path).st_mtime if path.exists() else None
-            report = bench.conflict_report(run) if stamp != self.stamp and stamp else None
-        except Exception as exc:  # a locked store or a broken file must not kill the UI
+            for kind in KINDS:
+                stamp = bench.lab_stamp(kind, self.run_id if kind == "conflict" else None)
+                if stamp != self.reports[kind].stamp:
+                    body = bench.lab_body(stamp[0]) if stamp is not None else None
+                    reports[kind] = Report(stamp, body)
+        except Exception as exc:  # a locked store or a broken report must not kill the UI
             self.post_message(StoreFailed(one_line(exc)))
             return
-        proc = self.proc
-        finished = proc.poll() if proc is not None else None
-        self.post_message(ConflictLoaded(run, names, sizes, rows, report, stamp, finished))
+        finished = {}
+        for kind, computation in self.computations.items():
+            code = computation.proc.poll() if computation.proc is not None else None
+            if code is not None:
+                finished[kind] = code
+        self.post_message(ConflictLoaded(run, names, sizes, rows, reports, finished))
 
     def on_conflict_loaded(self, message: ConflictLoaded) -> None:
         changed = self.run is None or (self.run.name, self.run.status) != (
@@ -181,16 +217,11 @@ class ConflictScreen(Screen[None]):
             self.names, self.sizes = message.names, message.sizes
             self.rows += message.rows
             changed = True
-        if message.stamp != self.stamp:
-            self.stamp = message.stamp
-            self.report = message.report
-            changed = True
-        if message.finished is not None:
-            self.proc = None
-            if message.finished != 0:
-                self.outcome = f"caat conflict failed (exit {message.finished}): see conflict.log"
-            changed = True
-        if changed:
+        self.reports.update(message.reports)
+        for kind, code in message.finished.items():
+            failure = f"caat {kind} failed (exit {code}): see {self.log_path(kind)}" if code else ""
+            self.computations[kind] = Computation(None, failure)
+        if changed or message.reports or message.finished:
             self.redraw()
 
     def on_resize(self) -> None:
@@ -209,7 +240,8 @@ class ConflictScreen(Screen[None]):
         head = Text(f"run {run.id} ({run.name}) · {run.status} · conflict lab")
         self.query_one("#conflict-head", Static).update(head)
         self.draw_layers()
-        self.draw_samples(run)
+        self.draw_report("conflict", "samples", "\nper-sample conflict (caat conflict)")
+        self.draw_report("synth", "synth", "\nsynthetic experiment, Section 3 (caat synth)")
 
     def width(self) -> int:
         return max(40, self.size.width - 4)
@@ -232,24 +264,31 @@ class ConflictScreen(Screen[None]):
         )
         body.update(heatmap_text(lmap, self.width()))
 
-    def draw_samples(self, run: Run) -> None:
-        title = self.query_one("#samples-title", Static)
-        view = self.query_one("#samples-view", Static)
-        title.update(Text("\nper-sample conflict (caat conflict)", style="bold"))
-        if self.report is not None:
+    def draw_report(self, kind: str, part: str, heading: str) -> None:
+        """A stored report drawn; else what is being computed, how it failed, or a hint."""
+        from caat_app.lab.synth_view import synth_view
+
+        self.query_one(f"#{part}-title", Static).update(Text(heading, style="bold"))
+        view = self.query_one(f"#{part}-view", Static)
+        body, computation = self.reports[kind].body, self.computations[kind]
+        if computation.proc is not None:
+            message = f"computing… (caat {kind}; output in {self.log_path(kind)})"
+            view.update(Text(message, style="yellow"))
+        elif body is not None:
+            draw = samples_view if kind == "conflict" else synth_view
             try:
-                view.update(samples_view(self.report, self.width()))
+                view.update(draw(body, self.width()))
             except (KeyError, TypeError, ValueError) as exc:
-                view.update(Text(f"conflict.json cannot be shown: {one_line(exc)}", style="red"))
-            return
-        if self.proc is not None:
-            log = self.bench.conflict_file(run).with_name(CONFLICT_LOG)
-            view.update(Text(f"computing per-sample conflict… (output in {log})", style="yellow"))
-            return
-        hint = Text(SAMPLE_HINT, style="dim")
-        if self.outcome:
-            hint = Text(self.outcome, style="red")
-        view.update(hint)
+                view.update(Text(f"the stored report cannot be shown: {one_line(exc)}", "red"))
+        elif computation.failure:
+            view.update(Text(computation.failure, style="red"))
+        else:
+            view.update(Text(SAMPLE_HINT if kind == "conflict" else SYNTH_HINT, style="dim"))
+
+    def log_path(self, kind: str) -> str:
+        if kind == "synth":
+            return str(self.bench.synth_log())
+        return str(self.bench.conflict_log(self.run)) if self.run is not None else CONFLICT_LOG
 
     # ------------------------------------------------------------------ actions
 
@@ -259,16 +298,22 @@ class ConflictScreen(Screen[None]):
 
     def action_compute(self) -> None:
         run = self.run
-        if run is None:
+        if run is not None:
+            bench = self.bench
+            self.start("conflict", lambda: bench.start_conflict(run), f"run {run.id}: ")
+
+    def action_synth(self) -> None:
+        self.start("synth", self.bench.start_synth, "")
+
+    def start(self, kind: str, begin: Callable[[], subprocess.Popen[bytes]], prefix: str) -> None:
+        """Start a computation in its own process, unless one of its kind is running."""
+        if self.computations[kind].proc is not None:
+            self.notify(f"caat {kind} is already running", markup=False)
             return
-        if self.proc is not None:
-            self.notify("per-sample conflict is already being computed", markup=False)
-            return
-        bench = self.bench
 
         def started(proc: subprocess.Popen[bytes]) -> None:
-            self.proc, self.outcome = proc, ""
-            self.notify(f"run {run.id}: computing per-sample conflict", markup=False)
+            self.computations[kind] = Computation(proc)
+            self.notify(f"{prefix}caat {kind} started in its own process", markup=False)
             self.redraw()
 
-        call_service(self, lambda: bench.start_conflict(run), started)
+        call_service(self, begin, started)

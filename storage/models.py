@@ -1,4 +1,5 @@
-"""The store's tables: one row per run, plus its step and epoch metrics."""
+"""The store's tables: one row per run, its step and epoch metrics, its evaluations and
+the conflict lab's results."""
 
 from datetime import UTC, datetime
 from typing import Any
@@ -224,6 +225,48 @@ class LayerMetric(SQLModel, table=True):
     norm_a: float | None = None
 
 
+class LabReport(SQLModel, table=True):
+    """One result of the conflict lab: a run's per-sample conflict report, or one
+    synthetic experiment (`kind`), for the dashboard to draw without computing anything.
+
+    `body` is the report as JSON; a per-sample report's columns are `SampleConflict`
+    rows. `key` names the computation's settings: the same computation again replaces
+    its report instead of piling copies up.
+    """
+
+    __tablename__ = "lab_report"
+    # Ids never repeat (SQLite would reuse a deleted last one): a poller's stamp stays true.
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(index=True)
+    run_id: int | None = Field(default=None, foreign_key="run.id", index=True, ondelete="CASCADE")
+    key: str = ""
+    body: str = "{}"
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class SampleConflict(SQLModel, table=True):
+    """One training image's conflict in a per-sample report: φ_i, μ_i and what they are
+    compared with. `sample` is the image's index in the run's training split."""
+
+    __tablename__ = "sample_conflict"
+
+    report_id: int = Field(foreign_key="lab_report.id", primary_key=True, ondelete="CASCADE")
+    sample: int = Field(primary_key=True)
+    label: int
+    pred_c: int
+    pred_a: int
+    margin: float | None = None
+    loss_c: float | None = None
+    loss_a: float | None = None
+    phi: float | None = None
+    mu: float | None = None
+    norm_c: float | None = None
+    norm_a: float | None = None
+
+
 class Meta(SQLModel, table=True):
     """Key/value facts about the store itself, `schema_version` first of all."""
 
@@ -241,6 +284,8 @@ TABLES: list[Any] = [
     EvalJob.__table__,  # type: ignore[attr-defined]
     RunLayer.__table__,  # type: ignore[attr-defined]
     LayerMetric.__table__,  # type: ignore[attr-defined]
+    LabReport.__table__,  # type: ignore[attr-defined]
+    SampleConflict.__table__,  # type: ignore[attr-defined]
     Meta.__table__,  # type: ignore[attr-defined]
 ]
 """Only our tables: other SQLModel tables that happen to be imported are not ours to create."""

@@ -1,8 +1,8 @@
 """The run store: the one place that reads and writes runs and their metrics.
 
 `Store` is composed of one part per domain (runs, their life, sweeps, metrics,
-per-layer conflict, evaluations, evaluation jobs), each in its own module over the
-shared `StoreBase`.
+per-layer conflict, the lab's reports, evaluations, evaluation jobs), each in its own
+module over the shared `StoreBase`.
 The names this module exported before the split are still importable from here.
 """
 
@@ -14,6 +14,7 @@ from .base import StoreError, describe_location, one_line
 from .engine import make_engine
 from .evals import EvalsMixin
 from .jobs import JobsMixin
+from .lab import LabMixin
 from .labels import (
     MAX_NAME_LENGTH,
     MAX_SWEEP_LENGTH,
@@ -51,7 +52,14 @@ __all__ = [
 
 
 class Store(
-    RunsMixin, LifecycleMixin, SweepsMixin, MetricsMixin, LayersMixin, EvalsMixin, JobsMixin
+    RunsMixin,
+    LifecycleMixin,
+    SweepsMixin,
+    MetricsMixin,
+    LayersMixin,
+    LabMixin,
+    EvalsMixin,
+    JobsMixin,
 ):
     """Runs and metrics in one database, safe to share between processes.
 

@@ -1,11 +1,12 @@
 """`caat conflict RUN`: bad input is one line and exit 2; on a real (tiny) digits run it
-shows the top-k images as half blocks, writes the PNG and the run's conflict.json; and
-`--ablate` trains its sweep end to end (slow)."""
+shows the top-k images as half blocks, writes the PNG and stores the report (`--show`
+prints it again); and `--ablate` trains its sweep end to end (slow)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import run_cli
@@ -26,6 +27,13 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> str:
         args = ["train", "--method", "vanilla", "--epochs", "2", "--device", "cpu"]
         assert run_cli(*args, "--name", "tiny", "--db", db) == 0
     return db
+
+
+def stored_report(db: str, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    """Run 1's newest stored report, as `caat conflict 1 --show --json` prints it."""
+    capsys.readouterr()
+    assert run_cli("conflict", "1", "--show", "--json", "--db", db) == 0
+    return json.loads(capsys.readouterr().out)  # type: ignore[no-any-return]
 
 
 def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
@@ -69,6 +77,10 @@ def test_an_unknown_or_unfinished_run_is_one_line(
     assert "99" in _one_error_line(capsys)
     assert run_cli("conflict", str(queued), "--db", db) == 2
     assert "queued" in _one_error_line(capsys)
+    assert run_cli("conflict", str(queued), "--show", "--db", db) == 2
+    assert "no per-sample report yet" in _one_error_line(capsys)
+    assert run_cli("conflict", str(queued), "--show", "--ablate", "10%", "--db", db) == 2
+    assert "cannot --ablate" in _one_error_line(capsys)
 
 
 @pytest.mark.slow
@@ -84,7 +96,7 @@ def test_a_subset_shows_its_top_k_as_half_blocks_and_png(
     assert "the 4 most conflicting training images" in out and "▀" in out
     assert "60 training images" in out and "Spearman" in out and "per class" in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    report = json.loads((Path(trained).parent / "runs" / "1" / "conflict.json").read_text())
+    report = stored_report(trained, capsys)
     assert report["n"] == 60 and len(report["top"]) == 4
     assert len({s["label"] for s in report["top"]} | set(report["samples"]["label"])) == 10
     mu = report["samples"]["mu"]
@@ -96,8 +108,7 @@ def test_a_subset_shows_its_top_k_as_half_blocks_and_png(
 def test_the_whole_training_split_as_json(trained: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli("conflict", "1", "--json", "--top", "8", "--db", trained) == 0
     printed = json.loads(capsys.readouterr().out)
-    stored = json.loads((Path(trained).parent / "runs" / "1" / "conflict.json").read_text())
-    assert printed == stored
+    assert stored_report(trained, capsys) == printed  # the store gives back what was computed
     assert printed["n"] == 1257  # digits: 70% of 1797
     assert sorted(printed["samples"]["index"]) == list(range(1257))
     assert all(-1 <= v <= 1 for v in printed["samples"]["phi"])
@@ -111,7 +122,7 @@ def test_ablation_end_to_end(trained: str, capsys: pytest.CaptureFixture[str]) -
     out = capsys.readouterr().out
     assert "ablation sweep ablate-1-10pct" in out and "SA-AA points" in out
     assert "random (control)" in out and "Targeted minus random removal" in out
-    report = json.loads((Path(trained).parent / "runs" / "1" / "conflict.json").read_text())
+    report = stored_report(trained, capsys)
     ablation = report["ablation"]
     mu, index = report["samples"]["mu"], report["samples"]["index"]
     count = round(0.1 * len(mu))

@@ -1,10 +1,10 @@
-"""The dashboard's Conflict screen: per-layer heatmap, per-sample report, the hints when
-either is missing, and `p` starting `caat conflict` in its own process (headless, real stores)."""
+"""The dashboard's Conflict screen: per-layer heatmap, per-sample report, the synthetic
+experiment, the hints when any is missing, and `p`/`s` starting `caat conflict`/`caat synth`
+in their own processes (headless, real stores)."""
 
 from __future__ import annotations
 
 import io
-import json
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -19,13 +19,14 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
 import caat_screens.app
+from caat_app.cli.conflict import save_report
 from caat_app.config import build_config
 from caat_app.errors import CaatError
 from caat_app.lab.conflict_report import build_report
 from caat_app.runs.manage import create_run
-from caat_app.runs.service import CONFLICT_FILE, Workbench
+from caat_app.runs.service import Workbench
 from caat_screens.app import CaatApp
-from caat_screens.conflict import LAYER_HINT, SAMPLE_HINT, ConflictScreen
+from caat_screens.conflict import LAYER_HINT, SAMPLE_HINT, SYNTH_HINT, ConflictScreen
 from caat_screens.runs import RunsScreen
 from caat_storage import Store
 
@@ -73,7 +74,7 @@ def add_layers(store: Store, run_id: int, steps: int = 5) -> None:
 
 
 def write_report(store: Store, run_id: int, n: int = 12) -> dict[str, Any]:
-    """A conflict.json as `caat conflict` writes it (the same report builder, 4×4 images)."""
+    """A report stored as `caat conflict` stores it (the same builder and writer, 4×4 images)."""
     columns: dict[str, list[Any]] = {
         "index": list(range(100, 100 + n)),
         "label": [i % 2 for i in range(n)],
@@ -90,9 +91,7 @@ def write_report(store: Store, run_id: int, n: int = 12) -> dict[str, Any]:
     meta = {"run": run_id, "name": "robust", "checkpoint": "best", "weights": "epoch 2"}
     pixels = lambda row: [[[(row * 20 + r * 4 + c) % 256 for c in range(4)] for r in range(4)]]  # noqa: E731
     report = build_report(columns, top=4, pixels=pixels, meta=meta)
-    folder = Path(store.get_run(run_id).run_dir)  # type: ignore[union-attr]
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / CONFLICT_FILE).write_text(json.dumps(report))
+    save_report(store, store.get_run(run_id), report, key="best checkpoint, n=all")  # type: ignore[arg-type]
     return report
 
 
@@ -163,9 +162,10 @@ def test_conflict_screen_hints_literal_name_and_report_arriving(store: Store) ->
         assert "[bold]x[/]" in text_of(screen, "#conflict-head")  # as written, not markup
         assert text_of(screen, "#layers-map") == LAYER_HINT
         assert text_of(screen, "#samples-view") == SAMPLE_HINT
+        assert text_of(screen, "#synth-view") == SYNTH_HINT
         await pilot.press("p")  # workers are off: refused in one line, nothing started
         await wait_for(pilot, lambda: any("workers are off" in s for s in app.shown))
-        write_report(store, run_id)  # the file appears: the next poll shows it
+        write_report(store, run_id)  # the report is stored: the next poll shows it
         await wait_for(pilot, lambda: "most conflicting" in text_of(screen, "#samples-view"))
         add_layers(store, run_id, steps=2)  # rows appear: the heatmap replaces the hint
         await wait_for(pilot, lambda: "2 recorded steps" in text_of(screen, "#layers-title"))
@@ -216,7 +216,7 @@ def test_p_starts_caat_conflict_and_shows_its_failure(store: Store) -> None:
     async def body(pilot: Pilot[None]) -> None:
         screen = await open_conflict(pilot, app)
         await pilot.press("p")
-        await wait_for(pilot, lambda: any("computing per-sample" in s for s in app.shown))
+        await wait_for(pilot, lambda: any("caat conflict started" in s for s in app.shown))
         await wait_for(pilot, lambda: "failed (exit 2)" in text_of(screen, "#samples-view"))
         log = Path(store.get_run(run_id).run_dir) / "conflict.log"  # type: ignore[union-attr]
         assert log.read_text().startswith("error: ")
@@ -224,27 +224,77 @@ def test_p_starts_caat_conflict_and_shows_its_failure(store: Store) -> None:
     run_app(app, body)
 
 
-def test_workbench_reads_layers_and_report_and_refuses_unfinished(store: Store) -> None:
-    from caat_app.cli.conflict import REPORT_FILE
-
-    assert CONFLICT_FILE == REPORT_FILE  # the dashboard reads what the CLI writes
+def test_workbench_reads_layers_and_reports_and_refuses_unfinished(store: Store) -> None:
     bench = Workbench(store, gpus=[])
     run_id = finished_run(store)
     run = bench.run(run_id)
     assert bench.layer_conflict(run_id) == ([], [], [])
-    assert bench.conflict_report(run) is None
+    assert bench.conflict_report(run) is None and bench.synth_report() is None
     add_layers(store, run_id, steps=3)
     names, sizes, rows = bench.layer_conflict(run_id, after_step=10)
     assert (names, sizes) == (LAYERS, [72, 8, 640])
     assert [(r["step"], r["layer"]) for r in rows] == [(20, 0), (20, 1), (20, 2)]
-    written = json.loads(json.dumps(write_report(store, run_id)))
-    assert bench.conflict_report(run) == written
-    bench.conflict_file(run).write_text("{not json")
-    with pytest.raises(CaatError, match="not a conflict report"):
-        bench.conflict_report(run)
+    written = write_report(store, run_id)
+    stored = bench.conflict_report(run)
+    assert stored == {k: v for k, v in written.items() if k != "samples"}  # rows hold those
     queued = bench.run(create_run(store, build_config({"name": "q", "epochs": 1})))
     with pytest.raises(CaatError, match="needs it finished"):
         bench.start_conflict(queued)
+
+
+def store_synth(store: Store) -> dict[str, Any]:
+    report = Workbench(store, gpus=[]).synth_report()
+    assert report is not None
+    return report
+
+
+def synth_report() -> dict[str, Any]:
+    """A real (short) synthetic experiment's report, as `caat synth` stores it."""
+    from caat_app.lab.synth import SynthConfig, as_report, load_task, run_synth
+
+    return as_report(run_synth(load_task("digits"), SynthConfig(deltas=(0.1, 0.3), epochs=2)))
+
+
+def test_conflict_screen_shows_the_newest_synthetic_experiment(store: Store) -> None:
+    finished_run(store)
+    rep = synth_report()
+    app = App(store, start_workers=False)
+
+    async def body(pilot: Pilot[None]) -> None:
+        screen = await open_conflict(pilot, app)
+        await wait_for(pilot, lambda: text_of(screen, "#synth-view") == SYNTH_HINT)
+        store.save_lab_report("synth", rep, key="a")  # stored by caat synth: shown next poll
+        await wait_for(pilot, lambda: "μ ≤ bound" in text_of(screen, "#synth-view"))
+        shown = text_of(screen, "#synth-view")
+        assert "digits 1 vs 2, linf, Vanilla AT λ = 0.5, 2 epochs" in shown
+        for row in rep["rows"]:
+            assert f"{row['mu']:.3e}" in shown and f"{row['bound']:.3e}" in shown
+        assert rep["findings"][0] in shown.replace("\n", " ")
+        assert "‖g_c‖" not in shown  # 80 columns: μ's factors are left out
+        store.save_lab_report("synth", {"rows": "not rows"}, key="b")  # newer, and broken
+        await wait_for(pilot, lambda: "cannot be shown" in text_of(screen, "#synth-view"))
+
+    run_app(app, body, size=(80, 24))
+
+
+@pytest.mark.slow
+def test_s_starts_caat_synth_and_its_report_arrives(store: Store) -> None:
+    """`s` runs the real `caat synth` in its own process; its stored report is drawn."""
+    finished_run(store)
+    app = App(store)
+
+    async def body(pilot: Pilot[None]) -> None:
+        screen = await open_conflict(pilot, app)
+        await pilot.press("s")
+        await wait_for(pilot, lambda: any("caat synth started" in s for s in app.shown))
+        assert "computing" in text_of(screen, "#synth-view")
+        await pilot.press("s")  # one at a time
+        await wait_for(pilot, lambda: any("already running" in s for s in app.shown))
+        await wait_for(pilot, lambda: "μ ≤ bound" in text_of(screen, "#synth-view"), timeout=120)
+        deltas = [row["delta"] for row in store_synth(store)["rows"]]
+        assert deltas == [0.05, 0.1, 0.15, 0.2, 0.25, 0.3]  # the paper's grid
+
+    run_app(app, body)
 
 
 def test_conflict_screen_does_not_import_torch() -> None:

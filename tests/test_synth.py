@@ -275,3 +275,22 @@ def test_plot_draws_both_halves_of_figure_2(tmp_path: Path) -> None:
         == 0
     )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_report_lands_in_the_store_and_the_same_run_replaces_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from caat_storage import Store
+
+    db = str(tmp_path / "caat.db")
+    args = ("synth", "--deltas", "0.1,0.3", "--epochs", "1", "--db", db)
+    assert run_cli(*args, "--json") == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert run_cli(*args) == 0
+    assert "stored as lab report 2" in capsys.readouterr().out
+    assert run_cli("synth", "--deltas", "0.2", "--epochs", "1", "--db", db, "--json") == 0
+    with Store.open(f"sqlite:///{db}") as store:
+        reports = store.lab_reports("synth")
+    assert len(reports) == 2  # the second identical experiment replaced the first
+    assert json.loads(reports[1].body) == printed  # what was computed, as printed
+    assert [r["delta"] for r in json.loads(reports[0].body)["rows"]] == [0.2]  # newest first

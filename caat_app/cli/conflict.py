@@ -2,6 +2,8 @@
 retrains it without its most conflicting images (and, as the control, without as many
 random ones) and puts all of them on the SA-AA front.
 
+The report lands in the store (its body and one row per training image), where the
+dashboard's Conflict screen reads it and `--show` prints it again without computing.
 The per-sample gradients (torch) are computed inside the command; the report, the
 ablation's planning and everything printed are torch-free. Every mistake in the
 options is found before the store is opened.
@@ -30,8 +32,6 @@ if TYPE_CHECKING:
     from caat_app.config import RunConfig
     from caat_storage import Run, Store
 
-REPORT_FILE = "conflict.json"
-"""The report's file in the run's folder (the dashboard's Conflict screen reads it)."""
 RANDOM_SEED = 0
 """The control's draw: the same random images for every seed and every call."""
 PROTOCOL = (
@@ -58,21 +58,29 @@ def conflict(
     ),
     jobs: int = typer.Option(1, "--jobs", min=1, help="with --ablate: runs trained at once"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
+    show: bool = typer.Option(
+        False, "--show", help="print the run's stored report again instead of computing one"
+    ),
     as_json: bool = JsonOption,
     db: str | None = DbOption,
 ) -> None:
     """Per-sample conflict φ_i, μ_i of a finished run's training images, and its top-k.
 
-    Writes the report into the run's folder as conflict.json. Each image's g_c,i and
-    g_a,i are those of training's losses, at the checkpoint, in eval mode.
+    Stores the report (the dashboard's Conflict screen draws it). Each image's g_c,i
+    and g_a,i are those of training's losses, at the checkpoint, in eval mode.
     """
     fraction = parse_fraction(ablate) if ablate is not None else None
     seed_list = parse_seeds(seeds) if seeds is not None else None
     _check(checkpoint, n, top, png, fraction, seed_list)
+    if show and fraction is not None:
+        raise CaatError("--show prints a stored report; it cannot --ablate")
     store = open_store(db)
+    if show:
+        show_stored(store, store.find_run(run), png, as_json)
+        return
     record = finished_run(store, run)
     report = analyse(record, checkpoint=checkpoint, n=n, top=top, device=device, quiet=as_json)
-    write_report(record, report)
+    report_id = save_report(store, record, report, key=f"{checkpoint} checkpoint, n={n or 'all'}")
     if png is not None:
         from caat_app.lab.conflict_figure import save_conflict_figure
 
@@ -85,13 +93,13 @@ def conflict(
         report["ablation"] = run_ablation(
             store, record, report, fraction, seed_list, jobs=jobs, quiet=as_json
         )
-        write_report(record, report)
+        store.update_lab_body(report_id, stored_body(report))
         if not as_json:
             print_ablation(report["ablation"])
     if as_json:
         print(json.dumps(report))
         return
-    out.print(Text(f"report: {Path(record.run_dir) / REPORT_FILE}"))
+    out.print(Text(f"stored as lab report {report_id}: caat conflict {record.id} --show"))
 
 
 # --------------------------------------------------------------------------- input
@@ -233,13 +241,42 @@ class _bar:
             self.bar.__exit__(None, None, None)
 
 
-def write_report(record: Run, report: dict[str, Any]) -> None:
-    """The report as the run's conflict.json, replaced whole (never half written)."""
-    folder = Path(record.run_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / (REPORT_FILE + ".part")
-    partial.write_text(json.dumps(report))
-    partial.replace(folder / REPORT_FILE)
+def stored_body(report: dict[str, Any]) -> dict[str, Any]:
+    """The report without its per-sample columns, which are stored as rows."""
+    return {k: v for k, v in report.items() if k != "samples"}
+
+
+def save_report(store: Store, record: Run, report: dict[str, Any], *, key: str) -> int:
+    """The report into the store in one transaction (the same settings again replace it)."""
+    samples = dict(report["samples"])
+    samples["sample"] = samples.pop("index")
+    return store.save_lab_report(
+        "conflict", stored_body(report), run_id=record.id, key=key, samples=samples
+    )
+
+
+def show_stored(store: Store, record: Run, png: Path | None, as_json: bool) -> None:
+    """The run's newest stored report, printed (and drawn) as when it was computed."""
+    stamp = store.lab_stamp("conflict", run_id=record.id)
+    stored = store.lab_report(stamp[0]) if stamp is not None else None
+    if stored is None:
+        raise CaatError(f"run {record.id} has no per-sample report yet: caat conflict {record.id}")
+    report = json.loads(stored.body)
+    samples = store.sample_conflicts(stored.id)  # type: ignore[arg-type]
+    samples["index"] = samples.pop("sample")
+    report["samples"] = samples
+    if png is not None:
+        from caat_app.lab.conflict_figure import save_conflict_figure
+
+        save_conflict_figure(report, png, title=f"run {record.id} ({record.name})")
+    if as_json:
+        print(json.dumps(report))
+        return
+    print_report(report)
+    if report.get("ablation"):
+        print_ablation(report["ablation"])
+    if png is not None:
+        out.print(Text(f"figure: {png}"))
 
 
 # --------------------------------------------------------------------------- terminal

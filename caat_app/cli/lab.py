@@ -2,7 +2,8 @@
 and Figure 2).
 
 A self-contained experiment: six logistic regressions on two digits train in seconds,
-so it writes nothing to the store; its numbers go to the terminal, `--json`, `--csv`
+so it trains no runs; its report lands in the store as a lab report (the dashboard's
+Conflict screen draws the newest), and its numbers go to the terminal, `--json`, `--csv`
 and `--plot`. torch is imported inside the command only.
 """
 
@@ -17,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from caat_app.attacks.registry import NORMS
-from caat_app.cli.base import err, out
-from caat_app.cli.options import JsonOption
+from caat_app.cli.base import err, open_store, out
+from caat_app.cli.options import DbOption, JsonOption
 from caat_app.errors import CaatError
+from caat_app.lab.synth_view import synth_table
 from caat_app.registry import one_of
 
 SYNTH_DATASETS = ("digits", "mnist")
@@ -61,12 +62,14 @@ def synth(
     plot: Path | None = typer.Option(None, "--plot", help="write Fig. 2: .png, .svg or .pdf"),
     csv_path: Path | None = typer.Option(None, "--csv", help="write the table as CSV"),
     as_json: bool = JsonOption,
+    db: str | None = DbOption,
 ) -> None:
     """The paper's synthetic experiment: digits 1 vs 2, logistic regression, Vanilla AT
     (λ = 0.5) with the exact inner maximisation, one model per δ; SA, AA, the conflict μ
     with its factors, Theorem 1's bound and the power law fitted to μ(δ)."""
     budgets = parse_deltas(deltas)
     _check(norm, dataset, lr, plot)
+    store = open_store(db)
     from caat_app.lab.synth import SynthConfig, as_report, load_task, run_synth
 
     data = load_task(dataset, data_dir)
@@ -81,6 +84,7 @@ def synth(
     )
     result = run_synth(data, cfg)
     rep = as_report(result)
+    report_id = store.save_lab_report("synth", rep, key=synth_key(rep))
     if plot is not None:
         from caat_app.lab.synth_figure import save_synth_figure
 
@@ -93,6 +97,12 @@ def synth(
     out.print(synth_table(rep))
     for sentence in [rep["task"]["note"], *rep["findings"]]:
         out.print(Text(sentence))
+    out.print(Text(f"stored as lab report {report_id} (the dashboard's Conflict screen)"))
+
+
+def synth_key(rep: dict[str, Any]) -> str:
+    """What makes two experiments the same: the data set and the recipe."""
+    return json.dumps({"dataset": rep["task"]["dataset"], **rep["config"]}, sort_keys=True)
 
 
 def parse_deltas(text: str) -> tuple[float, ...]:
@@ -121,32 +131,6 @@ def _check(norm: str, dataset: str | None, lr: float, plot: Path | None) -> None
         raise CaatError(f"--lr: must be finite and > 0, got {lr:g}")
     if plot is not None and plot.suffix.lower() not in {".png", ".svg", ".pdf"}:
         raise CaatError(f"--plot: {plot.name} is not .png, .svg or .pdf")
-
-
-def synth_table(rep: dict[str, Any]) -> Table:
-    """One row per δ: test SA and AA, μ and its factors, the bound and whether μ is under."""
-    task, cfg = rep["task"], rep["config"]
-    title = (
-        f"caat synth: {task['dataset']} 1 vs 2, {cfg['norm']}, Vanilla AT λ = {cfg['lam']:g}, "
-        f"{cfg['epochs']} epochs, {task['n_train']} train / {task['n_test']} test"
-    )
-    table = Table(title=title, title_justify="left")
-    heads = ("δ", "SA", "AA", "μ", "‖g_c‖", "‖g_a‖", "1 − φ", "bound ½δ²K²", "μ ≤ bound")
-    for head in heads:
-        table.add_column(head, justify="right")
-    for r in rep["rows"]:
-        table.add_row(
-            f"{r['delta']:g}",
-            f"{100 * r['sa']:.1f}",
-            f"{100 * r['aa']:.1f}",
-            f"{r['mu']:.3e}",
-            f"{r['norm_c']:.3e}",
-            f"{r['norm_a']:.3e}",
-            f"{r['one_minus_phi']:.3f}",
-            f"{r['bound']:.3e}",
-            "yes" if r["mu"] <= r["bound"] else "NO",
-        )
-    return table
 
 
 def synth_csv(rep: dict[str, Any]) -> str:

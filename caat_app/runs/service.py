@@ -24,11 +24,14 @@ if TYPE_CHECKING:
     from caat_app.config import RunConfig
     from caat_app.evaluation.plan import EvalSpec
     from caat_storage import EvalJob, Run, Store
+    from caat_storage.lab import Stamp
 
-CONFLICT_FILE = "conflict.json"
-"""`caat conflict RUN`'s report in the run's folder (the CLI's `REPORT_FILE`)."""
 CONFLICT_LOG = "conflict.log"
-"""Where a per-sample computation started from the dashboard writes its output."""
+"""Where a per-sample computation started from the dashboard writes its output (the
+run's folder)."""
+SYNTH_LOG = "synth.log"
+"""Where a synthetic experiment started from the dashboard writes its output (the
+store's runs folder)."""
 
 HEARTBEAT_TIMEOUT = 60.0
 """A worker beats at least every 5 s: a minute of silence means it died."""
@@ -51,7 +54,7 @@ class Workbench:
         self.per_gpu, self.max_cpu = per_gpu, max_cpu
         self.scheduler: Scheduler | None = None
         self.eval_workers = Children()
-        self.lab_workers = Children()  # `caat conflict` processes started here
+        self.lab_workers = Children()  # `caat conflict` and `caat synth` processes started here
         self.owns_store = False  # True when `open` opened it: `close` closes it then
         if gpus is not None:
             self.use_gpus(gpus)
@@ -176,25 +179,39 @@ class Workbench:
         rows = [r.model_dump() for r in self.store.layer_metrics(run_id, after_step=after_step)]
         return [s.name for s in layers], [s.size for s in layers], rows
 
-    @staticmethod
-    def conflict_file(run: Run) -> Path:
-        """Where `caat conflict` writes the run's per-sample report."""
-        return Path(run.run_dir) / CONFLICT_FILE
+    def lab_stamp(self, kind: str, run_id: int | None = None) -> Stamp | None:
+        """The newest lab report's (id, last change): a poller fetches only on change."""
+        return self.store.lab_stamp(kind, run_id=run_id)
 
-    def conflict_report(self, run: Run) -> dict[str, Any] | None:
-        """The run's per-sample conflict report, or None when none was computed yet."""
-        path = self.conflict_file(run)
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
+    def lab_body(self, report_id: int) -> dict[str, Any] | None:
+        """A lab report's body (None once it is gone); a broken one is a one-line error."""
+        report = self.store.lab_report(report_id)
+        if report is None:
             return None
         try:
-            report = json.loads(text)
+            body = json.loads(report.body)
         except ValueError as exc:
-            raise CaatError(f"{path} is not a conflict report: {exc}") from None
-        if not isinstance(report, dict):
-            raise CaatError(f"{path} is not a conflict report")
-        return report
+            raise CaatError(f"lab report {report_id} is not readable: {exc}") from None
+        if not isinstance(body, dict):
+            raise CaatError(f"lab report {report_id} is not a report")
+        return body
+
+    def conflict_report(self, run: Run) -> dict[str, Any] | None:
+        """The run's newest per-sample conflict report, or None when none was computed."""
+        stamp = self.lab_stamp("conflict", run.id)
+        return None if stamp is None else self.lab_body(stamp[0])
+
+    def synth_report(self) -> dict[str, Any] | None:
+        """The newest synthetic experiment's report, or None when none was run."""
+        stamp = self.lab_stamp("synth")
+        return None if stamp is None else self.lab_body(stamp[0])
+
+    @staticmethod
+    def conflict_log(run: Run) -> Path:
+        return Path(run.run_dir) / CONFLICT_LOG
+
+    def synth_log(self) -> Path:
+        return self.store.runs_root() / SYNTH_LOG
 
     def budget_groups(self, run_ids: Sequence[int]) -> list[dict[str, Any]]:
         """The budget view of these runs (`paper.budget_view`): groups that differ only in
@@ -215,16 +232,23 @@ class Workbench:
 
     def start_conflict(self, run: Run) -> subprocess.Popen[bytes]:
         """Start `caat conflict RUN` in its own process (it outlives the dashboard), its
-        output in the run's `conflict.log`; it writes `conflict.json` when done."""
-        if not self.start_workers:
-            raise CaatError("workers are off here: no computation started")
+        output in the run's `conflict.log`; its report lands in the store when done."""
         if run.status != RunStatus.FINISHED.value:
             raise CaatError(f"run {run.id} is {run.status}; per-sample conflict needs it finished")
-        folder = Path(run.run_dir)
-        folder.mkdir(parents=True, exist_ok=True)
+        return self._start_lab(["conflict", str(run.id)], self.conflict_log(run))
+
+    def start_synth(self) -> subprocess.Popen[bytes]:
+        """Start `caat synth` (the paper's grid and recipe) in its own process; its report
+        lands in the store when done, its output in `synth_log()`."""
+        return self._start_lab(["synth"], self.synth_log())
+
+    def _start_lab(self, args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+        if not self.start_workers:
+            raise CaatError("workers are off here: no computation started")
+        log_path.parent.mkdir(parents=True, exist_ok=True)
         entry = "import sys; from caat_app.cli import main; main(sys.argv[1:])"
-        command = [sys.executable, "-c", entry, "conflict", str(run.id), "--db", self.store.url]
-        with (folder / CONFLICT_LOG).open("ab") as log:
+        command = [sys.executable, "-c", entry, *args, "--db", self.store.url]
+        with log_path.open("ab") as log:
             proc = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
