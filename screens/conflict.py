@@ -145,6 +145,13 @@ class ConflictScreen(Screen[None]):
             tooltip="Run caat conflict on the run's training images, in its own process",
         ),
         Key(
+            "b",
+            "budget",
+            "Budget",
+            title="Budget view of this run's group",
+            tooltip="μ against ε for the runs that differ from this one only in ε and method",
+        ),
+        Key(
             "s",
             "synth",
             "Synthetic",
@@ -301,6 +308,16 @@ class ConflictScreen(Screen[None]):
         if run is not None:
             bench = self.bench
             self.start("conflict", lambda: bench.start_conflict(run), f"run {run.id}: ")
+
+    def action_budget(self) -> None:
+        from .budget import BudgetScreen
+
+        bench, run_id = self.bench, self.run_id
+
+        def show(mates: list[int]) -> None:
+            self.app.push_screen(BudgetScreen(bench, mates))
+
+        call_service(self, lambda: bench.budget_mates(run_id), show)
 
     def action_synth(self) -> None:
         self.start("synth", self.bench.start_synth, "")

@@ -26,6 +26,7 @@ from caat_app.lab.conflict_report import build_report
 from caat_app.runs.manage import create_run
 from caat_app.runs.service import Workbench
 from caat_screens.app import CaatApp
+from caat_screens.budget import BudgetScreen
 from caat_screens.conflict import LAYER_HINT, SAMPLE_HINT, SYNTH_HINT, ConflictScreen
 from caat_screens.runs import RunsScreen
 from caat_storage import Store
@@ -301,3 +302,29 @@ def test_conflict_screen_does_not_import_torch() -> None:
     code = "import sys, caat_screens.conflict; sys.exit('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_b_opens_the_budget_view_of_this_runs_group(store: Store) -> None:
+    """Runs that differ only in ε and method share a group; another model does not."""
+    ids = [
+        create_run(store, build_config({"name": f"v{e}", "eps": e / 255, "epochs": 1}))
+        for e in (2, 8)
+    ]
+    caat = {"name": "c", "method": "caat", "eps": 4 / 255, "epochs": 1}
+    ids.append(create_run(store, build_config(caat)))
+    create_run(store, build_config({"name": "other", "model": "linear", "eps": 4 / 255}))
+    assert Workbench(store, gpus=[]).budget_mates(ids[1]) == ids
+    for run_id in ids:
+        store.update_run(run_id, status="finished")
+    app = App(store, start_workers=False)
+
+    async def body(pilot: Pilot[None]) -> None:
+        await wait_for(pilot, lambda: app.screen.query(DataTable).first().row_count == 4)
+        assert app.bench is not None
+        app.push_screen(ConflictScreen(app.bench, ids[0], poll=0.1))
+        await wait_for(pilot, lambda: isinstance(app.screen, ConflictScreen))
+        await pilot.press("b")
+        await wait_for(pilot, lambda: isinstance(app.screen, BudgetScreen))
+        assert app.screen.run_ids == ids  # type: ignore[attr-defined]
+
+    run_app(app, body)

@@ -230,6 +230,23 @@ class Workbench:
                 runs.append((run_id, options, epoch_spread(self.store.steps(run_id))))
         return budget_groups(runs)
 
+    def budget_mates(self, run_id: int) -> list[int]:
+        """The runs of `run_id`'s budget group, itself included: those that differ from it
+        only in ε, the method and its trade-off (and names and seeds)."""
+        from caat_app.paper.budget_view import group_key
+        from caat_app.runs.stored import options_of
+
+        key = group_key(options_of(self.run(run_id)))
+        mates = []
+        for run in self.store.list_runs(descending=False):
+            try:
+                same = group_key(options_of(run)) == key
+            except CaatError:  # an unreadable config belongs to no group
+                continue
+            if same and run.id is not None:
+                mates.append(run.id)
+        return mates
+
     def start_conflict(self, run: Run) -> subprocess.Popen[bytes]:
         """Start `caat conflict RUN` in its own process (it outlives the dashboard), its
         output in the run's `conflict.log`; its report lands in the store when done."""
