@@ -75,9 +75,13 @@ class BudgetScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(Text(f"budget view of {len(self.run_ids)} runs · loading…"), id="budget-head")
+        yield Static(Text(f"budget view of {self.runs_text()} · loading…"), id="budget-head")
         yield VerticalScroll(id="budget-body")
         yield Footer()
+
+    def runs_text(self) -> str:
+        count = len(self.run_ids)
+        return f"{count} run" + ("" if count == 1 else "s")
 
     def on_mount(self) -> None:
         bench, ids = self.bench, self.run_ids
@@ -87,7 +91,7 @@ class BudgetScreen(Screen[None]):
         """One titled block per group: both charts and the verdict; the hint when none."""
         self.groups = groups
         plural = "" if len(groups) == 1 else "s"
-        head = f"budget view of {len(self.run_ids)} runs · {len(groups)} budget group{plural}"
+        head = f"budget view of {self.runs_text()} · {len(groups)} budget group{plural}"
         self.query_one("#budget-head", Static).update(Text(head))
         body = self.query_one("#budget-body", VerticalScroll)
         if not groups:

@@ -140,7 +140,7 @@ class ConflictScreen(Screen[None]):
         Key(
             "p",
             "compute",
-            "Per-sample",
+            "Samples",
             title="Compute per-sample conflict",
             tooltip="Run caat conflict on the run's training images, in its own process",
         ),
@@ -154,7 +154,7 @@ class ConflictScreen(Screen[None]):
         Key(
             "s",
             "synth",
-            "Synthetic",
+            "Synth",
             title="Run the synthetic experiment",
             tooltip="Run caat synth (Section 3: the paper's grid and recipe) in its own process",
         ),
