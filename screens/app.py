@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from textual import work
@@ -22,10 +23,22 @@ from .keys import Key, help_markdown, palette_commands
 from .runs import RunsScreen
 
 if TYPE_CHECKING:
+    from textual.timer import Timer
+
     from caat_app.evaluation.plan import EvalSpec
     from caat_app.runs.launcher import Gpu
     from caat_app.runs.service import Workbench
     from caat_storage import Store
+
+
+@dataclass
+class Housekeeping:
+    """One round's outcome: workers found dead, and whether the store's file moved."""
+
+    runs: list[int] = field(default_factory=list)
+    jobs: list[int] = field(default_factory=list)
+    moved: str = ""  # "deleted" or "replaced" when the file is no longer the one opened
+
 
 HELP_INTRO = """\
 # caat dashboard
@@ -81,6 +94,9 @@ class CaatApp(App[None]):
         self.open_error: Exception | None = None  # why the store at `url` could not open
         self.opening = False
         self.gc_paused = False  # `run_dashboard` pauses the cyclic GC until the first page
+        self.housekeeper: Timer | None = None
+        self.store_file: tuple[int, int] | None = None  # the store file's (device, inode)
+        self.store_moved = False  # its file was deleted or replaced under us
         if not isinstance(store, str):
             from caat_app.runs.service import Workbench
 
@@ -141,28 +157,80 @@ class CaatApp(App[None]):
     # ------------------------------------------------------------------ housekeeping
 
     def start_housekeeping(self) -> None:
+        assert self.bench is not None
+        self.store_file = self.bench.file_identity()  # what "the store" is, on disk
+        self.store_moved = False
         self.housekeeping()
-        self.set_interval(max(self.poll_interval, 1.0), self.housekeeping)
+        if self.housekeeper is None:
+            interval = max(self.poll_interval, 1.0)
+            self.housekeeper = self.set_interval(interval, self.housekeeping)
 
     def housekeeping(self) -> None:
         """Mark silent workers failed, then start queued runs where there is room."""
         call_service(self, self.housekeep, self.report_reaped, group="housekeeping", exclusive=True)
 
-    def housekeep(self) -> tuple[list[int], list[int]]:
+    def housekeep(self) -> Housekeeping:
         bench = self.bench
         assert bench is not None
+        if self.store_file is not None and bench.file_identity() != self.store_file:
+            gone = bench.file_identity() is None
+            return Housekeeping(moved="deleted" if gone else "replaced")
+        if self.store_moved:
+            return Housekeeping()  # the person chose the old store: start nothing in it
         if bench.gpus is None:
             bench.detect_gpus()  # nvidia-smi takes a moment: once, off the UI thread
-        reaped = bench.reap()
+        runs, jobs = bench.reap()
         bench.dispatch()
-        return reaped
+        return Housekeeping(runs, jobs)
 
-    def report_reaped(self, reaped: tuple[list[int], list[int]]) -> None:
-        runs, jobs = reaped
-        for run_id in runs:
+    def report_reaped(self, done: Housekeeping) -> None:
+        for run_id in done.runs:
             self.notify(f"run {run_id}: its worker died", severity="error")
-        for job_id in jobs:
+        for job_id in done.jobs:
             self.notify(f"evaluation {job_id}: its worker died", severity="error")
+        if done.moved and not self.store_moved:
+            self.store_moved = True
+            self.offer_reopen(done.moved)
+
+    def offer_reopen(self, how: str) -> None:
+        """The store's file went away under the dashboard: say so, and offer to reopen."""
+        from .modals import ConfirmScreen
+
+        assert self.bench is not None
+        url = self.bench.store.url
+        question = (
+            f"The store file was {how} while the dashboard showed it: what you see is no "
+            f"longer what is on disk ({url}). Reopen the store at that path?"
+        )
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                call_service(self, lambda: self.reopen(url), self.reopened, group="open")
+            else:
+                self.notify(
+                    f"still showing the {how} store; nothing new is started in it",
+                    severity="warning",
+                    timeout=30,
+                    markup=False,
+                )
+
+        self.push_screen(ConfirmScreen(question, confirm="Reopen"), answer)
+
+    def reopen(self, url: str) -> Workbench:
+        from caat_app.runs.service import Workbench
+
+        return Workbench.open(url, gpus=self.gpus, **self.options)
+
+    def reopened(self, bench: Workbench) -> None:
+        """Show the store now at the path: back to the runs, all of them read anew."""
+        old, self.bench = self.bench, bench
+        while len(self.screen_stack) > 2:  # the default screen and the runs
+            self.pop_screen()
+        self.home.attach(bench)
+        self.start_housekeeping()
+        self.notify(f"reopened the store at {bench.store.url}", markup=False)
+        if old is not None and old.owns_store:
+            old.close()
 
     @property
     def eval_children(self) -> list[Any]:

@@ -23,6 +23,12 @@ def _sqlite_file(database: str | None) -> Path | None:
     return Path(database).expanduser()
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The SQLite file a store URL names; None for in-memory and non-SQLite stores."""
+    parsed = make_url(url)
+    return _sqlite_file(parsed.database) if parsed.get_backend_name() == "sqlite" else None
+
+
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # Take BEGIN away from pysqlite so the `begin` listener decides how to start.
     dbapi_connection.isolation_level = None

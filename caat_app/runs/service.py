@@ -168,6 +168,18 @@ class Workbench:
     def cancel_eval(self, job: EvalJob) -> None:
         manage.cancel_eval(self.store, job)
 
+    def file_identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the store's SQLite file, None when it is gone (or the store
+        is no file): a change means the file was deleted or replaced under us."""
+        from caat_storage.engine import sqlite_path
+
+        path = sqlite_path(self.store.url)
+        try:
+            info = path.stat() if path is not None else None
+        except OSError:
+            return None
+        return None if info is None else (info.st_dev, info.st_ino)
+
     # ------------------------------------------------------------------ the conflict lab
 
     def layer_conflict(
