@@ -1,12 +1,13 @@
 """What every part of the store stands on: the engines, short transactions, its location."""
 
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlmodel import Session
@@ -14,7 +15,18 @@ from sqlmodel import Session
 from .engine import _sqlite_file, write_engine
 from .errors import StoreError
 from .location import caat_home
-from .models import Run
+from .models import Meta, Run
+
+STORE_ID_KEY = "store_id"
+"""The `caat_meta` key of the store's identity, a UUID made when the store is first opened."""
+
+
+def check_store_id(value: str, where: str) -> str:
+    """The stored id in canonical form; a store id names a folder, so anything else is refused."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise StoreError(f"the store at {where} has an unreadable store id {value!r}") from None
 
 
 def describe_location(url: str) -> str:
@@ -53,6 +65,8 @@ class StoreBase:
         self._engine = engine
         self._writer = write_engine(engine)
         self._where = describe_location(url)
+        self._store_id: str | None = None
+        self.upgraded: str | None = None  # opening upgraded the store: what was done
 
     def close(self) -> None:
         self._engine.dispose()
@@ -71,14 +85,38 @@ class StoreBase:
     def __repr__(self) -> str:
         return f"Store({self._where})"
 
-    def runs_root(self) -> Path:
-        """Where run folders go: next to a SQLite file, else in caat's home."""
+    @property
+    def store_id(self) -> str:
+        """This store's identity (a UUID): a new store at the same path gets another one."""
+        if self._store_id is None:
+            meta = Meta.__table__  # type: ignore[attr-defined]
+            with self._read() as session:
+                value = session.execute(
+                    select(meta.c.value).where(meta.c.key == STORE_ID_KEY)
+                ).scalar_one_or_none()
+            if value is None:
+                raise StoreError(f"the store at {self._where} has no store id")
+            self._store_id = check_store_id(value, self._where)
+        return self._store_id
+
+    def shared_runs_root(self) -> Path:
+        """The `runs` folder next to a SQLite file (else in caat's home), shared by every
+        store there: each keeps its runs in its own folder inside, and runs of stores made
+        before store ids lie directly in it."""
         parsed = make_url(self.url)
         if parsed.get_backend_name() == "sqlite":
             path = _sqlite_file(parsed.database)
             if path is not None:
                 return path.absolute().parent / "runs"
         return caat_home() / "runs"
+
+    def runs_root(self) -> Path:
+        """Where this store's new run folders go: `<shared runs root>/<store id>`.
+
+        Named by the store's id, so a store made anew at the same path (or another store
+        in the same folder) never finds an old store's `runs/1` and its weights.
+        """
+        return self.shared_runs_root() / self.store_id
 
     @contextmanager
     def _read(self) -> Iterator[Session]:

@@ -10,7 +10,7 @@ from sqlmodel import select
 from .base import StoreError
 from .models import EvalJob, utcnow
 from .reaper import ReaperMixin
-from .status import ACTIVE_STATUSES, RunStatus, final_status
+from .status import ACTIVE_STATUSES, RunStatus, final_status, this_host
 
 _ACTIVE: list[str] = [status.value for status in ACTIVE_STATUSES]
 
@@ -63,6 +63,7 @@ class JobsMixin(ReaperMixin):
             {
                 "status": RunStatus.RUNNING.value,
                 "pid": pid,
+                "host": this_host(),
                 "total": total,
                 "done": 0,
                 "started_at": now,

@@ -10,7 +10,7 @@ from sqlmodel import Session, select
 from .models import Run, utcnow
 from .reaper import ReaperMixin, finish_where
 from .schema import AdvisoryLock, take_lock
-from .status import RunStatus, final_status
+from .status import RunStatus, final_status, this_host
 from .values import run_values
 
 Chooser = Callable[[list[Run], list[Run]], Sequence[tuple[int, int | None]]]
@@ -39,8 +39,9 @@ def _claim(session: Session, run_id: int, gpu: int | None, now: datetime) -> boo
 class LifecycleMixin(ReaperMixin):
     """Status changes, each a compare-and-set or a single write, so racing processes agree."""
 
-    def mark_running(self, run_id: int, pid: int) -> None:
-        """The worker has started; a rerun forgets the previous attempt's end and error."""
+    def mark_running(self, run_id: int, pid: int, host: str | None = None) -> None:
+        """The worker has started (on `host`, default this machine); a rerun forgets the
+        previous attempt's end and error."""
         now = utcnow()
         with self._write() as session:
             self._update_run(
@@ -51,6 +52,7 @@ class LifecycleMixin(ReaperMixin):
                     "started_at": now,
                     "heartbeat_at": now,
                     "pid": pid,
+                    "host": host or this_host(),
                     "finished_at": None,
                     "error": None,
                 },

@@ -11,8 +11,9 @@ from sqlmodel import Field, SQLModel
 
 from .status import RunStatus
 
-SCHEMA_VERSION = 1
-"""Bump when a table changes; a store written by a newer caat is refused, not misread."""
+SCHEMA_VERSION = 2
+"""Bump with every migration in `migrations/versions` (which sets it in `caat_meta`): a
+caat that reads an older number refuses the store instead of misreading it."""
 
 
 def utcnow() -> datetime:
@@ -53,6 +54,9 @@ class Run(SQLModel, table=True):
     """
 
     __tablename__ = "run"
+    # Ids never repeat (SQLite would reuse a deleted last one): nothing a deleted run
+    # left behind is ever taken for a new run's.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(index=True)
@@ -71,6 +75,8 @@ class Run(SQLModel, table=True):
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     heartbeat_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     pid: int | None = None
+    # The machine the worker runs on: its pid means something only there.
+    host: str | None = None
     # Physical GPU index (nvidia-smi order) the scheduler gave the run; None: CPU, or
     # started outside the scheduler. Per-GPU load is counted from this column.
     gpu: int | None = None
@@ -190,6 +196,7 @@ class EvalJob(SQLModel, table=True):
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     heartbeat_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     pid: int | None = None
+    host: str | None = None  # the machine the worker runs on
     error: str | None = None
 
 

@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 from .base import StoreBase
 from .labels import lost_worker_error
 from .models import EvalJob, Run, utcnow
-from .status import RunStatus
+from .status import RunStatus, this_host
 
 Tracked = type[Run] | type[EvalJob]
 """A table whose rows have a worker: status, pid, heartbeat."""
@@ -56,12 +56,18 @@ def _doomed(
     cutoff: datetime,
     timeout: float,
     is_alive: Callable[[int], bool] | None,
+    host: str,
 ) -> list[Doomed]:
-    """The running rows whose worker is dead or silent since before `cutoff`."""
+    """The running rows whose worker is dead or silent since before `cutoff`.
+
+    A pid is checked only for a worker on this `host`: elsewhere the same number is
+    another process, or none, and only the heartbeat can tell.
+    """
     doomed: list[Doomed] = []
-    for row_id, pid, heartbeat, started in rows:
+    for row_id, pid, heartbeat, started, where in rows:
         last = heartbeat or started
-        if pid is not None and is_alive is not None and not is_alive(pid):
+        local = where == host and pid is not None and is_alive is not None
+        if local and not is_alive(pid):  # type: ignore[misc]
             reason = "worker died without reporting"
         elif last is None or last < cutoff:
             reason = f"worker stopped reporting: no heartbeat for over {timeout:g} s"
@@ -85,12 +91,12 @@ class ReaperMixin(StoreBase):
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         now = utcnow()
         cutoff = now - timedelta(seconds=timeout)
-        columns = (table.id, table.pid, table.heartbeat_at, table.started_at)
+        columns = (table.id, table.pid, table.heartbeat_at, table.started_at, table.host)
         with self._read() as session:
             rows = session.execute(
                 select(*columns).where(table.status == RunStatus.RUNNING.value)
             ).all()
-        doomed = _doomed(rows, cutoff, timeout, is_alive)
+        doomed = _doomed(rows, cutoff, timeout, is_alive, this_host())
         if not doomed:
             return []
         reaped = []

@@ -1,5 +1,6 @@
 """Where a run or an evaluation job is in its life: one vocabulary for every table."""
 
+import socket
 from enum import StrEnum
 
 
@@ -26,3 +27,8 @@ def final_status(status: RunStatus | str) -> RunStatus:
     if status not in TERMINAL_STATUSES:
         raise ValueError(f"{status.value!r} is not a final status")
     return status
+
+
+def this_host() -> str:
+    """The name workers record as theirs, and reapers compare with their own."""
+    return socket.gethostname()

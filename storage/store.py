@@ -77,11 +77,12 @@ class Store(
             raise StoreError(f"cannot open the store at {where}: {one_line(exc)}") from exc
         store = cls(url, engine)
         try:
-            prepare_schema(store._writer, where)
+            opened = prepare_schema(store._writer, where)
         except StoreError:
             engine.dispose()
             raise
         except (SQLAlchemyError, OSError, ImportError) as exc:
             engine.dispose()
             raise StoreError(f"cannot open the store at {where}: {one_line(exc)}") from exc
+        store._store_id, store.upgraded = opened.store_id, opened.upgraded
         return store

@@ -81,7 +81,7 @@ def test_schema_created_once_and_versioned(db_path: Path) -> None:
         }
     finally:
         raw.close()
-    assert meta == [("schema_version", str(SCHEMA_VERSION))]
+    assert dict(meta) == {"schema_version": str(SCHEMA_VERSION), "store_id": second.store_id}
     assert {"run", "step_metric", "epoch_metric", "caat_meta"} <= tables
 
 
@@ -232,14 +232,14 @@ def test_caat_home_defaults_to_the_user_data_folder(monkeypatch: pytest.MonkeyPa
 
 
 def test_runs_root(store: Store, db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert store.runs_root() == db_path.parent / "runs"
+    assert store.runs_root() == db_path.parent / "runs" / store.store_id
     run = store.get_run(_new_run(store))
     assert run is not None
-    assert run.run_dir == str(db_path.parent / "runs" / str(run.id))
+    assert run.run_dir == str(db_path.parent / "runs" / store.store_id / str(run.id))
     assert not Path(run.run_dir).exists()  # the store names the folder; the worker makes it
     monkeypatch.setenv("CAAT_HOME", "/somewhere/else")
     with Store.open("sqlite://") as memory:
-        assert memory.runs_root() == Path("/somewhere/else/runs")
+        assert memory.runs_root() == Path("/somewhere/else/runs") / memory.store_id
 
 
 # -- the run lifecycle --------------------------------------------------------------------
@@ -654,7 +654,8 @@ def test_processes_opening_a_fresh_store_at_once(tmp_path: Path) -> None:
         assert sorted(run.name for run in store.list_runs()) == names
     raw = sqlite3.connect(tmp_path / "fresh" / "caat.db")
     try:
-        assert raw.execute("SELECT count(*) FROM caat_meta").fetchone() == (1,)
+        keys = raw.execute("SELECT key FROM caat_meta ORDER BY key").fetchall()
+        assert keys == [("schema_version",), ("store_id",)]
     finally:
         raw.close()
 

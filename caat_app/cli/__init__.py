@@ -15,6 +15,7 @@ from typing import Any
 import typer
 
 from caat_app.cli import (
+    admin,
     analyse,
     bench,
     conflict,
@@ -54,6 +55,9 @@ COMMANDS = (
     ("layers", layers_command),
     ("synth", lab.synth),
     ("conflict", conflict.conflict),
+    ("backup", admin.backup),
+    ("restore", admin.restore),
+    ("gc", admin.gc),
 )
 """Every command, in the order `caat --help` lists them."""
 

@@ -39,7 +39,16 @@ EXIT_CODES = {
 
 
 def open_store(db: str | None) -> Store:
-    """The store `--db` names, else $CAAT_DB, else the one under $CAAT_HOME."""
+    """The store `--db` names, else $CAAT_DB, else the one under $CAAT_HOME.
+
+    Says so when opening upgraded it, and fails the runs whose worker died first, so
+    no command shows a dead run as running.
+    """
+    from caat_app.runs.manage import reap_dead
     from caat_storage import Store
 
-    return Store.open(resolve_db_url(db))
+    store = Store.open(resolve_db_url(db))
+    if store.upgraded:  # one line, unwrapped, as errors are: a script may read it
+        print(store.upgraded, file=sys.stderr, flush=True)
+    reap_dead(store)
+    return store

@@ -81,14 +81,18 @@ def _current(store: Store, run: Run) -> Run:
 
 
 def _owned_folder(store: Store, run: Run) -> Path | None:
-    """The run's folder if it is certainly caat's: `<runs root>/<run id>`, else None."""
+    """The run's folder if it is certainly caat's: `<runs root>/<run id>`, else None.
+
+    A run made before stores had ids has its folder directly in the shared runs root.
+    """
     if not run.run_dir:
         return None
     folder = Path(run.run_dir)
     if not folder.is_absolute() or folder.name != str(run.id):
         return None
     try:
-        if folder.parent.resolve() != store.runs_root().resolve():
+        roots = {store.runs_root().resolve(), store.shared_runs_root().resolve()}
+        if folder.parent.resolve() not in roots:
             return None
     except OSError:
         return None
@@ -234,3 +238,15 @@ def cancel_eval(store: Store, job: EvalJob) -> None:
             when=RunStatus.RUNNING.value,
         )
         raise CaatError(f"evaluation {job.id}: its worker had died; marked failed")
+
+
+HEARTBEAT_TIMEOUT = 60.0
+"""A worker beats at least every 5 s: a minute of silence means it died."""
+
+
+def reap_dead(store: Store) -> tuple[list[int], list[int]]:
+    """Mark failed the runs and evaluations whose worker died: on this machine a missing
+    pid says so at once, elsewhere a minute without heartbeat. (run ids, job ids)."""
+    runs = store.reap_stale(timeout=HEARTBEAT_TIMEOUT, is_alive=pid_alive)
+    jobs = store.reap_stale_evals(timeout=HEARTBEAT_TIMEOUT, is_alive=pid_alive)
+    return runs, jobs

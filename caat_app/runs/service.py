@@ -33,9 +33,6 @@ SYNTH_LOG = "synth.log"
 """Where a synthetic experiment started from the dashboard writes its output (the
 store's runs folder)."""
 
-HEARTBEAT_TIMEOUT = 60.0
-"""A worker beats at least every 5 s: a minute of silence means it died."""
-
 
 class Workbench:
     """Runs and evaluations of one store: create, start, stop, edit, delete."""
@@ -106,9 +103,7 @@ class Workbench:
         """Mark failed the runs and evaluations whose worker died; (run ids, job ids)."""
         self.eval_workers.poll()
         self.lab_workers.poll()
-        runs = self.store.reap_stale(timeout=HEARTBEAT_TIMEOUT, is_alive=manage.pid_alive)
-        jobs = self.store.reap_stale_evals(timeout=HEARTBEAT_TIMEOUT, is_alive=manage.pid_alive)
-        return runs, jobs
+        return manage.reap_dead(self.store)
 
     # ------------------------------------------------------------------ runs
 
@@ -135,6 +130,13 @@ class Workbench:
 
     def cancel_run(self, run: Run) -> None:
         manage.cancel_run(self.store, run)
+
+    def resume(self, run: Run) -> int:
+        """Queue a failed or cancelled run to continue from its checkpoint and start it if
+        there is room; the step it continues from."""
+        point = manage.resume_run(self.store, run)
+        self.dispatch()
+        return point.step
 
     def delete_run(self, run: Run) -> Path | None:
         return manage.delete_run(self.store, run)
