@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -29,9 +31,10 @@ from caat_app.data.registry import DATASETS
 from caat_app.errors import ConfigError
 from caat_app.method.registry import DEFAULT_BETA, LOSSES, METHODS, PROJECTIONS
 from caat_app.models.registry import BN_MODES, MODELS
-from caat_app.present import format_budget, parse_budget
+from caat_app.present import format_budget, parse_budget, visible
 from caat_app.presets import PRESETS
 from caat_app.training.schedule import SCHEDULES
+from caat_storage import check_name
 
 # Each choice field accepts exactly its registry's names (pydantic lists them on a typo).
 Method = Literal[METHODS]  # type: ignore[valid-type]
@@ -47,6 +50,19 @@ Schedule = Literal[SCHEDULES]  # type: ignore[valid-type]
 
 Budget = Annotated[float, BeforeValidator(parse_budget)]
 
+INT64_LIMIT = 2**63
+"""The store keeps integers as SQLite's INTEGER (PostgreSQL's BIGINT): signed 64 bits."""
+
+
+def _fits_64_bits(value: int) -> int:
+    """A count or seed the store (and torch's generators) can hold, or a ValueError."""
+    if not -INT64_LIMIT <= value < INT64_LIMIT:
+        raise ValueError("must be below 2**63")
+    return value
+
+
+Int64 = Annotated[int, AfterValidator(_fits_64_bits)]
+
 
 def _parse_indices(value: Any) -> Any:
     """`3,17,42` (the command line's form) → (3, 17, 42); sequences pass through."""
@@ -59,13 +75,14 @@ def _parse_indices(value: Any) -> Any:
     return value
 
 
-Indices = Annotated[tuple[Annotated[int, Field(ge=0)], ...], BeforeValidator(_parse_indices)]
+Indices = Annotated[tuple[Annotated[Int64, Field(ge=0)], ...], BeforeValidator(_parse_indices)]
 
 
 class RunConfig(BaseModel):
     """Everything a training run needs; the worker rebuilds it from the stored JSON."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No inf anywhere (NaN already fails every bound): a run of lr=inf only diverges.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str | None = Field(None, max_length=200)
     method: Method = "caat"
@@ -81,27 +98,38 @@ class RunConfig(BaseModel):
     norm: Norm = "linf"
     eps: Budget = Field(0.3, ge=0.0)
     alpha: Budget | None = Field(None, gt=0.0, description="attack step; default eps/4")
-    attack_steps: int = Field(10, ge=1)
-    eval_steps: int = Field(10, ge=1, description="PGD steps of the per-epoch evaluation")
-    epochs: int = Field(15, ge=1)
-    batch_size: int = Field(128, ge=1)
+    attack_steps: Int64 = Field(10, ge=1)
+    eval_steps: Int64 = Field(10, ge=1, description="PGD steps of the per-epoch evaluation")
+    epochs: Int64 = Field(15, ge=1)
+    batch_size: Int64 = Field(128, ge=1)
     lr: float = Field(0.2, gt=0.0)
     schedule: Schedule = "linear"
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="unused by `cosinew`, which cycles it")
     nesterov: bool = False
     weight_decay: float = Field(5e-4, ge=0.0)
-    seed: int = Field(0, ge=0)
+    seed: Int64 = Field(0, ge=0)
     device: str = "auto"
     bf16: bool = False
     augment: bool | None = Field(None, description="None: the data set's default")
-    eval_n: int = Field(0, ge=0, description="validation/test images per epoch; 0 = all")
-    max_nonfinite: int = Field(10, ge=0, description="skipped steps before a run diverges")
-    layer_stats: int = Field(0, ge=0, description="per-layer φ and μ every N steps; 0 = off")
+    eval_n: Int64 = Field(0, ge=0, description="validation/test images per epoch; 0 = all")
+    max_nonfinite: Int64 = Field(10, ge=0, description="skipped steps before a run diverges")
+    layer_stats: Int64 = Field(0, ge=0, description="per-layer φ and μ every N steps; 0 = off")
     drop: Indices = Field((), description="training-split images left out (an ablation)")
-    log_every: int = Field(20, ge=1)
+    log_every: Int64 = Field(20, ge=1)
+    checkpoint_every: float = Field(
+        0.0, ge=0.0, description="minutes between resume checkpoints inside an epoch; 0 = per epoch"
+    )
     data_dir: str | None = None
     download: bool = True
     preset: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """A new run's name by the store's rule (one table line); a stored one as it is."""
+        if value is None or (info.context or {}).get("stored"):
+            return value
+        return check_name(value)
 
     @field_validator("device")
     @classmethod
@@ -168,13 +196,19 @@ def _describe(error: ValidationError) -> str:
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """A TOML file of RunConfig fields (dashes or underscores), as a plain dict."""
     path = Path(path)
+    shown = visible(str(path))
     try:
         with path.open("rb") as fh:
             raw = tomllib.load(fh)
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        raise ConfigError(f"cannot read config file {shown}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {shown} is not UTF-8 text (byte {exc.object[exc.start]:#04x} "
+            f"at offset {exc.start}); TOML is UTF-8"
+        ) from None
+    except ValueError as exc:  # TOMLDecodeError, or an integer of over 4300 digits
+        raise ConfigError(f"config file {shown} is not valid TOML: {exc}") from None
     return {key.replace("-", "_"): value for key, value in raw.items()}
 
 
@@ -258,8 +292,12 @@ def command_line(cfg: RunConfig) -> str:
 
 
 def config_from_json(data: dict[str, Any]) -> RunConfig:
-    """Rebuild a stored config (the worker's side of the store)."""
+    """Rebuild a stored config (the worker's side of the store).
+
+    Its name is taken as stored: an older build let control characters into names, and
+    such a run must still train and evaluate (the tables show the name escaped).
+    """
     try:
-        return RunConfig.model_validate(data)
+        return RunConfig.model_validate(data, context={"stored": True})
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from typing import Any
 
 NORM_TEXT = {"linf": "L∞", "l2": "L2"}
@@ -47,6 +48,27 @@ def parse_budget(value: Any) -> float:
     if not math.isfinite(number):
         raise ValueError(f"must be finite, got {value!r}")
     return number
+
+
+def _escape(ch: str) -> str:
+    """A control character as Python writes it in a string: `\\x1b`, `\\u2028`."""
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def visible(text: str, *, keep: str = "") -> str:
+    """`text` with every control character (C0, DEL, C1) and line or paragraph separator
+    written as a visible escape, except those in `keep` (say `\\n` for a traceback).
+
+    New names cannot hold them (the store's label rule), but a row written by an older
+    build, or a path a person typed, can: a raw ESC would reach the terminal and act.
+    """
+    if text.isprintable():
+        return text  # the common case, decided in C
+    return "".join(
+        _escape(ch) if ch not in keep and unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch
+        for ch in text
+    )
 
 
 def format_budget(eps: float, *, exact: bool = False) -> str:

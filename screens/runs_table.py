@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 
-from caat_app.present import STATUS_STYLE, method_label, pct
+from caat_app.present import STATUS_STYLE, method_label, pct, visible
 from caat_storage import RunStatus
 
 if TYPE_CHECKING:
@@ -46,10 +46,12 @@ def _duration(run: Run, now: datetime) -> str:
 
 
 def run_cells(run: Run, now: datetime, marked: bool = False) -> list[Any]:
-    """One table row. User text (names) goes in as `Text`, never parsed as markup."""
+    """One table row. User text (names) goes in as `Text`, never parsed as markup, its
+    control characters escaped: a raw ESC from an older build's name would act on the
+    terminal under the dashboard."""
     started = run.started_at.astimezone().strftime("%m-%d %H:%M") if run.started_at else "-"
     return [
-        Text.assemble(("● " if marked else "", "bold"), run.name),
+        Text.assemble(("● " if marked else "", "bold"), visible(run.name)),
         Text(method_label(run.method, run.param)),
         Text(f"{run.dataset}/{run.model}"),
         _num(run.eps, ".3g"),

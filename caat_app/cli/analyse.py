@@ -16,7 +16,7 @@ import typer
 from rich.text import Text
 
 from caat_app.cli.base import err, open_store, out
-from caat_app.cli.options import DbOption, JsonOption
+from caat_app.cli.options import DbOption, JsonOption, check_run_refs
 from caat_app.cli.render import config_table, front_csv, front_table, metrics_table
 from caat_app.errors import CaatError
 from caat_app.present import format_budget
@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 
 
 def compare_command(
-    runs: list[str] = typer.Argument(..., help="two or more run ids or names"),
+    runs: list[str] = typer.Argument(
+        ..., help="two or more run ids or names", callback=check_run_refs
+    ),
     show_all: bool = typer.Option(False, "--all", help="also list the options that are equal"),
     as_json: bool = JsonOption,
     db: str | None = DbOption,
@@ -84,6 +86,8 @@ def front(
     ref_point = _check_front(split, ref, sweep, filter_text, plot, attack, eps)
     store = open_store(db)
     runs = store.sweep_runs(sweep) if sweep else store.list_runs(search=filter_text)
+    if sweep and not runs:
+        raise CaatError(f"--sweep: no sweep named {sweep!r}")
     evaluated = attack not in (None, EPOCH_PGD)
     if attack is not None and evaluated:
         view = _evaluated_front(store, sweep, runs, attack, eps, norm, checkpoint, ref_point)

@@ -17,8 +17,8 @@ import typer
 from rich.text import Text
 
 from caat_app.cli.base import EXIT_CODES, err, open_store, out
-from caat_app.cli.options import DbOption
-from caat_app.cli.render import eval_parts, rows_csv
+from caat_app.cli.options import DbOption, check_int64, check_run_refs
+from caat_app.cli.render import eval_parts, rows_csv, run_label
 from caat_app.errors import CaatError
 from caat_app.evaluation.plan import DEFAULT_ATTACKS, EVAL_ATTACKS, eval_spec
 from caat_app.present import format_budget
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 def eval_command(
     runs: list[str] | None = typer.Argument(
-        None, help="run ids or names; several print side by side"
+        None, help="run ids or names; several print side by side", callback=check_run_refs
     ),
     sweep: str | None = typer.Option(
         None, help="also every finished run of this sweep (for `caat front --attack`)"
@@ -49,7 +49,9 @@ def eval_command(
         "", help="comma list of budgets, e.g. 8/255,16/255 (default: the run's own)"
     ),
     norm: str = typer.Option("linf", help="linf or l2"),
-    n: int = typer.Option(1000, help="first N test images, stratified and fixed (0: all)"),
+    n: int = typer.Option(
+        1000, help="first N test images, stratified and fixed (0: all)", callback=check_int64
+    ),
     checkpoint: str = typer.Option("best", help="best (chosen on validation) or last"),
     force: bool = typer.Option(False, "--force", help="measure again what the store has"),
     as_table: bool = typer.Option(
@@ -106,7 +108,7 @@ def _start_workers(store: Store, records: list[Run], specs: list[EvalSpec], *, d
     for record, spec in zip(records, specs, strict=True):
         assert record.id is not None
         job = bench.start_eval(record.id, spec, env=env)
-        out.print(Text(f"evaluation {job} of run {record.id} ({record.name}) started"))
+        out.print(Text(f"evaluation {job} of run {run_label(record)} started"))
         out.print(Text(f"  log: {launcher.eval_log(Path(record.run_dir), job)}"))
     out.print(
         Text("`caat show RUN` and the dashboard show its table; `caat cancel --eval JOB` stops")
@@ -119,9 +121,14 @@ def _measure_all(
     """Evaluate each run here, in turn; its table, and the record `--json` prints.
 
     A run that does not finish (Ctrl-C, a failure) ends the command with its exit code.
+    Every checkpoint is read first: a damaged one is a one-line error before any job is
+    recorded, and before an earlier run is measured for nothing.
     """
+    from caat_app.evaluation.runner import read_checkpoint
     from caat_app.evaluation.tables import build_table
 
+    for record, spec in zip(records, specs, strict=True):
+        read_checkpoint(record, spec.checkpoint)
     tables: list[tuple[Run, EvalTable]] = []
     report: list[dict[str, Any]] = []
     for record, spec in zip(records, specs, strict=True):
@@ -191,7 +198,7 @@ def eval_foreground(store: Store, record: Run, spec: EvalSpec) -> tuple[str, lis
     total = len(plan(spec))
     job_id = store.create_eval_job(record.id, spec.to_json(), total=total)
     flag = StopFlag()
-    label = f"run {record.id} ({record.name})"
+    label = f"run {run_label(record)}"
     bar: Any = None
 
     def quit_now(*_: Any) -> None:

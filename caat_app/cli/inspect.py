@@ -14,7 +14,7 @@ import typer
 from rich.text import Text
 
 from caat_app.cli.base import err, open_store, out
-from caat_app.cli.options import DbOption, JsonOption, RunArgument
+from caat_app.cli.options import DbOption, JsonOption, RunArgument, check_int64
 from caat_app.cli.render import eval_parts, rows_csv, run_parts, runs_table
 from caat_app.errors import CaatError
 from caat_app.evaluation.plan import describe_spec
@@ -46,7 +46,7 @@ def run_record(run: Run) -> dict[str, Any]:
 def runs(
     db: str | None = DbOption,
     as_json: bool = JsonOption,
-    limit: int | None = typer.Option(None, min=1, help="newest N runs"),
+    limit: int | None = typer.Option(None, min=1, help="newest N runs", callback=check_int64),
 ) -> None:
     """List the runs in the store, newest first."""
     store = open_store(db)

@@ -13,8 +13,9 @@ import typer
 from rich.text import Text
 
 from caat_app.cli.base import open_store, out
-from caat_app.cli.options import DbOption, RunArgument
+from caat_app.cli.options import DbOption, RunArgument, check_int64, check_run_refs
 from caat_app.errors import CaatError
+from caat_app.present import visible
 from caat_app.runs.service import Workbench
 
 if TYPE_CHECKING:
@@ -28,9 +29,12 @@ def _workbench(db: str | None, run: str) -> tuple[Workbench, Run]:
 
 
 def cancel(
-    run: str | None = typer.Argument(None, help="run id or name"),
+    run: str | None = typer.Argument(None, help="run id or name", callback=check_run_refs),
     eval_job: int | None = typer.Option(
-        None, "--eval", help="an evaluation job instead (the id `caat eval --detach` printed)"
+        None,
+        "--eval",
+        help="an evaluation job instead (the id `caat eval --detach` printed)",
+        callback=check_int64,
     ),
     db: str | None = DbOption,
 ) -> None:
@@ -94,7 +98,8 @@ def delete(
 ) -> None:
     """Delete a finished run: its metrics and its folder."""
     bench, record = _workbench(db, run)
-    if not yes and not typer.confirm(f"Delete run {record.id} ({record.name}) and its folder?"):
+    question = f"Delete run {record.id} ({visible(record.name)}) and its folder?"
+    if not yes and not typer.confirm(question):
         raise typer.Exit(1)
     folder = bench.delete_run(record)
     out.print(Text(f"run {record.id} deleted" + (f", and {folder}" if folder else "")))

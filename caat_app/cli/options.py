@@ -32,7 +32,39 @@ DbOption = typer.Option(
 PerGpuOption = typer.Option(1, "--per-gpu", min=1, help="dashboard: runs at once per GPU")
 MaxCpuOption = typer.Option(1, "--max-cpu", min=1, help="dashboard: CPU runs at once")
 JsonOption = typer.Option(False, "--json", help="machine-readable output")
-RunArgument = typer.Argument(..., help="run id or name")
+
+ID_LIMIT = 2**63
+"""Ids and counts the store holds: SQLite's INTEGER (PostgreSQL's BIGINT) is signed 64-bit."""
+
+
+def _too_big(digits: str) -> bool:
+    """Whether an all-digit text is 2**63 or more (compared by length first: Python
+    refuses `int()` of over 4300 digits)."""
+    digits = digits.lstrip("0")
+    return len(digits) > len(str(ID_LIMIT)) or (digits != "" and int(digits) >= ID_LIMIT)
+
+
+def check_run_refs(refs: str | list[str] | None) -> str | list[str] | None:
+    """Run references as given, or a usage error for an id no store can hold.
+
+    An all-digit reference is an id (`Store.find_run`), so one of 2**63 or more is
+    refused here, before the store's driver overflows on it.
+    """
+    for ref in [refs] if isinstance(refs, str) else refs or []:
+        if ref.isascii() and ref.isdigit() and _too_big(ref):
+            shown = ref if len(ref) <= 24 else f"{ref[:20]}… ({len(ref)} digits)"
+            raise typer.BadParameter(f"a run id is below 2**63, got {shown}")
+    return refs
+
+
+def check_int64(value: int | None) -> int | None:
+    """An integer option the store can hold (ids, counts), or a usage error."""
+    if value is not None and not -ID_LIMIT <= value < ID_LIMIT:
+        raise typer.BadParameter("must be below 2**63")
+    return value
+
+
+RunArgument = typer.Argument(..., help="run id or name", callback=check_run_refs)
 
 RunCommand = Literal["train", "sweep"]
 F = TypeVar("F", bound=Callable[..., Any])

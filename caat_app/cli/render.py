@@ -17,7 +17,7 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from caat_app.present import STATUS_STYLE, format_budget, method_label, number, pct
+from caat_app.present import STATUS_STYLE, format_budget, method_label, number, pct, visible
 from caat_app.runs.stored import option, options_of
 
 if TYPE_CHECKING:
@@ -59,6 +59,16 @@ def status_text(status: str) -> Text:
 def method_text(run: Run) -> str:
     """`caat γ=0.8`: the method and its trade-off parameter."""
     return method_label(run.method, run.param)
+
+
+def run_label(run: Run) -> str:
+    """`3 (name)`, its name's control characters escaped (an older build let them in)."""
+    return f"{run.id} ({visible(run.name)})"
+
+
+def value_cell(value: Any) -> Text:
+    """A stored value as a table cell: numbers as `number` writes them, text escaped."""
+    return Text(visible(number(value)))
 
 
 def rows_csv(rows: Iterable[dict[str, Any]]) -> str:
@@ -115,7 +125,7 @@ def runs_table(rows: Sequence[Run], url: str) -> Table:
     for r in rows:
         table.add_row(
             str(r.id),
-            Text(r.name),
+            Text(visible(r.name)),
             status_text(r.status),
             Text(method_text(r)),
             Text(f"{r.dataset}/{r.model}"),
@@ -131,7 +141,9 @@ def runs_table(rows: Sequence[Run], url: str) -> Table:
 
 def run_parts(run: Run) -> list[RenderableType]:
     """`caat show`: the run's fields, its stored config, and its error if it has one."""
-    table = Table(title=Text(f"run {run.id}: {run.name}"), title_justify="left", show_header=False)
+    table = Table(
+        title=Text(f"run {run.id}: {visible(run.name)}"), title_justify="left", show_header=False
+    )
     table.add_column("field", style="bold")
     table.add_column("value")
     table.add_row("status", status_text(run.status))
@@ -145,10 +157,10 @@ def run_parts(run: Run) -> list[RenderableType]:
     cfg.add_column("option", style="bold")
     cfg.add_column("value")
     for key, value in options_of(run).items():
-        cfg.add_row(key, Text(number(value) if value is not None else "-"))
+        cfg.add_row(visible(key), value_cell(value))
     parts: list[RenderableType] = [table, cfg]
     if run.error:
-        parts += [Text("error:", style="bold red"), Text(run.error)]
+        parts += [Text("error:", style="bold red"), Text(visible(run.error, keep="\n\t"))]
     return parts
 
 
@@ -164,7 +176,7 @@ def sweep_table(name: str, rows: Sequence[SweepRow]) -> Table:
         r = row.run
         table.add_row(
             str(r.id),
-            Text(row.label),
+            Text(visible(row.label)),
             number(row.seed),
             status_text(r.status),
             pct(r.best_test_clean),
@@ -187,14 +199,14 @@ def eval_parts(tables: Sequence[tuple[Run, EvalTable]]) -> list[RenderableType]:
         title = f"accuracy in % on {', '.join(map(str, samples))} test images, runs side by side"
     else:
         record = tables[0][0]
-        title = f"run {record.id} ({record.name}): accuracy in % on {samples[0]} test images"
+        title = f"run {run_label(record)}: accuracy in % on {samples[0]} test images"
     parts: list[RenderableType] = [Text(title)]
     if any(t.budgets for _, t in tables):
         parts.append(_eval_grid(tables))
     for record, t in tables:
         batchstats = option(record, "bn") == "batchstats"
         for k, (line, _) in enumerate(report_lines(t, batchstats=batchstats)):
-            lead = f"run {record.id} ({record.name}): " if several and k == 0 else ""
+            lead = f"run {run_label(record)}: " if several and k == 0 else ""
             parts.append(Text(lead + line))
     return parts
 
@@ -213,7 +225,7 @@ def _eval_grid(tables: Sequence[tuple[Run, EvalTable]]) -> Table:
     for i, budget in enumerate(budgets):
         mine = [(r, t) for r, t in tables if budget in t.budgets]
         for j, (record, t) in enumerate(mine):
-            who = [Text(f"{record.id} {record.name}")] if several else []
+            who = [Text(f"{record.id} {visible(record.name)}")] if several else []
             table.add_row(
                 format_budget(budget) if j == 0 else "",
                 *who,
@@ -235,14 +247,15 @@ def config_table(
     table = Table(title="config (differences highlighted)", title_justify="left")
     table.add_column("option", style="bold")
     for r in records:
-        table.add_column(Text(f"{r.id}: {r.name}"), justify="right")
+        table.add_column(Text(f"{r.id}: {visible(r.name)}"), justify="right")
     equal = 0
     for row in rows:
         if not row["differs"] and not show_all:
             equal += 1
             continue
         style = "bold yellow" if row["differs"] else ""
-        table.add_row(row["option"], *[Text(number(v), style=style) for v in row["values"]])
+        cells = [Text(visible(number(v)), style=style) for v in row["values"]]
+        table.add_row(row["option"], *cells)
     return table, equal
 
 
@@ -251,7 +264,7 @@ def metrics_table(records: Sequence[Run], rows: Sequence[dict[str, Any]]) -> Tab
     table = Table(title="metrics (accuracies in %)", title_justify="left")
     table.add_column("metric", style="bold")
     for r in records:
-        table.add_column(Text(f"{r.id}: {r.name}"), justify="right")
+        table.add_column(Text(f"{r.id}: {visible(r.name)}"), justify="right")
     for row in rows:
         percent = "SA" in row["metric"] or "AA" in row["metric"]
         cells = [

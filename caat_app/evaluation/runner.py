@@ -9,6 +9,7 @@ taken from the store instead of being measured again, unless `force`.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,6 +61,41 @@ def stratified_order(y: Tensor) -> Tensor:
     return torch.tensor(order, dtype=torch.long)
 
 
+def checkpoint_path(run: Run, checkpoint: str) -> Path:
+    """Where a run's `best` or `last` checkpoint is; a CaatError if it has none."""
+    if checkpoint not in CHECKPOINTS:
+        raise CaatError(f"--checkpoint: unknown {checkpoint!r}; choose one of best, last")
+    path = Path(run.run_dir) / f"{checkpoint}.pt"
+    if not path.is_file():
+        raise CaatError(f"run {run.id} has no {checkpoint} checkpoint at {path}")
+    return path
+
+
+def read_checkpoint(run: Run, checkpoint: str, device: Any = "cpu") -> dict[str, Any]:
+    """A checkpoint's contents, weights-only, checked to hold model weights; else a
+    CaatError saying the file is damaged (a traceback from deep in torch helps nobody).
+    """
+    path = checkpoint_path(run, checkpoint)
+    damaged = f"run {run.id}: its {checkpoint} checkpoint {path} is"
+    if path.stat().st_size == 0:
+        raise CaatError(f"{damaged} empty (a disk that filled up, or a copy cut short?)")
+    try:
+        with warnings.catch_warnings():  # a damaged header warns before it fails
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # the unpickler fails on damaged bytes with any of ten types
+        raise CaatError(
+            f"{damaged} damaged or not a checkpoint caat wrote "
+            f"({type(exc).__name__} reading it weights-only)"
+        ) from None
+    weights = state.get("model") if isinstance(state, dict) else None
+    if not isinstance(weights, dict) or not all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in weights.items()
+    ):
+        raise CaatError(f"{damaged} not a checkpoint caat wrote: it holds no model weights")
+    return state
+
+
 def load_run_model(
     run: Run, checkpoint: str, device: str = "auto"
 ) -> tuple[nn.Module, RunConfig, Any, str]:
@@ -68,18 +104,20 @@ def load_run_model(
     Also says which weights: the epoch and step the checkpoint was saved at, so a result
     measured on an earlier `best` is never taken for one of a later `best`.
     """
-    if checkpoint not in CHECKPOINTS:
-        raise CaatError(f"--checkpoint: unknown {checkpoint!r}; choose one of best, last")
-    path = Path(run.run_dir) / f"{checkpoint}.pt"
-    if not path.is_file():
-        raise CaatError(f"run {run.id} has no {checkpoint} checkpoint at {path}")
+    checkpoint_path(run, checkpoint)  # before the data set is loaded
     config = config_of(run)
     dev = resolve_device(device)
     root = Path(config.data_dir) if config.data_dir else None
     data = load_dataset(config.dataset, root=root, download=config.download)
     model = build_for_run(config, data, dev)
-    state = torch.load(path, map_location=dev, weights_only=True)
-    model.load_state_dict(state["model"])
+    state = read_checkpoint(run, checkpoint, dev)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError:  # missing or unexpected keys, or shapes of another model
+        raise CaatError(
+            f"run {run.id}: its {checkpoint} checkpoint does not fit its model "
+            f"({config.model} on {config.dataset}); was the file replaced?"
+        ) from None
     model.eval()
     weights = f"epoch {state.get('epoch', '?')}, step {state.get('step', '?')}"
     return model, config, data, weights
