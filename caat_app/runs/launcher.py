@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from caat_app.runs.stored import option
 from caat_storage import RunStatus, StoreError
+from caat_storage.status import this_host
 
 if TYPE_CHECKING:
     from caat_storage import Run, Store
@@ -331,7 +332,7 @@ class Scheduler:
                 continue
             self.children.add(proc)
             try:
-                self.store.update_run(run_id, pid=proc.pid)
+                self.store.update_run(run_id, pid=proc.pid, host=this_host())
             except StoreError:
                 continue  # deleted meanwhile: the worker finds no run and exits
             started.append(run_id)
