@@ -33,6 +33,7 @@ from caat_app.analysis.layers import (
     short_names,
     value_range,
 )
+from caat_app.present import visible
 from caat_app.runs.service import CONFLICT_LOG
 
 from .calls import call_service, one_line
@@ -244,7 +245,7 @@ class ConflictScreen(Screen[None]):
         run = self.run
         if run is None:
             return
-        head = Text(f"run {run.id} ({run.name}) · {run.status} · conflict lab")
+        head = Text(f"run {run.id} ({visible(run.name)}) · {run.status} · conflict lab")
         self.query_one("#conflict-head", Static).update(head)
         self.draw_layers()
         self.draw_report("conflict", "samples", "\nper-sample conflict (caat conflict)")

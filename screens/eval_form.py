@@ -35,7 +35,7 @@ from caat_app.evaluation.plan import (
     eval_spec,
     plan,
 )
-from caat_app.present import format_budget
+from caat_app.present import format_budget, visible
 from caat_app.runs.stored import option
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ class EvalForm(ModalScreen[EvalSpec | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog eval-form"):
             title = Text(f"Evaluate run {self.run.id} ", style="bold")
-            title.append(self.run.name, style="")
+            title.append(visible(self.run.name), style="")
             yield Label(title, id="eval-title")
             yield SelectionList[str](
                 *[

@@ -22,7 +22,7 @@ from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
 
 from caat_app.evaluation.plan import EvalSpec, describe_spec
 from caat_app.evaluation.tables import EvalTable, report_lines, table_cells, tables_from_results
-from caat_app.present import STATUS_STYLE, format_budget, norm_text
+from caat_app.present import STATUS_STYLE, format_budget, norm_text, visible
 from caat_app.runs.stored import option
 from caat_storage import ACTIVE_STATUSES
 
@@ -161,7 +161,7 @@ class EvalScreen(Screen[None]):
     def show_head(self, run: Run) -> None:
         text = Text()
         text.append(f"run {run.id} ", style="bold")
-        text.append(run.name)
+        text.append(visible(run.name))
         text.append("  ")
         text.append(run.status, style=STATUS_STYLE.get(run.status, ""))
         eps = option(run, "eps")

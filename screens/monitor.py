@@ -13,6 +13,7 @@ from textual.containers import Grid
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Log, Static
 
+from caat_app.present import visible
 from caat_app.runs.stored import option
 from caat_storage import ACTIVE_STATUSES, RunStatus
 
@@ -184,7 +185,7 @@ class MonitorScreen(Screen[None]):
         lr = self.columns["lr"][-1] if steps else None
         text = Text()
         text.append(f"run {run.id} ", style="bold")
-        text.append(run.name)
+        text.append(visible(run.name))
         text.append("  ")
         text.append(run.status, style="bold")
         text.append(
@@ -267,4 +268,4 @@ class MonitorScreen(Screen[None]):
             if yes:
                 cancel_run(self, self.bench, run)
 
-        self.app.push_screen(ConfirmScreen(f"Cancel run {run.id} ({run.name})?"), done)
+        self.app.push_screen(ConfirmScreen(f"Cancel run {run.id} ({visible(run.name)})?"), done)

@@ -19,7 +19,7 @@ from caat_app.cli.base import EXIT_CODES, open_store, out
 from caat_app.cli.options import DbOption, JsonOption, run_options
 from caat_app.cli.render import results_table, sweep_table
 from caat_app.errors import ConfigError
-from caat_app.present import STATUS_STYLE, format_budget
+from caat_app.present import STATUS_STYLE, format_budget, visible
 from caat_app.runs.manage import create_run
 from caat_storage import RunStatus, resolve_db_url
 
@@ -139,7 +139,7 @@ def sweep_command(
     )
     for run_id in new:
         record = store.get_run(run_id)
-        out.print(Text(f"  + {run_id} {record.name if record else ''}"))
+        out.print(Text(f"  + {run_id} {visible(record.name) if record else ''}"))
     if detach:
         out.print(Text(f"start them with `{again}` (or from the dashboard)"))
         return
@@ -292,7 +292,7 @@ def _start_workers(store: Store, ids: list[int]) -> None:
     for run_id in ids:
         run = store.get_run(run_id)
         assert run is not None
-        out.print(Text(f"run {run_id} ({run.name}) started in worker pid {run.pid}"))
+        out.print(Text(f"run {run_id} ({visible(run.name)}) started in worker pid {run.pid}"))
         out.print(Text(f"  log: {Path(run.run_dir) / 'worker.log'}"))
     out.print(Text("follow it with: caat runs, caat show RUN, caat cancel RUN"))
 
@@ -304,11 +304,11 @@ def train_foreground(store: Store, run_id: int) -> str:
 
     run = store.get_run(run_id)
     assert run is not None
-    out.print(Text(f"run {run_id} ({run.name}) in {store.url}"))
+    out.print(Text(f"run {run_id} ({visible(run.name)}) in {store.url}"))
     flag = StopFlag()
     previous = signal.signal(signal.SIGINT, flag.set)
     try:
-        with ProgressSink(out, run.name, run.epochs_total) as progress:
+        with ProgressSink(out, visible(run.name), run.epochs_total) as progress:
             status = execute_run(store, run_id, flag, progress)
     finally:
         signal.signal(signal.SIGINT, previous)
