@@ -1,4 +1,5 @@
-"""What the runs screen does to the selected run: cancel, delete, rename, tag, note, folder.
+"""What the runs screen does to the selected run: cancel, resume, delete, rename, tag, note,
+folder.
 
 Whatever cannot be undone asks first; every change goes through the workbench, off the
 UI thread, and a refusal comes back as one line.
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from textual.screen import Screen
 
-from caat_storage import ACTIVE_STATUSES
+from caat_storage import ACTIVE_STATUSES, RunStatus
 
 from .calls import call_service, cancel_run
 from .modals import ConfirmScreen, NoteScreen, TextPrompt
@@ -18,6 +19,10 @@ from .modals import ConfirmScreen, NoteScreen, TextPrompt
 if TYPE_CHECKING:
     from caat_app.runs.service import Workbench
     from caat_storage import Run
+
+
+RESUMABLE = (RunStatus.FAILED.value, RunStatus.CANCELLED.value)
+"""What `R` resumes (the workbench checks again, with the checkpoint)."""
 
 
 class RunActions(Screen[None]):
@@ -58,6 +63,24 @@ class RunActions(Screen[None]):
         self.app.push_screen(
             ConfirmScreen(f"Cancel run {run.id} ({run.name})? It checkpoints and stops."), done
         )
+
+    def action_resume(self) -> None:
+        run = self.selected_run()
+        if run is None:
+            return
+        if run.status not in RESUMABLE:
+            self.notify(
+                f"run {run.id} is {run.status}: only a failed or cancelled run resumes",
+                markup=False,
+            )
+            return
+        if chosen := self.chosen():
+            bench, run = chosen
+            call_service(
+                self,
+                lambda: bench.resume(run),
+                lambda step: self.notify(f"run {run.id} resumes at step {step}", markup=False),
+            )
 
     def action_delete(self) -> None:
         run = self.selected_run()

@@ -95,6 +95,14 @@ class RunsScreen(RunActions):
             tooltip="Write a note on the selected run",
         ),
         Key(
+            "R",
+            "resume",
+            "Resume",
+            show=False,
+            title="Resume run",
+            tooltip="Continue the selected failed or cancelled run from its last checkpoint",
+        ),
+        Key(
             "l",
             "relaunch",
             "Relaunch",

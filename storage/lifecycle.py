@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlmodel import Session, select
 
+from .metrics import trim_after
 from .models import Run, utcnow
 from .reaper import ReaperMixin, finish_where
 from .schema import AdvisoryLock, take_lock
@@ -138,3 +139,43 @@ class LifecycleMixin(ReaperMixin):
                 if _claim(session, run_id, gpu, now):
                     claimed.append((run_id, gpu))
         return claimed
+
+    def prepare_resume(
+        self,
+        run_id: int,
+        *,
+        step: int,
+        epochs_done: int,
+        fields: Mapping[str, Any] | None = None,
+        resumable: Sequence[str] = (RunStatus.FAILED.value, RunStatus.CANCELLED.value),
+    ) -> bool:
+        """Queue a stopped run again to continue from its checkpoint after `step` steps.
+
+        One transaction: a compare-and-set from a status in `resumable` to queued (False,
+        and nothing changed, when the run is in none), then the rows its last worker
+        wrote after the checkpoint are deleted (`trim_after`) and the run's counts and
+        summary `fields` set to the checkpoint's. `steps_done` > 0 on a queued run is
+        what tells its worker to resume.
+        """
+        values = run_values(fields or {})
+        values.update(
+            status=RunStatus.QUEUED.value,
+            steps_done=step,
+            epochs_done=epochs_done,
+            pid=None,
+            finished_at=None,
+            error=None,
+        )
+        with self._write() as session:
+            result = session.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.status.in_(list(resumable)))  # type: ignore[arg-type, attr-defined]
+                .values(**values),
+                execution_options={"synchronize_session": False},
+            )
+            if not result.rowcount:  # type: ignore[attr-defined]
+                self._require_run(session, run_id)
+                return False
+            last_phi, last_mu = trim_after(session, run_id, step=step, epochs_done=epochs_done)
+            self._update_run(session, run_id, {"last_phi": last_phi, "last_mu": last_mu})
+        return True

@@ -1,9 +1,13 @@
-"""A run's training curves: step rows as they stream in, epoch rows as evaluations finish."""
+"""A run's training curves: step rows as they stream in, epoch rows as evaluations finish.
+
+A run resumed from a checkpoint first loses the rows its dead worker wrote after it
+(`trim_after`), so its series continues with no duplicate and no gap.
+"""
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import delete, insert, update
 from sqlmodel import Session, select
 
 from .base import StoreBase
@@ -47,6 +51,28 @@ def _upsert_epoch(session: Session, row: dict[str, Any]) -> None:
             update(EpochMetric).where(key).values(**values),
             execution_options={"synchronize_session": False},
         )
+
+
+def trim_after(
+    session: Session, run_id: int, *, step: int, epochs_done: int
+) -> tuple[float | None, float | None]:
+    """Delete a run's step and per-layer rows from `step` on and its epoch rows after
+    `epochs_done`, in the caller's transaction; (φ, μ) of the last step kept."""
+    for table, column, first in (
+        (StepMetric, StepMetric.step, step),
+        (LayerMetric, LayerMetric.step, step),
+        (EpochMetric, EpochMetric.epoch, epochs_done + 1),
+    ):
+        session.execute(
+            delete(table).where(table.run_id == run_id, column >= first),  # type: ignore[arg-type, attr-defined, operator]
+            execution_options={"synchronize_session": False},
+        )
+    last = session.execute(
+        select(StepMetric.phi, StepMetric.mu).where(
+            StepMetric.run_id == run_id, StepMetric.step == step - 1
+        )
+    ).first()
+    return (last[0], last[1]) if last is not None else (None, None)
 
 
 class MetricsMixin(StoreBase):

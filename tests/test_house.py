@@ -28,6 +28,8 @@ TORCH_FREE = [
     "caat_app.models",
     "caat_app.data",
     "caat_app.training.schedule",
+    "caat_app.training.resume_point",
+    "caat_app.cli.resume",
     "caat_app.method.registry",
     "caat_app.evaluation.plan",
     "caat_app.evaluation.tables",

@@ -25,6 +25,7 @@ from caat_app.cli import (
     lab,
     manage,
     paper,
+    resume,
     train,
 )
 from caat_app.cli.base import app
@@ -42,6 +43,7 @@ COMMANDS = (
     ("show", inspect.show),
     ("export", inspect.export),
     ("cancel", manage.cancel),
+    ("resume", resume.resume),
     ("compare", analyse.compare_command),
     ("front", analyse.front),
     ("eval", evaluate.eval_command),

@@ -148,6 +148,11 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
     RunOption("layer_stats", int, "per-layer φ and μ every N steps, e.g. 20 (0: off)"),
     RunOption("drop", str, "training-split indices to leave out, e.g. 3,17,42 (an ablation)"),
     RunOption("log_every", int, "steps between metric copies"),
+    RunOption(
+        "checkpoint_every",
+        float,
+        "minutes between resume checkpoints inside an epoch (0: after each epoch only)",
+    ),
     RunOption("data_dir", str, "data set folder (default $CAAT_DATA)"),
     RunOption("download", bool, flag="--download/--no-download"),
     RunOption("preset", str, f"a recipe ({PRESETS.choices()}); options override it"),

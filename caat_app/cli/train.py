@@ -116,7 +116,8 @@ def sweep_command(
     """Train a grid (lists like --lam 0,0.5,1 times --seeds 0,1) as one sweep, in workers.
 
     A sweep is resumable: runs already finished, queued or running are never added
-    again, and failed or cancelled ones are queued anew.
+    again, and failed or cancelled ones continue from their checkpoint (or start anew
+    when they have none).
     """
     from caat_app.runs.sweep import check_sweep, plan_sweep, sweep_rows
 

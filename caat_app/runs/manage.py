@@ -17,6 +17,7 @@ from caat_app.evaluation.plan import EvalSpec, plan
 from caat_app.runs import launcher
 from caat_app.runs.launcher import Launch, request_cancel
 from caat_app.runs.stored import options_of
+from caat_app.training.resume_point import ResumePoint, read_resume_point
 from caat_storage import RunStatus, StoreError, lost_worker_error
 
 if TYPE_CHECKING:
@@ -183,6 +184,49 @@ def relaunch_config(run: Run) -> dict[str, Any]:
     config = options_of(run)  # a fresh table: popping from it changes nothing stored
     config.pop("name", None)
     return config
+
+
+RESUMABLE = (RunStatus.FAILED.value, RunStatus.CANCELLED.value)
+"""A run stopped in one of these may continue from its checkpoint; a diverged one would
+only diverge again, a finished one has nothing left to do."""
+
+
+def resume_point(run: Run) -> ResumePoint | None:
+    """Where the run can continue from (its folder's resume record), or None."""
+    return read_resume_point(run.run_dir)
+
+
+def resume_run(store: Store, run: Run) -> ResumePoint:
+    """Queue a failed or cancelled run to continue from its checkpoint; where it will.
+
+    The rows its last worker wrote after the checkpoint go in the same transaction
+    (`Store.prepare_resume`); a launcher then starts it like any queued run, and its
+    worker resumes. Refused (CaatError, one line) when the run is in another state or
+    has no checkpoint to continue from.
+    """
+    current = _current(store, run)
+    assert current.id is not None
+    if current.status not in RESUMABLE:
+        raise CaatError(
+            f"run {current.id} is {current.status}; only a failed or cancelled run can be resumed"
+        )
+    point = resume_point(current)
+    if point is None:
+        raise CaatError(
+            f"run {current.id} has no checkpoint to resume from in {current.run_dir}; "
+            "re-launch it to train from the start"
+        )
+    fields = {k: v for k, v in point.fields.items() if k not in ("steps_done", "epochs_done")}
+    if not store.prepare_resume(
+        current.id,
+        step=point.step,
+        epochs_done=point.epochs_done,
+        fields=fields,
+        resumable=RESUMABLE,
+    ):
+        now = _current(store, current)
+        raise CaatError(f"run {current.id} is {now.status} now; not resumed")
+    return point
 
 
 # --------------------------------------------------------------------------- evaluations

@@ -28,7 +28,14 @@ from caat_app.runs.grid import (
     value_text,
 )
 from caat_app.runs.launcher import Gpu, Launch, Scheduler, launch_worker
-from caat_app.runs.manage import cancel_run, pid_alive, run_fields
+from caat_app.runs.manage import (
+    RESUMABLE,
+    cancel_run,
+    pid_alive,
+    resume_point,
+    resume_run,
+    run_fields,
+)
 from caat_app.runs.stored import config_of, options_of
 from caat_storage import RunStatus
 
@@ -50,6 +57,7 @@ __all__ = [
     "name_runs",
     "parse_list",
     "plan_sweep",
+    "resume_stopped",
     "run_sweep",
     "status_counts",
     "sweep_configs",
@@ -83,12 +91,34 @@ def plan_sweep(
     """Queue in sweep `name` the configs it does not hold; returns (new ids, held ids).
 
     A config is held when a run of the sweep with the same config (the name aside) is
-    finished, queued or running; a failed, cancelled or diverged one is queued again as
-    a new run, and the old one stays as history. Held ids: one per held config, its
-    newest such run.
+    finished, queued or running. A config whose current run failed or was cancelled
+    after a checkpoint continues from it (`resume_stopped`: that run is queued again and
+    counted new); any other failed, cancelled or diverged one is queued again as a new
+    run trained from the start, and the old one stays as history. Held ids: one per
+    held config, its newest such run.
     """
     name = check_sweep(name)
-    return store.add_to_sweep(name, [run_fields(cfg) for cfg in configs], key=config_key)
+    resumed = resume_stopped(store, name, configs)
+    new, held = store.add_to_sweep(name, [run_fields(cfg) for cfg in configs], key=config_key)
+    return resumed + new, [run_id for run_id in held if run_id not in resumed]
+
+
+def resume_stopped(store: Store, name: str, configs: Sequence[RunConfig]) -> list[int]:
+    """Queue again, to continue from its checkpoint, each of these configs' current run
+    (`current_runs`) that failed or was cancelled and has one; their ids."""
+    wanted = {config_key(cfg) for cfg in configs}
+    resumed: list[int] = []
+    for run in current_runs(store.sweep_runs(name)):
+        if run.status not in RESUMABLE or run.id is None or _run_key(run) not in wanted:
+            continue
+        if resume_point(run) is None:
+            continue
+        try:
+            resume_run(store, run)
+        except CaatError:
+            continue  # it changed meanwhile (another sweep resumed it): it is held now
+        resumed.append(run.id)
+    return resumed
 
 
 def sweep_configs(store: Store, name: str) -> list[RunConfig]:

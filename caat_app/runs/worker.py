@@ -5,6 +5,10 @@ writer, keeps a heartbeat, and ends the run `finished`, `cancelled` (SIGTERM or
 SIGINT: a checkpoint is written first), `diverged` or `failed` (with the traceback).
 `execute_run` is also what `caat train` runs in the foreground. With `--eval` it runs
 one evaluation job instead (`execute_eval`, which `caat eval` runs in the foreground).
+
+A queued run that has steps done was resumed (`Store.prepare_resume` set them to its
+checkpoint's): the worker continues it from the checkpoint in its folder. A run that
+ends finished or diverged has its resume checkpoint removed; nothing will continue it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 
 from caat_app.errors import CaatError
 from caat_app.runs.stored import config_of
+from caat_app.training.resume_point import discard_resume
 from caat_storage import BatchWriter, RunStatus, Store, StoreError
 
 _LIVE_FIELDS = ("val_clean", "val_adv", "test_clean", "test_adv")
@@ -128,13 +133,17 @@ def _with_heartbeat(beat: Callable[[], None], work: Callable[[], Any], every: fl
 
 
 def execute_run(store: Store, run_id: int, flag: StopFlag, *extra: Any) -> RunStatus:
-    """Train a queued run to its end and record the outcome; returns the final status."""
+    """Train a queued run to its end and record the outcome; returns the final status.
+
+    A run with steps done continues from its resume checkpoint (see the module's text).
+    """
     from caat_app.data.splits import load_dataset
     from caat_app.training.trainer import train
 
     run = store.get_run(run_id)
     if run is None:
         raise StoreError(f"no run {run_id} in {store.url}")
+    resume_step = run.steps_done or None
     run_dir = Path(run.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     store.mark_running(run_id, os.getpid())
@@ -147,7 +156,10 @@ def execute_run(store: Store, run_id: int, flag: StopFlag, *extra: Any) -> RunSt
             lambda: store.heartbeat(run_id),
             lambda: load_dataset(config.dataset, root=root, download=config.download),
         )
-        result = train(config, StoreSink(writer, flag, *extra), run_dir=run_dir, data=data)
+        sink = StoreSink(writer, flag, *extra)
+        result = train(
+            config, sink, run_dir=run_dir, data=data, resume_step=resume_step, flush=writer.flush
+        )
     except BaseException as exc:
         try:
             writer.flush()
@@ -158,6 +170,8 @@ def execute_run(store: Store, run_id: int, flag: StopFlag, *extra: Any) -> RunSt
     writer.flush()
     status = RunStatus(result.status)  # the trainer's stop reason names a run status
     store.finish(run_id, status, fields=result.summary)
+    if status in (RunStatus.FINISHED, RunStatus.DIVERGED):
+        discard_resume(run_dir)
     return status
 
 

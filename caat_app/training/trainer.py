@@ -9,14 +9,19 @@ it (and, every `layer_stats` steps, its per-layer conflict). The trainer reports
 through a `Sink`: the worker plugs the store in, tests plug in a list.
 
 Around it: `steps` (what a step records), `sinks`, `measure` (per-epoch accuracy),
-`checkpoint` and `schedule`.
+`checkpoint`, `resume` (what a resume checkpoint holds) and `schedule`.
+
+Checkpoints: `best` and `last` at every epoch's end; the resume checkpoint after every
+epoch's row, every `checkpoint_every` minutes inside an epoch, and when the run is
+stopped, so a run whose worker died or was cancelled continues where it was
+(`Trainer(resume_step=...)`) and ends with the numbers it would have had.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -35,9 +40,11 @@ from caat_app.method.losses import adversarial_loss, clean_loss
 from caat_app.method.optim import FlatParams, FlatSGD
 from caat_app.models.build import build_for_run
 from caat_app.training.adversary import training_examples
-from caat_app.training.checkpoint import save_checkpoint
+from caat_app.training.checkpoint import load_resume, rng_state, save_checkpoint, save_resume
 from caat_app.training.device import autocast, resolve_device
 from caat_app.training.measure import fixed_subset, measure_splits
+from caat_app.training.resume import Place, capture, restore
+from caat_app.training.resume_point import ResumePoint, state_name
 from caat_app.training.schedule import rate
 from caat_app.training.sinks import Sink
 from caat_app.training.steps import LayerRecorder, StepMetrics, StepRecorder
@@ -47,6 +54,8 @@ from caat_storage import RunStatus
 _FALLBACK_AUGMENT = {"flip": False, "translate": 1, "rotate_deg": 10.0}
 # What `Trainer.measure` puts into each epoch row, in its order.
 MEASURED = ("val_clean", "val_adv", "test_clean", "test_adv")
+# The run's summary fields `Standing` fills: a resume point names each, None if not yet.
+STANDING_FIELDS = ("best_epoch", *(f"{w}_{k}" for w in ("best", "last") for k in MEASURED))
 
 
 def kept(x: Tensor, y: Tensor, drop: tuple[int, ...]) -> tuple[Tensor, Tensor]:
@@ -104,7 +113,13 @@ class Standing:
 
 
 class Trainer:
-    """Holds a run's model, buffers and state; `run()` trains it to the end."""
+    """Holds a run's model, buffers and state; `run()` trains it to the end.
+
+    `resume_step`: continue from the run folder's resume checkpoint, which must have
+    been taken after that many steps (the store's count). `flush` makes what the sink
+    was handed durable; it is called before every resume checkpoint, so a checkpoint
+    never runs ahead of the stored rows.
+    """
 
     def __init__(
         self,
@@ -113,10 +128,13 @@ class Trainer:
         *,
         run_dir: Path | None = None,
         data: DataSplits | None = None,
+        resume_step: int | None = None,
+        flush: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.sink = sink
         self.run_dir = run_dir
+        self.resume_step, self.flush = resume_step, flush
         self.device = dev = resolve_device(config.device)
         torch.manual_seed(config.seed)  # before the model is built: same seed, same weights
         if data is None:
@@ -156,6 +174,9 @@ class Trainer:
         self.steps_per_epoch = max(1, len(self.y_train) // self.batch)
         self.total_steps = self.steps_per_epoch * config.epochs
         self.step = 0  # steps taken so far, over all epochs
+        self.place = Place()  # where in the run: what a resume checkpoint says
+        self.standing = Standing()
+        self.epoch_start = self.last_checkpoint = time.perf_counter()
         if dev.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
@@ -171,33 +192,43 @@ class Trainer:
         return StepRecorder(self.sink, self.config.log_every, self.device, layers)
 
     def run(self) -> TrainResult:
-        """Train epoch by epoch until the last one, a stop request or divergence."""
+        """Train epoch by epoch until the last one, a stop request or divergence.
+
+        A stopped run leaves a resume checkpoint of where it stopped; so does every
+        epoch, after its row went to the sink.
+        """
         recorder = self.recorder()
-        standing = Standing()
+        if self.resume_step is not None:
+            restore(self, load_resume(self.run_dir, self.resume_step), recorder)
         stop = StopReason.FINISHED
-        epochs_done = 0
         self.model.train()
-        for epoch in range(1, self.config.epochs + 1):
+        for epoch in range(self.place.epoch, self.config.epochs + 1):
             stop, row = self.train_epoch(epoch, recorder)
             if row is None:
                 self.save("last", epoch)
+                if stop is StopReason.CANCELLED:
+                    self.save_resume(recorder)
                 break
-            epochs_done = epoch
-            if standing.add(row):
+            if self.standing.add(row):
                 self.save("best", epoch)
             self.save("last", epoch)
-            progress = {"epochs_done": epoch, "steps_done": self.step}
-            self.sink.epoch(row, {**standing.summary(), **progress})
+            self.sink.epoch(row, self.summary(recorder, epoch))
+            self.place = Place(epoch + 1, lr=self.place.lr)
+            self.save_resume(recorder)
             if self.sink.should_stop():
                 stop = StopReason.CANCELLED
                 break
-        summary = {
-            **standing.summary(),
+        done = self.place.epoch - 1
+        return TrainResult(stop, done, self.step, recorder.nonfinite, self.summary(recorder, done))
+
+    def summary(self, recorder: StepRecorder, epochs_done: int) -> dict[str, Any]:
+        """The run's summary fields after `epochs_done` complete epochs."""
+        return {
+            **self.standing.summary(),
             "epochs_done": epochs_done,
             "steps_done": self.step,
             "nonfinite_steps": recorder.nonfinite,
         }
-        return TrainResult(stop, epochs_done, self.step, recorder.nonfinite, summary)
 
     def train_epoch(
         self, epoch: int, recorder: StepRecorder
@@ -207,19 +238,23 @@ class Trainer:
         No row when the epoch ended early: a stop request (also asked during the
         measurement) or more non-finite steps than `max_nonfinite`.
         """
-        cfg = self.config
-        start = time.perf_counter()
-        recorder.start_epoch()
-        stop, lr = StopReason.FINISHED, 0.0
-        for xb, yb in self.batches():
+        cfg, place = self.config, self.place
+        start = self.epoch_start = time.perf_counter() - place.seconds
+        if not place.done:  # a resumed epoch keeps the sums its checkpoint held
+            recorder.start_epoch()
+        stop = StopReason.FINISHED
+        for xb, yb in self.batches(place.done):
             lr, momentum = rate(cfg.schedule, self.step, self.steps_per_epoch, cfg.epochs, cfg.lr)
             self.finish_step(recorder, self.train_step(xb, yb, lr, momentum), epoch, lr)
+            place.done, place.lr = place.done + 1, lr
             if recorder.nonfinite > cfg.max_nonfinite:  # counted as blocks are copied out
                 stop = StopReason.DIVERGED
                 break
             if self.sink.should_stop():
                 stop = StopReason.CANCELLED
                 break
+            if self.checkpoint_due():
+                self.save_resume(recorder)
         recorder.copy_out()
         if stop is StopReason.FINISHED and recorder.nonfinite > cfg.max_nonfinite:
             stop = StopReason.DIVERGED
@@ -227,6 +262,7 @@ class Trainer:
             return stop, None
         train_seconds = time.perf_counter() - start
         means = recorder.epoch_means()
+        place.rng = rng_state(self.device, self.aug_generator)  # stopped in `measure`: from here
         accuracies = self.measure()
         if accuracies is None:
             return StopReason.CANCELLED, None
@@ -240,17 +276,20 @@ class Trainer:
             "images_per_sec": recorder.epoch_steps * self.batch / train_seconds,
             "epoch_seconds": time.perf_counter() - start,
             "elapsed": time.perf_counter() - recorder.start,
-            "lr": lr,
+            "lr": place.lr,
         }
 
-    def batches(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def batches(self, skip: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         """One epoch of shuffled training batches, gathered and augmented on the device.
 
-        The last partial batch is dropped (BatchNorm needs more than one image).
+        The last partial batch is dropped (BatchNorm needs more than one image). `skip`:
+        the epoch's first batches, trained before a resume, are left out (and not
+        augmented: the augmentation's generator was saved past them).
         """
         n = len(self.y_train)
+        self.place.order = self.generator.get_state()
         order = torch.randperm(n, generator=self.generator)
-        for start in range(0, n - self.batch + 1, self.batch):
+        for start in range(skip * self.batch, n - self.batch + 1, self.batch):
             idx = order[start : start + self.batch].to(self.device, non_blocking=True)
             xb, yb = self.x_train[idx], self.y_train[idx]
             if self.augment is not None:
@@ -326,6 +365,25 @@ class Trainer:
             self.run_dir, name, model=self.model, optimizer=self.opt, epoch=epoch, step=self.step
         )
 
+    def checkpoint_due(self) -> bool:
+        """Whether `checkpoint_every` minutes have passed since the last resume checkpoint."""
+        every = self.config.checkpoint_every
+        return every > 0 and time.perf_counter() - self.last_checkpoint >= 60.0 * every
+
+    def save_resume(self, recorder: StepRecorder) -> None:
+        """The resume checkpoint of this place, after its rows reached the sink (and, with
+        `flush`, the store); no run folder: nothing."""
+        self.last_checkpoint = time.perf_counter()
+        if self.run_dir is None:
+            return
+        recorder.copy_out()
+        if self.flush is not None:
+            self.flush()
+        epochs_done = self.place.epoch - 1
+        fields = {**dict.fromkeys(STANDING_FIELDS), **self.summary(recorder, epochs_done)}
+        point = ResumePoint(state_name(self.step), self.step, epochs_done, fields)
+        save_resume(self.run_dir, capture(self, recorder), point)
+
 
 def train(
     config: RunConfig,
@@ -333,6 +391,11 @@ def train(
     *,
     run_dir: Path | None = None,
     data: DataSplits | None = None,
+    resume_step: int | None = None,
+    flush: Callable[[], None] | None = None,
 ) -> TrainResult:
-    """Train one run to its end (finished, cancelled or diverged)."""
-    return Trainer(config, sink, run_dir=run_dir, data=data).run()
+    """Train one run to its end (finished, cancelled or diverged); see `Trainer`."""
+    trainer = Trainer(
+        config, sink, run_dir=run_dir, data=data, resume_step=resume_step, flush=flush
+    )
+    return trainer.run()
