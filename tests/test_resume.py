@@ -4,7 +4,9 @@ with exactly the numbers of a run never interrupted (on the CPU, bit for bit).""
 from __future__ import annotations
 
 import os
+import random
 import signal
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -395,23 +397,37 @@ def _wait_run(store: Store, run_id: int, done: Any, timeout: float = 120) -> Any
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_run_is_resumed_detached_and_ends_as_if_never_killed(
-    store: Store, tmp_path: Path, resume_command: None, monkeypatch: pytest.MonkeyPatch
+def test_a_worker_killed_at_random_moments_resumes_each_time_and_ends_as_if_never_killed(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Fault injection: SIGKILL a real worker three times at random moments (seeded),
+    `caat resume --detach` after each; the run ends with the uninterrupted run's numbers,
+    every step row once, and a store that passes SQLite's integrity check."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # every worker alike: the same sums, bit for bit
     db = str(tmp_path / "caat.db")
-    cfg = build_config({**BASE, **VANILLA, "epochs": 3, "batch_size": 32, "attack_steps": 10})
-    per_epoch = 1257 // 32
+    options = {**BASE, **VANILLA, "epochs": 4, "batch_size": 64, "checkpoint_every": 0.005}
+    cfg = build_config(options)
     reference, run_id = create_run(store, cfg), create_run(store, cfg)
     launch = Scheduler(store, gpus=[], per_gpu=1, max_cpu=2, share_cores=False)
     assert launch.dispatch(only=[reference, run_id]) == [reference, run_id]
-    doomed = _wait_run(store, run_id, lambda r: r.steps_done > per_epoch)  # past a checkpoint
-    assert doomed.status == "running" and doomed.epochs_done < 3
-    os.kill(doomed.pid, signal.SIGKILL)
+    chance = random.Random(20261201)
+    kills = 0
+    for _ in range(3):
+        run = _wait_run(store, run_id, lambda r: r.status == "running" and r.pid is not None)
+        _wait_run(store, run_id, lambda r: resume_point(r) is not None or r.status != "running")
+        time.sleep(chance.uniform(0.05, 1.0))  # a random moment after a checkpoint exists
+        run = store.get_run(run_id)
+        if run.status != "running":
+            break
+        os.kill(run.pid, signal.SIGKILL)
+        kills += 1
+        assert run_cli("resume", str(run_id), "--detach", "--db", db) == 0  # reaps it first
+    assert kills >= 2  # the run was long enough to be killed more than once
     assert _wait_run(store, reference, lambda r: r.status != "running").status == "finished"
-
-    assert run_cli("resume", str(run_id), "--detach", "--db", db) == 0  # reaps it first
     run = _wait_run(store, run_id, lambda r: r.status not in ("queued", "running"))
     assert run.status == "finished", run.error
     assert _series(store, run_id) == _series(store, reference)
     assert _summary(store, run_id) == _summary(store, reference)
+    assert [r.step for r in store.steps(run_id)] == list(range(run.steps_done))  # none lost
+    with sqlite3.connect(tmp_path / "caat.db") as raw:
+        assert raw.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
