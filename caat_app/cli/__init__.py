@@ -31,6 +31,7 @@ from caat_app.cli import (
 from caat_app.cli.base import app
 from caat_app.cli.layers import layers_command
 from caat_app.errors import CaatError
+from caat_app.runs.diskfull import disk_full_reason
 from caat_storage import StoreError
 
 __all__ = ["app", "main"]
@@ -121,7 +122,10 @@ def main(argv: list[str] | None = None) -> None:
     except (KeyboardInterrupt, typer.Abort):
         _fail("interrupted", 130)
     except Exception as exc:
-        if not _is_usage_error(exc):
+        if _is_usage_error(exc):
+            _fail(exc.format_message())  # type: ignore[attr-defined]
+        full = disk_full_reason(exc)  # the environment, not a bug: one line too
+        if full is None:
             raise
-        _fail(exc.format_message())  # type: ignore[attr-defined]
+        _fail(full)
     sys.exit(code if isinstance(code, int) else 0)

@@ -25,10 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from caat_app.errors import CaatError
+from caat_app.runs.diskfull import DiskReserve, disk_full_reason
 from caat_app.runs.stored import config_of
 from caat_app.training.resume_point import discard_resume
 from caat_storage import BatchWriter, RunStatus, Store, StoreError
 
+RESERVE_FILE = ".disk-reserve"
+"""Held in the run's folder while it trains (`DiskReserve`)."""
 _LIVE_FIELDS = ("val_clean", "val_adv", "test_clean", "test_adv")
 
 
@@ -148,6 +151,7 @@ def execute_run(store: Store, run_id: int, flag: StopFlag, *extra: Any) -> RunSt
     run_dir.mkdir(parents=True, exist_ok=True)
     store.mark_running(run_id, os.getpid())
     writer = BatchWriter(store, run_id)
+    reserve = DiskReserve(run_dir, RESERVE_FILE)  # room to record a full disk
     try:
         config = config_of(run)
         (run_dir / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
@@ -161,12 +165,17 @@ def execute_run(store: Store, run_id: int, flag: StopFlag, *extra: Any) -> RunSt
             config, sink, run_dir=run_dir, data=data, resume_step=resume_step, flush=writer.flush
         )
     except BaseException as exc:
+        full = disk_full_reason(exc)
+        reserve.release()
         try:
             writer.flush()
         finally:
             error = str(exc) if isinstance(exc, CaatError) else traceback.format_exc()
-            store.finish(run_id, RunStatus.FAILED, error=error)
+            store.finish(run_id, RunStatus.FAILED, error=full or error)
+        if full:
+            raise CaatError(f"run {run_id}: {full}") from exc
         raise
+    reserve.release()
     writer.flush()
     status = RunStatus(result.status)  # the trainer's stop reason names a run status
     store.finish(run_id, status, fields=result.summary)
