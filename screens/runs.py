@@ -220,7 +220,11 @@ class RunsScreen(RunActions):
                 sort=self.sort_key,
                 descending=self.descending,
             )
-            total = store.count_runs(search=self.search or None)
+            total = self.page * PAGE_SIZE + len(runs)
+            if len(runs) == PAGE_SIZE or (self.page and not runs):
+                # Only a full (or an empty later) page needs the count: a filtered count
+                # is a second pass over the table (a fifth of a second at 100 000 runs).
+                total = store.count_runs(search=self.search or None)
         except Exception as exc:  # a locked or vanished store must not kill the UI
             self.post_message(StoreFailed(f"cannot read the store: {exc}"))
             return

@@ -4,9 +4,12 @@ import json
 import operator
 from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_
+from sqlalchemy import Boolean, ColumnElement, and_, delete, func, literal, or_
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.visitors import InternalTraversal
 from sqlmodel import Session, select
 from sqlmodel.sql.expression import SelectOfScalar
 
@@ -55,6 +58,35 @@ def _like_pattern(word: str) -> str:
     return f"%{escaped}%"
 
 
+class _FoldedLike(ColumnElement[bool]):
+    """`column ILIKE pattern ESCAPE '\\'`, written for each backend by `_ilike`/`_sqlite_like`."""
+
+    inherit_cache = True
+    type = Boolean()
+    _is_implicitly_boolean = True  # a comparison: never `(...) = 1` where booleans are ints
+    _traverse_internals: ClassVar[list[tuple[str, InternalTraversal]]] = [
+        ("column", InternalTraversal.dp_clauseelement),
+        ("pattern", InternalTraversal.dp_clauseelement),
+    ]
+
+    def __init__(self, column: ColumnElement[Any], pattern: str) -> None:
+        self.column = column
+        self.pattern = literal(pattern)
+
+
+@compiles(_FoldedLike)
+def _ilike(element: _FoldedLike, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.column.ilike(element.pattern, escape="\\"), **kw)
+
+
+@compiles(_FoldedLike, "sqlite")
+def _sqlite_like(element: _FoldedLike, compiler: SQLCompiler, **kw: Any) -> str:
+    """SQLite's LIKE folds ASCII case itself, as its `lower()` does (neither folds more), so
+    the same match without SQLAlchemy's `lower(column) LIKE lower(pattern)`: a filtered
+    page of a 100 000-run store in half the time."""
+    return compiler.process(element.column.like(element.pattern, escape="\\"), **kw)
+
+
 def _search_clause(search: str | None) -> ColumnElement[bool] | None:
     """Every whitespace-separated word must occur, case-insensitively, in one of the columns.
 
@@ -66,12 +98,7 @@ def _search_clause(search: str | None) -> ColumnElement[bool] | None:
         return None
     return and_(
         *(
-            or_(
-                *(
-                    RUN_TABLE.c[name].ilike(_like_pattern(word), escape="\\")
-                    for name in SEARCH_COLUMNS
-                )
-            )
+            or_(*(_FoldedLike(RUN_TABLE.c[name], _like_pattern(word)) for name in SEARCH_COLUMNS))
             for word in words
         )
     )
@@ -101,12 +128,15 @@ def list_statement(
     search: str | None = None,
     sort: str = "id",
     descending: bool = True,
+    below: int | None = None,
 ) -> SelectOfScalar[Run]:
     """The query behind `Store.list_runs`, public so its plan can be examined on its own."""
     statement = select(Run)
     clause = _search_clause(search)
     if clause is not None:
         statement = statement.where(clause)
+    if below is not None:
+        statement = statement.where(RUN_TABLE.c.id < below)
     return statement.order_by(*_order_by(sort, descending)).offset(offset).limit(limit)
 
 
@@ -182,16 +212,24 @@ class RunsMixin(StoreBase):
         search: str | None = None,
         sort: str = "id",
         descending: bool = True,
+        below: int | None = None,
     ) -> list[Run]:
         """One page of runs, filtered and sorted in SQL so a page costs the same at any size.
 
         The default is newest first, what a person most likely wants. `search`: every
         word must occur (case-insensitive, `%` and `_` literal) in the name, sweep,
         method, data set, model, status or tags. `sort`: one of SORTABLE_COLUMNS (else
-        ValueError); empty values go last either way and ties go newest first.
+        ValueError); empty values go last either way and ties go newest first. `below`:
+        only runs with a smaller id, so newest-first pages can follow one another by the
+        last id shown (no OFFSET to skip, and a run added meanwhile shifts nothing).
         """
         statement = list_statement(
-            limit=limit, offset=offset, search=search, sort=sort, descending=descending
+            limit=limit,
+            offset=offset,
+            search=search,
+            sort=sort,
+            descending=descending,
+            below=below,
         )
         with self._read() as session:
             return list(session.exec(statement).all())

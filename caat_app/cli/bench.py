@@ -1,4 +1,5 @@
-"""`caat bench`: how fast training, evaluation and the dashboard's start-up are, and its report.
+"""`caat bench`: how fast training, evaluation, the dashboard's start-up and a big store's
+run list are, and its report.
 
 The benchmarks (torch) are imported inside the command, never when the CLI starts.
 """
@@ -11,9 +12,14 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from caat_app.cli.base import out
 from caat_app.cli.options import JsonOption
+from caat_app.errors import CaatError
+
+SECTIONS = ("training", "evaluation", "dashboard-start", "store-size")
+"""What `caat bench` measures, in order; `--only` picks some."""
 
 
 def bench(
@@ -26,34 +32,88 @@ def bench(
     layer_every: int = typer.Option(20, min=1, help="per-layer conflict timed every N steps"),
     eval_n: int = typer.Option(200, min=10, help="test images of the evaluation line"),
     eval_epochs: int = typer.Option(10, min=1, help="epochs trained before it is attacked"),
+    only: str | None = typer.Option(
+        None, "--only", help=f"a comma list of: {', '.join(SECTIONS)} (default: all)"
+    ),
+    store_runs: int = typer.Option(100_000, min=1, help="runs in the store-size store"),
     as_json: bool = JsonOption,
 ) -> None:
     """Per-step time of clean training, Vanilla AT and CA-AT, the cost of logging and of
     per-layer conflict (--layer-stats), the evaluation's images per second (PGD-20, fast
-    AutoAttack) and the dashboard's start-up."""
-    from caat_app.bench.evaluation import eval_bench
-    from caat_app.bench.startup import dashboard_startup
-    from caat_app.bench.training import run_bench
+    AutoAttack), the dashboard's start-up, and `caat runs` and the run list on a store
+    of 100 000 runs (seconds and peak memory)."""
+    sections = _sections(only)
+    report: dict[str, Any] = {}
+    if "training" in sections:
+        from caat_app.bench.training import run_bench
 
-    report = run_bench(
-        model=model,
-        batch_size=batch_size,
-        attack_steps=attack_steps,
-        steps=steps,
-        repeats=repeats,
-        device=device,
-        layer_every=layer_every,
-    )
-    report["evaluation"] = eval_bench(n=eval_n, epochs=eval_epochs, device=device)
-    report["dashboard_start"] = dashboard_startup(repeats=repeats)
+        report = run_bench(
+            model=model,
+            batch_size=batch_size,
+            attack_steps=attack_steps,
+            steps=steps,
+            repeats=repeats,
+            device=device,
+            layer_every=layer_every,
+        )
+    if "evaluation" in sections:
+        from caat_app.bench.evaluation import eval_bench
+
+        report["evaluation"] = eval_bench(n=eval_n, epochs=eval_epochs, device=device)
+    if "dashboard-start" in sections:
+        from caat_app.bench.startup import dashboard_startup
+
+        report["dashboard_start"] = dashboard_startup(repeats=repeats)
+    if "store-size" in sections:
+        from caat_app.bench.store_size import store_size_bench
+
+        report["store_size"] = store_size_bench(runs=store_runs, repeats=repeats)
     if as_json:
         print(json.dumps(report, indent=2))
     else:
         print_report(out, report)
 
 
+def _sections(only: str | None) -> set[str]:
+    """The sections `--only` names (all without it), or a one-line error."""
+    if only is None:
+        return set(SECTIONS)
+    chosen = {part.strip() for part in only.split(",") if part.strip()}
+    unknown = sorted(chosen - set(SECTIONS))
+    if unknown or not chosen:
+        raise CaatError(f"--only: unknown {only!r}; choose from {', '.join(SECTIONS)}")
+    return chosen
+
+
 def print_report(console: Console, report: dict[str, Any]) -> None:
     """The report as a person reads it: a table of steps, then one line per other measure."""
+    if "ms_per_step" in report:
+        _print_steps(console, report)
+    if "evaluation" in report:
+        ev = report["evaluation"]
+        for attack, label in (("pgd", "PGD-20"), ("autoattack-fast", "AutoAttack (fast)")):
+            a = ev["attacks"][attack]
+            console.print(
+                f"evaluation, {label}: {a['images_per_sec']:.0f} images / s "
+                f"({ev['images']} test images in {a['seconds']:.2f} s, {ev['model']} trained "
+                f"{ev['trained_epochs']} epochs, ε={ev['eps']:g}: "
+                f"{100 * a['accuracy']:.1f}% robust, {100 * ev['clean']:.1f}% clean)"
+            )
+    if "dashboard_start" in report:
+        start = report["dashboard_start"]
+        console.print(
+            f"dashboard start-up: {start['seconds']:.2f} s to the first page of runs "
+            f"({start['runs_in_store']} runs in the store, median of {start['repeats']})"
+        )
+    if "store_size" in report:
+        from caat_app.bench.store_size import store_size_lines
+
+        for line in store_size_lines(report["store_size"]):
+            console.print(Text(line))
+
+
+def _print_steps(console: Console, report: dict[str, Any]) -> None:
+    """The training section: the three kinds of step, logging and per-layer conflict."""
     title = (
         f"caat bench: {report['model']} on {report['dataset']}, batch "
         f"{report['batch_size']}, {report['attack']}, {report['device']}"
@@ -82,20 +142,4 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
             f"{layers['ms_per_step']:.3f} ms per step = {100 * layers['overhead']:.2f}% of a "
             f"CA-AT step ({layers['caat_ms_per_step_without']:.2f} ms without, "
             f"{layers['caat_ms_per_step_with']:.2f} ms with, logging included)"
-        )
-    if "evaluation" in report:
-        ev = report["evaluation"]
-        for attack, label in (("pgd", "PGD-20"), ("autoattack-fast", "AutoAttack (fast)")):
-            a = ev["attacks"][attack]
-            console.print(
-                f"evaluation, {label}: {a['images_per_sec']:.0f} images / s "
-                f"({ev['images']} test images in {a['seconds']:.2f} s, {ev['model']} trained "
-                f"{ev['trained_epochs']} epochs, ε={ev['eps']:g}: "
-                f"{100 * a['accuracy']:.1f}% robust, {100 * ev['clean']:.1f}% clean)"
-            )
-    if "dashboard_start" in report:
-        start = report["dashboard_start"]
-        console.print(
-            f"dashboard start-up: {start['seconds']:.2f} s to the first page of runs "
-            f"({start['runs_in_store']} runs in the store, median of {start['repeats']})"
         )

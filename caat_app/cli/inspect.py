@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.cells import cell_len
+from rich.console import RenderableType
+from rich.table import Table
 from rich.text import Text
 
 from caat_app.cli.base import err, open_store, out
@@ -23,7 +28,7 @@ from caat_app.runs.stored import options_of
 if TYPE_CHECKING:
     from sqlmodel import SQLModel
 
-    from caat_storage import Run
+    from caat_storage import Run, Store
 
 
 def fields_of(row: SQLModel, **dump: Any) -> dict[str, Any]:
@@ -43,20 +48,111 @@ def run_record(run: Run) -> dict[str, Any]:
     return data
 
 
+PAGE = 50
+"""How many runs `caat runs` lists unless told: the newest, a screenful or two."""
+CHUNK = 1000
+"""Runs read (and drawn) at a time past one page: memory stays flat at any store size."""
+
+
 def runs(
     db: str | None = DbOption,
-    as_json: bool = JsonOption,
-    limit: int | None = typer.Option(None, min=1, help="newest N runs", callback=check_int64),
+    as_json: bool = typer.Option(
+        False, "--json", help="the same runs as one JSON list (the 'showing' line on stderr)"
+    ),
+    limit: int | None = typer.Option(
+        None, min=1, help=f"the newest N runs (default {PAGE})", callback=check_int64
+    ),
+    show_all: bool = typer.Option(False, "--all", help="every run, however many"),
 ) -> None:
-    """List the runs in the store, newest first."""
+    """List the runs in the store, newest first: the newest 50 unless --limit N or --all.
+
+    When the store holds more, a last line says how many ("showing 50 of N runs"); with
+    --json it goes to stderr and stdout holds the same page as a JSON list.
+    """
+    if show_all and limit is not None:
+        raise CaatError("give one of --all and --limit")
     store = open_store(db)
-    rows = store.list_runs(limit=limit)
+    total = store.count_runs()
+    count = total if show_all else min(limit or PAGE, total)
     if as_json:
-        print(json.dumps([run_record(r) for r in rows], indent=2))
-    elif not rows:
+        _print_json(store, count)
+    elif not total:
         out.print(Text(f"no runs in {store.url} yet: try `caat demo` or `caat train`"))
     else:
-        out.print(runs_table(rows, store.url))
+        _print_table(store, count)
+    if count < total:
+        more = Text(f"showing {count} of {total} runs; --all or --limit N for more")
+        (err if as_json else out).print(more)
+
+
+def _pages(store: Store, count: int, below: int | None = None) -> Iterator[list[Run]]:
+    """The newest `count` runs (with ids below `below`), CHUNK at a time, each page read
+    after the last id of the one before."""
+    while count > 0:
+        rows = store.list_runs(limit=min(CHUNK, count), below=below)
+        if not rows:
+            return
+        yield rows
+        count -= len(rows)
+        below = rows[-1].id
+
+
+def _print_json(store: Store, count: int) -> None:
+    """The runs as `json.dumps(records, indent=2)` writes them, written a page at a time."""
+    first = True
+    for rows in _pages(store, count):
+        text = ",\n".join(textwrap.indent(json.dumps(run_record(r), indent=2), "  ") for r in rows)
+        sys.stdout.write(("[\n" if first else ",\n") + text)
+        first = False
+    sys.stdout.write("[]\n" if first else "\n]\n")
+
+
+def _widths(table: Table) -> list[int]:
+    """Each column's width as rich would measure it: its widest cell (or header)."""
+
+    def width(cell: RenderableType) -> int:
+        return cell.cell_len if isinstance(cell, Text) else cell_len(str(cell))
+
+    return [
+        max(width(column.header), column.min_width or 0, *map(width, column.cells))
+        for column in table.columns
+    ]
+
+
+def _pin(table: Table, widths: list[int] | None) -> Table:
+    """Fix the columns' widths (None: rich measures them again)."""
+    for i, column in enumerate(table.columns):
+        column.width = None if widths is None else widths[i]
+    return table
+
+
+def _print_table(store: Store, count: int) -> None:
+    """The runs as one table; past CHUNK runs drawn a page at a time, every page at the
+    widths of the widest cells of all (a first pass measures them), so the pages line up
+    as one table and memory stays flat.
+
+    Widths are measured here: rich's own measuring of every cell was about a third of
+    drawing 1000 runs. A table too wide for the console is left to rich to fold, as
+    before, unless it comes in pages."""
+    if count <= CHUNK:
+        table = runs_table(store.list_runs(limit=count), store.url)
+        _pin(table, _widths(table))
+        unbounded = out.options.update_width(2**31)  # measured as it wants, not as it fits
+        fits = out.measure(table, options=unbounded).maximum <= out.width
+        out.print(table if fits else _pin(table, None))
+        return
+    widths: list[int] = []
+    top: int | None = None
+    for rows in _pages(store, count):
+        top = rows[0].id if top is None else top
+        page_widths = _widths(runs_table(rows, store.url))
+        widths = [max(w) for w in zip(widths, page_widths, strict=True)] if widths else page_widths
+    for page, rows in enumerate(_pages(store, count, None if top is None else top + 1)):
+        table = _pin(runs_table(rows, store.url), widths)
+        table.show_edge = False  # no blank edge lines between the pages
+        if page:
+            table.title, table.show_header = None, False
+        out.print(table)
 
 
 def show(run: str = RunArgument, db: str | None = DbOption, as_json: bool = JsonOption) -> None:

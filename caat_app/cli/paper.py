@@ -67,12 +67,14 @@ def paper_command(
     as_json: bool = JsonOption,
     csv_out: bool = typer.Option(False, "--csv", help="the experiment's table as CSV on stdout"),
     db: str | None = DbOption,
+    yes: bool = typer.Option(False, "--yes", help="queue over 1000 runs without asking"),
 ) -> None:
     """The paper's experiments: none named lists them; one named runs it to its figure.
 
     Queues the experiment as a sweep (`paper-<id>`, resumable: run it again to train and
     evaluate only what is missing), trains it in workers, evaluates it, then writes its
-    figure, table and computed verdict under --out.
+    figure, table and computed verdict under --out. Over 1000 runs (many --seeds) are
+    queued only when confirmed (or --yes).
     """
     from caat_app.paper.scale import Overrides, check_scale, resolve
 
@@ -89,7 +91,7 @@ def paper_command(
     if dry_run:
         _dry_run(plan, reference, bench, as_json=as_json)
         return
-    _check_runnable(plan)
+    _check_runnable(plan, yes=yes, quiet=as_json or csv_out)
     code = _run(plan, jobs=jobs, db=db, out_dir=out_dir, as_json=as_json, csv_out=csv_out)
     raise typer.Exit(code)
 
@@ -301,9 +303,11 @@ def _dry_run(plan: Plan, gpu: ReferenceGpu, bench: Bench | None, *, as_json: boo
 # --------------------------------------------------------------------------- running
 
 
-def _check_runnable(plan: Plan) -> None:
-    """The data and the device of every distinct need, before the store is touched."""
-    from caat_app.cli.train import check_runnable
+def _check_runnable(plan: Plan, *, yes: bool, quiet: bool) -> None:
+    """The data and the device of every distinct need, and a person's yes when the plan
+    has over 1000 runs (asked on stderr when stdout is `quiet`), before the store is
+    touched."""
+    from caat_app.cli.train import check_runnable, confirm_size
 
     checked: set[tuple[Any, ...]] = set()
     for run in plan.runs:
@@ -312,6 +316,8 @@ def _check_runnable(plan: Plan) -> None:
         if need not in checked:
             check_runnable(cfg)
             checked.add(need)
+    what = f"{plan.experiment.id} ({plan.scale} scale)"
+    confirm_size(len(plan.runs), what, yes=yes, prompt_on_stderr=quiet)
 
 
 def _train(store: Store, plan: Plan, jobs: int, say: Console) -> tuple[dict[str, int], bool]:

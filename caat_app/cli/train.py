@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import shlex
 import signal
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.text import Text
 
-from caat_app.cli.base import EXIT_CODES, open_store, out
+from caat_app.cli.base import EXIT_CODES, err, open_store, out
 from caat_app.cli.options import DbOption, JsonOption, run_options
 from caat_app.cli.render import results_table, sweep_table
 from caat_app.errors import ConfigError
@@ -102,6 +103,29 @@ def demo(
 
 # --------------------------------------------------------------------------- sweep
 
+CONFIRM_ABOVE = 1000
+"""A grid of more runs than this is queued only when a person confirms it (or `--yes`)."""
+
+
+def confirm_size(count: int, what: str, *, yes: bool, prompt_on_stderr: bool = False) -> None:
+    """Ask before queueing more than CONFIRM_ABOVE runs: one value too many in a list
+    (`--seeds` spelled out to 999) should cost a question, not a thousand queued runs.
+
+    Without a terminal to ask on it refuses (ConfigError: one line, exit 2); a person
+    who declines gets exit code 1. Either way nothing has been queued.
+    """
+    if yes or count <= CONFIRM_ABOVE:
+        return
+    if not sys.stdin.isatty():
+        raise ConfigError(
+            f"{what} has {count} runs, over {CONFIRM_ABOVE}: pass --yes to queue them all"
+        )
+    say = err if prompt_on_stderr else out  # not click's prompt: it writes to stdout
+    say.print(Text(f"{what} has {count} runs; queue them all? [y/N] "), end="")
+    if sys.stdin.readline().strip().lower() not in {"y", "yes"}:
+        say.print(Text("nothing queued"))
+        raise typer.Exit(1)
+
 
 @run_options("sweep", lead=("name",))
 def sweep_command(
@@ -111,13 +135,16 @@ def sweep_command(
     jobs: int = typer.Option(1, "--jobs", min=1, help="runs of the sweep at once"),
     detach: bool = typer.Option(False, "--detach", help="only queue the runs; start nothing"),
     resume: bool = typer.Option(False, "--resume", help="run again what the sweep lacks"),
+    yes: bool = typer.Option(
+        False, "--yes", help=f"queue a grid of over {CONFIRM_ABOVE} runs without asking"
+    ),
     **run: Any,
 ) -> None:
     """Train a grid (lists like --lam 0,0.5,1 times --seeds 0,1) as one sweep, in workers.
 
     A sweep is resumable: runs already finished, queued or running are never added
     again, and failed or cancelled ones continue from their checkpoint (or start anew
-    when they have none).
+    when they have none). A grid of over 1000 runs is queued only when confirmed.
     """
     from caat_app.runs.sweep import check_sweep, plan_sweep, sweep_rows
 
@@ -130,6 +157,7 @@ def sweep_command(
         store, configs = _resumed(sweep_name, run, seeds=seeds, config=config, db=db)
     else:
         configs = _grid(sweep_name, run, seeds=seeds, config=config)
+        confirm_size(len(configs), f"sweep {sweep_name}'s grid", yes=yes)
         store = open_store(db)
     new, held = plan_sweep(store, sweep_name, configs)
     out.print(
