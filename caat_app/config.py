@@ -30,7 +30,7 @@ from caat_app.attacks.registry import NORMS, TRAINING_ATTACKS, objective_complai
 from caat_app.data.registry import DATASETS
 from caat_app.errors import ConfigError
 from caat_app.method.registry import DEFAULT_BETA, LOSSES, METHODS, PROJECTIONS
-from caat_app.models.registry import BN_MODES, MODELS
+from caat_app.models.registry import BN_MODES, MODELS, PEFT_MODES, transformer_complaint
 from caat_app.present import format_budget, parse_budget, visible
 from caat_app.presets import PRESETS
 from caat_app.training.schedule import SCHEDULES
@@ -42,6 +42,7 @@ Projection = Literal[PROJECTIONS]  # type: ignore[valid-type]
 DatasetName = Literal[DATASETS.names]  # type: ignore[valid-type]
 ModelName = Literal[MODELS.names]  # type: ignore[valid-type]
 BnMode = Literal[BN_MODES]  # type: ignore[valid-type]
+PeftMode = Literal[PEFT_MODES]  # type: ignore[valid-type]
 LossName = Literal[LOSSES.names]  # type: ignore[valid-type]
 AttackName = Literal[TRAINING_ATTACKS]  # type: ignore[valid-type]
 Norm = Literal[NORMS]  # type: ignore[valid-type]
@@ -92,6 +93,13 @@ class RunConfig(BaseModel):
     dataset: DatasetName = "digits"
     model: ModelName = "cnn"
     bn: BnMode = "standard"
+    weights: str | None = Field(
+        None, description="a transformer's base weights: safetensors or a state dict"
+    )
+    peft: PeftMode = Field("full", description="what trains: full, head, adapter or lora")
+    adapter_reduction: Int64 = Field(16, ge=1, description="bottleneck adapter: width ÷ this")
+    lora_rank: Int64 = Field(8, ge=1)
+    grad_checkpointing: bool = False
     loss: LossName = "ce"
     beta: float | None = Field(None, ge=0.0, description="TRADES KL / CLP pairing weight")
     attack: AttackName = "pgd"
@@ -111,6 +119,9 @@ class RunConfig(BaseModel):
     device: str = "auto"
     bf16: bool = False
     augment: bool | None = Field(None, description="None: the data set's default")
+    image_size: int | None = Field(
+        None, ge=8, le=1024, description="image side in pixels; None: the data set's own"
+    )
     eval_n: Int64 = Field(0, ge=0, description="validation/test images per epoch; 0 = all")
     max_nonfinite: Int64 = Field(10, ge=0, description="skipped steps before a run diverges")
     layer_stats: Int64 = Field(0, ge=0, description="per-layer φ and μ every N steps; 0 = off")
@@ -130,6 +141,34 @@ class RunConfig(BaseModel):
         if value is None or (info.context or {}).get("stored"):
             return value
         return check_name(value)
+
+    @field_validator("weights")
+    @classmethod
+    def _check_weights(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """A new run's weights file exists, named by its absolute path (the worker's
+        folder is another); a stored one is taken as stored (checked when built)."""
+        if value is None or (info.context or {}).get("stored"):
+            return value
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise ValueError(f"no such file {visible(value)}")
+        return str(path.resolve())
+
+    @model_validator(mode="after")
+    def _check_transformer_fields(self) -> RunConfig:
+        """Weights files, PEFT, grad checkpointing: transformers only; and no BatchNorm mode."""
+        if MODELS[self.model].transformer:
+            if self.bn != "standard":
+                raise ValueError(f"bn: {self.model} has no BatchNorm; leave bn at standard")
+            return self
+        for field, given in (
+            ("weights", self.weights is not None),
+            ("peft", self.peft != "full"),
+            ("grad_checkpointing", self.grad_checkpointing),
+        ):
+            if given:
+                raise ValueError(transformer_complaint(field, self.model))
+        return self
 
     @field_validator("device")
     @classmethod

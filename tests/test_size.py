@@ -96,16 +96,30 @@ def test_runs_json_pages_the_same_and_says_so_on_stderr(
         assert captured.err == ("" if count == RUNS else shown)
 
 
-@pytest.mark.parametrize("width", [200, 60])
-def test_one_page_is_the_table_rich_draws_wide_or_narrow(
-    big: str, width: int, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+def test_a_wide_terminal_gets_every_column_as_rich_draws_it(
+    big: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(base_cli.out, "width", width)  # 60: too narrow, rich folds it
+    monkeypatch.setattr(base_cli.out, "width", 200)
     assert run_cli("runs", "--db", big, "--all") == 0
-    reference = Console(file=io.StringIO(), width=width, highlight=False)
+    reference = Console(file=io.StringIO(), width=200, highlight=False)
     with Store.open(f"sqlite:///{big}") as store:
         reference.print(runs_table(store.list_runs(), store.url))
     assert capsys.readouterr().out == reference.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_an_80_column_terminal_leaves_out_the_least_needed_columns(
+    big: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(base_cli.out, "width", 80)
+    assert run_cli("runs", "--db", big, "--all") == 0
+    printed = capsys.readouterr().out
+    assert all(cell_len(line) <= 80 for line in printed.splitlines())
+    header = next(line for line in printed.splitlines() if line.split()[:2] == ["id", "name"])
+    assert {"status", "method", "SA", "PGD"} <= set(header.split()) and "μ" not in header
+    with Store.open(f"sqlite:///{big}") as store:
+        names = [run.name for run in store.list_runs()]
+    assert all(name in printed.replace("\n", " ") or name.startswith("a run") for name in names)
+    assert "a run whose" in printed  # the long name wraps in its column, never vanishes
 
 
 def test_all_and_limit_together_is_one_line(big: str, capsys: pytest.CaptureFixture[str]) -> None:

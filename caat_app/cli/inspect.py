@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +20,7 @@ from rich.text import Text
 
 from caat_app.cli.base import err, open_store, out
 from caat_app.cli.options import DbOption, JsonOption, RunArgument, check_int64
-from caat_app.cli.render import eval_parts, rows_csv, run_parts, runs_table
+from caat_app.cli.render import NARROW_DROPS, eval_parts, rows_csv, run_parts, runs_table
 from caat_app.errors import CaatError
 from caat_app.evaluation.plan import describe_spec
 from caat_app.runs.stored import options_of
@@ -126,6 +126,24 @@ def _pin(table: Table, widths: list[int] | None) -> Table:
     return table
 
 
+def _fits(table: Table) -> bool:
+    unbounded = out.options.update_width(2**31)  # measured as it wants, not as it fits
+    return out.measure(table, options=unbounded).maximum <= out.width
+
+
+def _narrow(rows: Sequence[Run], url: str) -> list[str]:
+    """The columns to leave out so the table fits the terminal (`NARROW_DROPS` in order):
+    rich would otherwise squeeze the name to nothing."""
+    drop: list[str] = []
+    for column in (None, *NARROW_DROPS):
+        if column is not None:
+            drop.append(column)
+        table = runs_table(rows, url, drop=drop)
+        if _fits(_pin(table, _widths(table))):
+            return drop
+    return drop
+
+
 def _print_table(store: Store, count: int) -> None:
     """The runs as one table; past CHUNK runs drawn a page at a time, every page at the
     widths of the widest cells of all (a first pass measures them), so the pages line up
@@ -135,20 +153,22 @@ def _print_table(store: Store, count: int) -> None:
     drawing 1000 runs. A table too wide for the console is left to rich to fold, as
     before, unless it comes in pages."""
     if count <= CHUNK:
-        table = runs_table(store.list_runs(limit=count), store.url)
+        rows = store.list_runs(limit=count)
+        drop = _narrow(rows, store.url)
+        table = runs_table(rows, store.url, drop=drop)
         _pin(table, _widths(table))
-        unbounded = out.options.update_width(2**31)  # measured as it wants, not as it fits
-        fits = out.measure(table, options=unbounded).maximum <= out.width
-        out.print(table if fits else _pin(table, None))
+        out.print(table if _fits(table) else _pin(table, None))
         return
     widths: list[int] = []
     top: int | None = None
+    drop: list[str] = []
     for rows in _pages(store, count):
-        top = rows[0].id if top is None else top
-        page_widths = _widths(runs_table(rows, store.url))
+        if top is None:
+            top, drop = rows[0].id, _narrow(rows, store.url)
+        page_widths = _widths(runs_table(rows, store.url, drop=drop))
         widths = [max(w) for w in zip(widths, page_widths, strict=True)] if widths else page_widths
     for page, rows in enumerate(_pages(store, count, None if top is None else top + 1)):
-        table = _pin(runs_table(rows, store.url), widths)
+        table = _pin(runs_table(rows, store.url, drop=drop), widths)
         table.show_edge = False  # no blank edge lines between the pages
         if page:
             table.title, table.show_header = None, False

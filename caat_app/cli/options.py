@@ -20,7 +20,7 @@ import typer
 from caat_app.attacks.registry import NORMS, TRAINING_ATTACKS
 from caat_app.data.registry import DATASETS
 from caat_app.method.registry import LOSSES, METHODS, PROJECTIONS
-from caat_app.models.registry import BN_MODES, MODELS
+from caat_app.models.registry import BN_MODES, MODELS, PEFT_MODES, TRANSFORMERS
 from caat_app.presets import PRESETS
 from caat_app.registry import one_of
 from caat_app.runs.grid import LIST_KINDS
@@ -123,6 +123,21 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
     RunOption("dataset", str, f"data set: {_datasets()}"),
     RunOption("model", str, f"model: {MODELS.choices()}", ",".join(MODELS.names[:2])),
     RunOption("bn", str, f"BatchNorm: {one_of(BN_MODES)}"),
+    RunOption("weights", str, "a transformer's base weights: a safetensors file or a state dict"),
+    RunOption(
+        "peft",
+        str,
+        f"what trains: {one_of(PEFT_MODES)} (all but full: transformers, the new head too)",
+        "adapter,lora",
+    ),
+    RunOption("adapter_reduction", int, "bottleneck adapter: the block's width ÷ this", "8,16"),
+    RunOption("lora_rank", int, "LoRA's rank", "4,8"),
+    RunOption(
+        "grad_checkpointing",
+        bool,
+        f"recompute activations in the backward pass ({', '.join(TRANSFORMERS)})",
+        flag="--grad-checkpointing/--no-grad-checkpointing",
+    ),
     RunOption("loss", str, f"adversarial loss: {LOSSES.choices()}", ",".join(LOSSES.names[:2])),
     RunOption("beta", float, _beta_help()),
     RunOption("attack", str, f"training attack: {', '.join(TRAINING_ATTACKS)}"),
@@ -143,6 +158,12 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
     RunOption("device", str, "auto, cpu, cuda or cuda:N"),
     RunOption("bf16", bool, "bf16 autocast (CUDA)", flag="--bf16/--no-bf16"),
     RunOption("augment", bool, flag="--augment/--no-augment"),
+    RunOption(
+        "image_size",
+        int,
+        f"image side in pixels: {', '.join(n for n, d in DATASETS.items() if d.image_size)} "
+        "decode their files at it (default 224), the others are resampled (bilinear) to it",
+    ),
     RunOption("eval_n", int, "val/test images evaluated per epoch (0: all)"),
     RunOption("max_nonfinite", int, "skipped steps before `diverged`"),
     RunOption("layer_stats", int, "per-layer φ and μ every N steps, e.g. 20 (0: off)"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rich import box
@@ -106,15 +106,21 @@ def results_table(records: Sequence[Run]) -> Table:
     return table
 
 
-def runs_table(rows: Sequence[Run], url: str) -> Table:
-    """`caat runs`: one line per run, newest first."""
+RUN_COLUMNS = ("id", "name", "status", "method", "data", "ε", "epoch", "SA", "PGD", "φ", "μ")
+NARROW_DROPS = ("μ", "φ", "ε", "epoch", "data")
+"""What a narrow terminal loses first, in order: never the id, the name or the numbers."""
+
+
+def runs_table(rows: Sequence[Run], url: str, *, drop: Collection[str] = ()) -> Table:
+    """`caat runs`: one line per run, newest first (without the columns in `drop`)."""
     table = Table(
         title=Text(f"runs in {url} (SA, per-epoch PGD: best epoch on validation, %)"),
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
-    for col in ("id", "name", "status", "method", "data", "ε", "epoch", "SA", "PGD", "φ", "μ"):
+    shown = [col for col in RUN_COLUMNS if col not in drop]
+    for col in shown:
         left = col in {"name", "status", "method", "data"}
         table.add_column(
             col,
@@ -123,19 +129,20 @@ def runs_table(rows: Sequence[Run], url: str) -> Table:
             min_width=12 if col == "name" else None,
         )
     for r in rows:
-        table.add_row(
-            str(r.id),
-            Text(visible(r.name)),
-            status_text(r.status),
-            Text(method_text(r)),
-            Text(f"{r.dataset}/{r.model}"),
-            number(r.eps, 3),
-            f"{r.epochs_done}/{r.epochs_total}",
-            pct(r.best_val_clean),
-            pct(r.best_val_adv),
-            number(r.last_phi, 2),
-            number(r.last_mu, 2),
-        )
+        cells = {
+            "id": str(r.id),
+            "name": Text(visible(r.name)),
+            "status": status_text(r.status),
+            "method": Text(method_text(r)),
+            "data": Text(f"{r.dataset}/{r.model}"),
+            "ε": number(r.eps, 3),
+            "epoch": f"{r.epochs_done}/{r.epochs_total}",
+            "SA": pct(r.best_val_clean),
+            "PGD": pct(r.best_val_adv),
+            "φ": number(r.last_phi, 2),
+            "μ": number(r.last_mu, 2),
+        }
+        table.add_row(*(cells[col] for col in shown))
     return table
 
 

@@ -15,14 +15,18 @@ def augment(
     flip: bool,
     translate: int,
     rotate_deg: float,
+    translate_frac: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Random per-sample flip, then shift and rotation in one resampling pass.
 
     Shifts are whole pixels with zero fill, i.e. pad-and-random-crop; the flip is an exact
-    mirror. Everything stays on ``x``'s device and the batch is handled at once.
+    mirror. Everything stays on ``x``'s device and the batch is handled at once. The
+    largest shift is ``translate`` pixels plus ``translate_frac`` of the shorter side,
+    rounded: data sets decoded at the run's image size give it as a share of the side.
     """
     n, _, h, w = x.shape
+    translate += round(translate_frac * min(h, w))
     out = x
     if flip:
         mirror = torch.rand(n, generator=generator, device=x.device) < 0.5

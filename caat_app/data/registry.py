@@ -1,7 +1,8 @@
 """The data set registry: every data set a run can train on, with what caat needs to know.
 
 Add a data set: one entry here (its loader, classes, the budget its trade-off shows at,
-its augmentation) and its tests on a small tree the test makes (tests/test_data.py).
+its augmentation) and its tests on a small tree the test makes (tests/test_data.py,
+tests/test_finegrained_data.py).
 """
 
 from __future__ import annotations
@@ -13,28 +14,47 @@ from typing import Any
 from caat_app.registry import Entry, Registry
 
 _CIFAR_AUGMENT = {"flip": True, "translate": 4, "rotate_deg": 15.0}
+# The paper's crop, flip and rotation at CIFAR's proportions (a shift of up to 1/8 of the
+# side, 4 px at 32, 28 px at 224), so it scales with the run's --image-size.
+_PHOTO_AUGMENT = {"flip": True, "translate": 0, "translate_frac": 0.125, "rotate_deg": 15.0}
+_IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 @dataclass(frozen=True)
 class Dataset(Entry):
-    """A data set; `impl` names its loader `(entry, folder, download) -> DataSplits`."""
+    """A data set; `impl` names its loader `(entry, folder, download) -> DataSplits`.
+
+    A data set of image files decoded at a chosen size (`image_size` set) has the loader
+    `(entry, folder, download, size) -> DataSplits`.
+    """
 
     title: str = ""
-    classes: int = 10
+    classes: int = 10  # 0: as many as its files name (the loader's DataSplits says)
     # Config defaults it brings: the budget at which the trade-off shows on it.
     defaults: Mapping[str, Any] = field(default_factory=dict)
     augment: Mapping[str, Any] | None = None  # None: no augmentation by default
     # Per-channel (mean, std) of the official training set; None: from the training split.
     stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
-    source: str = ""  # the torchvision class; "" when it ships with caat
+    # The torchvision class, or the file layout the person puts in place; "" when it
+    # ships with caat.
+    source: str = ""
     # Checks, before a run is recorded, that its files are there or can be fetched.
     check: str = ""
     fill: str = ""  # how to fill its folder by hand ({folder}: where the files go)
+    # The side images are decoded at unless the run sets --image-size; None: the files'.
+    image_size: int | None = None
+    # --data-dir names this data set's own folder, not a root with one folder per data set.
+    own_dir: bool = False
 
 
 _VISION = "caat_app.data.vision:load"
 _VISION_CHECK = "caat_app.data.vision:ensure"
 _CIFAR_FILL = "put {archive} (https://www.cs.toronto.edu/~kriz/cifar.html) there"
+_FINEGRAINED = "caat_app.data.finegrained:load"
+_FINEGRAINED_CHECK = "caat_app.data.finegrained:ensure"
+# The budget of the paper's attack from scratch (PGD, 8/255, step 2/255); its PEFT
+# appendix, which would give the fine-tuning attack, is not available.
+_PEFT_DEFAULTS = {"eps": 8 / 255, "alpha": 2 / 255}
 
 DATASETS: Registry[Dataset] = Registry(
     "data set",
@@ -86,6 +106,60 @@ DATASETS: Registry[Dataset] = Registry(
             source="CIFAR100",
             check=_VISION_CHECK,
             fill=_CIFAR_FILL.replace("{archive}", "cifar-100-python.tar.gz"),
+        ),
+        Dataset(
+            "cub200",
+            "CUB-200-2011 birds (official split), from its archive or folder",
+            _FINEGRAINED,
+            title="CUB-200-2011",
+            classes=200,
+            defaults=_PEFT_DEFAULTS,
+            augment=_PHOTO_AUGMENT,
+            stats=_IMAGENET_STATS,
+            source="CUB_200_2011",
+            check=_FINEGRAINED_CHECK,
+            fill=(
+                "put CUB_200_2011.tgz (https://www.vision.caltech.edu/datasets/cub_200_2011/) "
+                "there, or its extracted CUB_200_2011/ folder (images/, images.txt, "
+                "image_class_labels.txt, train_test_split.txt, classes.txt)"
+            ),
+            image_size=224,
+        ),
+        Dataset(
+            "dogs",
+            "Stanford Dogs (official split), from its archives or folders",
+            _FINEGRAINED,
+            title="Stanford Dogs",
+            classes=120,
+            defaults=_PEFT_DEFAULTS,
+            augment=_PHOTO_AUGMENT,
+            stats=_IMAGENET_STATS,
+            source="StanfordDogs",
+            check=_FINEGRAINED_CHECK,
+            fill=(
+                "put images.tar and lists.tar (http://vision.stanford.edu/aditya86/ImageNetDogs/) "
+                "there, or their extracted Images/ folder and train_list.mat and test_list.mat "
+                "(in the folder or in lists/)"
+            ),
+            image_size=224,
+        ),
+        Dataset(
+            "imagefolder",
+            "any ImageFolder tree named by --data-dir (train/, test/, optional val/)",
+            _FINEGRAINED,
+            title="ImageFolder tree",
+            classes=0,  # as many as train/ has class folders
+            defaults=_PEFT_DEFAULTS,
+            augment=_PHOTO_AUGMENT,
+            stats=_IMAGENET_STATS,
+            source="ImageFolder",
+            check=_FINEGRAINED_CHECK,
+            fill=(
+                "give --data-dir a folder with train/<class>/<image> and test/<class>/<image> "
+                "(and val/<class>/<image>, else a tenth of train/ is held out)"
+            ),
+            image_size=224,
+            own_dir=True,
         ),
     ],
 )

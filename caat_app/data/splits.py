@@ -5,16 +5,23 @@ No DataLoader: batches are index slices of tensors that live on the device.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from caat_app.data.registry import DATASETS
+from caat_app.data.registry import DATASETS, Dataset
 from caat_app.errors import CaatError
 from caat_app.registry import load
+
+if TYPE_CHECKING:
+    from caat_app.config import RunConfig
 
 VAL_SIZE = 5000
 SPLIT_SEED = 0
@@ -54,21 +61,74 @@ def default_data_root() -> Path:
     return Path(home).expanduser() / "data"
 
 
-def _folder(name: str, root: Path | None) -> Path:
-    return (Path(root).expanduser() if root is not None else default_data_root()) / name
+def data_folder(entry: Dataset, root: Path | None) -> Path:
+    """Where a data set's files are: `<root>/<name>`, or the --data-dir itself for a tree
+    the person names (an ImageFolder tree)."""
+    if root is not None and entry.own_dir:
+        return Path(root).expanduser()
+    return (Path(root).expanduser() if root is not None else default_data_root()) / entry.name
 
 
-def load_dataset(name: str, *, root: Path | None = None, download: bool = True) -> DataSplits:
-    """Load a data set with fixed train/val/test splits that no run seed changes."""
+def resized(data: DataSplits, size: int) -> DataSplits:
+    """Every split resampled to size×size: bilinear, antialiased when shrinking.
+
+    For a model that wants bigger images than the data set has (a ViT on the 8×8 digits);
+    done in chunks so that only the result is held whole.
+    """
+
+    def one(x: Tensor) -> Tensor:
+        out = torch.empty((len(x), x.shape[1], size, size), dtype=x.dtype)
+        shrink = size < min(x.shape[-2:])
+        for i in range(0, len(x), 1024):
+            chunk = F.interpolate(
+                x[i : i + 1024],
+                (size, size),
+                mode="bilinear",
+                align_corners=False,
+                antialias=shrink,
+            )
+            out[i : i + 1024] = chunk.clamp_(0.0, 1.0)
+        return out
+
+    return dataclasses.replace(
+        data,
+        x_train=one(data.x_train),
+        x_val=one(data.x_val),
+        x_test=one(data.x_test),
+        image_size=size,
+    )
+
+
+def load_dataset(
+    name: str, *, root: Path | None = None, download: bool = True, image_size: int | None = None
+) -> DataSplits:
+    """Load a data set with fixed train/val/test splits that no run seed changes.
+
+    `image_size`: decode image files at that side (CUB, Dogs, ImageFolder; default
+    224), or resample a data set of fixed size (digits, MNIST, CIFAR) to it.
+    """
     entry = DATASETS[name]
-    return entry.load()(entry, _folder(name, root), download)  # type: ignore[no-any-return]
+    folder = data_folder(entry, root)
+    if entry.image_size is not None:
+        size = image_size or entry.image_size
+        return entry.load()(entry, folder, download, size)  # type: ignore[no-any-return]
+    data: DataSplits = entry.load()(entry, folder, download)
+    return data if image_size in (None, data.image_size) else resized(data, image_size)
+
+
+def load_for_run(config: RunConfig) -> DataSplits:
+    """A run's data: its data set from its folder, at its image size."""
+    root = Path(config.data_dir) if config.data_dir else None
+    return load_dataset(
+        config.dataset, root=root, download=config.download, image_size=config.image_size
+    )
 
 
 def ensure_available(name: str, *, root: Path | None = None, download: bool = True) -> None:
     """Fail fast, before a run is recorded, when a data set can be neither read nor fetched."""
     entry = DATASETS[name]
     if entry.check:
-        load(entry.check)(entry, _folder(name, root), download)
+        load(entry.check)(entry, data_folder(entry, root), download)
 
 
 def stratified_split(

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from caat_app.attacks.common import is_batch_dependent, own_gradients
 from caat_app.attacks.registry import attack_examples
 from caat_app.config import RunConfig
-from caat_app.data.splits import load_dataset
+from caat_app.data.splits import load_for_run
 from caat_app.errors import CaatError
 from caat_app.evaluation.plan import (
     CHECKPOINTS,
@@ -31,6 +31,7 @@ from caat_app.evaluation.plan import (
     settings_text,
 )
 from caat_app.models.build import build_for_run
+from caat_app.models.saved import load_model_state, needs_base
 from caat_app.runs.stored import config_of
 from caat_app.training.device import resolve_device
 
@@ -107,17 +108,17 @@ def load_run_model(
     checkpoint_path(run, checkpoint)  # before the data set is loaded
     config = config_of(run)
     dev = resolve_device(device)
-    root = Path(config.data_dir) if config.data_dir else None
-    data = load_dataset(config.dataset, root=root, download=config.download)
-    model = build_for_run(config, data, dev)
     state = read_checkpoint(run, checkpoint, dev)
+    built = config
+    if config.weights is not None and not needs_base(state):
+        built = config.model_copy(update={"weights": None})  # the whole model is in the file
+    data = load_for_run(config)
     try:
-        model.load_state_dict(state["model"])
-    except RuntimeError:  # missing or unexpected keys, or shapes of another model
-        raise CaatError(
-            f"run {run.id}: its {checkpoint} checkpoint does not fit its model "
-            f"({config.model} on {config.dataset}); was the file replaced?"
-        ) from None
+        model = build_for_run(built, data, dev)
+    except CaatError as exc:  # its base weights file moved, or no longer fits
+        raise CaatError(f"run {run.id}: {exc}") from None
+    where = f"run {run.id}: its {checkpoint} checkpoint ({config.model} on {config.dataset})"
+    load_model_state(model, state["model"], state.get("base"), where)
     model.eval()
     weights = f"epoch {state.get('epoch', '?')}, step {state.get('step', '?')}"
     return model, config, data, weights

@@ -13,7 +13,11 @@ NormLayer = Callable[[int], nn.Module]
 
 
 class Normalize(nn.Module):
-    """Per-channel (x − mean) / std, kept in the model so attacks work in pixel space."""
+    """Per-channel (x − mean) / std, kept in the model so attacks work in pixel space.
+
+    A grey image (one channel) given three channels' statistics comes out as RGB: the
+    subtraction broadcasts it, exactly as repeating it three times would (transformers).
+    """
 
     mean: Tensor
     std: Tensor

@@ -62,6 +62,9 @@ DATA_SIZES = {
     "mnist": DataSize(55_000, 5_000, 10_000, 28),
     "cifar10": DataSize(45_000, 5_000, 10_000, 32),
     "cifar100": DataSize(45_000, 5_000, 10_000, 32),
+    # The official splits, 10 % of training held out for validation, at 224 × 224.
+    "cub200": DataSize(5_394, 600, 5_794, 224),
+    "dogs": DataSize(10_800, 1_200, 8_580, 224),
 }
 AUTOATTACK = {
     "autoattack": ("apgd-ce", "apgd-t", "fab-t", "square"),

@@ -140,7 +140,7 @@ def execute_run(store: Store, run_id: int, flag: StopFlag, *extra: Any) -> RunSt
 
     A run with steps done continues from its resume checkpoint (see the module's text).
     """
-    from caat_app.data.splits import load_dataset
+    from caat_app.data.splits import load_for_run
     from caat_app.training.trainer import train
 
     run = store.get_run(run_id)
@@ -155,11 +155,7 @@ def execute_run(store: Store, run_id: int, flag: StopFlag, *extra: Any) -> RunSt
     try:
         config = config_of(run)
         (run_dir / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
-        root = Path(config.data_dir) if config.data_dir else None
-        data = _with_heartbeat(
-            lambda: store.heartbeat(run_id),
-            lambda: load_dataset(config.dataset, root=root, download=config.download),
-        )
+        data = _with_heartbeat(lambda: store.heartbeat(run_id), lambda: load_for_run(config))
         sink = StoreSink(writer, flag, *extra)
         result = train(
             config, sink, run_dir=run_dir, data=data, resume_step=resume_step, flush=writer.flush

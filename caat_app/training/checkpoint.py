@@ -1,9 +1,11 @@
 """Checkpoints: the model and optimiser state, written so a reader never sees half a file.
 
 `best.pt` (chosen on validation) and `last.pt` live in the run's folder; evaluation
-loads the `model` entry with `weights_only=True`. The resume checkpoint (`save_resume`)
-holds everything else a run needs to continue exactly: every entry is a tensor, a
-number, a string or a dict or list of them, so it loads with `weights_only=True` too.
+loads the `model` entry with `weights_only=True`. A PEFT run on a base from a weights
+file keeps only its trainable tensors there, plus a `base` entry naming the file and its
+sha256 (`models.saved`). The resume checkpoint (`save_resume`) holds everything else a
+run needs to continue exactly: every entry is a tensor, a number, a string or a dict or
+list of them, so it loads with `weights_only=True` too.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from torch import nn
 
 from caat_app.errors import CaatError
 from caat_app.method.optim import FlatSGD
+from caat_app.models.saved import base_entry, model_state
 from caat_app.training.resume_point import (
     ResumePoint,
     atomic_write,
@@ -45,12 +48,15 @@ def save_checkpoint(
     """
     if run_dir is None:
         return
-    state = {
-        "model": model.state_dict(),
+    state: dict[str, Any] = {
+        "model": model_state(model),
         "optimizer": optimizer.state_dict(),
         "epoch": epoch,
         "step": step,
     }
+    base = base_entry(model)
+    if base is not None:
+        state["base"] = base
     _save(run_dir / f"{name}.pt", state)
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 
 from caat_app.errors import CaatError
+from caat_app.models.saved import base_entry, load_model_state, model_state
 from caat_app.training.checkpoint import rng_state, set_rng_state
 
 if TYPE_CHECKING:
@@ -47,7 +48,8 @@ def capture(trainer: Trainer, recorder: StepRecorder) -> dict[str, Any]:
     order = place.order if mid_epoch and place.order is not None else None
     return {
         "version": VERSION,
-        "model": trainer.model.state_dict(),
+        "model": model_state(trainer.model),  # a PEFT run's: its trainable part
+        "base": base_entry(trainer.model),
         "optimizer": trainer.opt.state_dict(),
         "step": trainer.step,
         "steps_per_epoch": trainer.steps_per_epoch,
@@ -78,7 +80,8 @@ def restore(trainer: Trainer, state: dict[str, Any], recorder: StepRecorder) -> 
             f"the checkpoint has {state['steps_per_epoch']} steps per epoch, this run "
             f"{trainer.steps_per_epoch}: its data or batch size changed"
         )
-    trainer.model.load_state_dict(state["model"])
+    where = f"the resume checkpoint in {trainer.run_dir}"
+    load_model_state(trainer.model, state["model"], state.get("base"), where)
     trainer.opt.load_state_dict(state["optimizer"])
     trainer.step = int(state["step"])
     trainer.place = Place(

@@ -33,7 +33,7 @@ from torch import Tensor
 from caat_app.config import RunConfig
 from caat_app.data.augment import augment
 from caat_app.data.registry import AUGMENT
-from caat_app.data.splits import DataSplits, load_dataset
+from caat_app.data.splits import DataSplits, load_for_run
 from caat_app.errors import ConfigError
 from caat_app.method.conflict import Mixer, segment_conflict
 from caat_app.method.losses import adversarial_loss, clean_loss
@@ -138,8 +138,7 @@ class Trainer:
         self.device = dev = resolve_device(config.device)
         torch.manual_seed(config.seed)  # before the model is built: same seed, same weights
         if data is None:
-            root = Path(config.data_dir) if config.data_dir else None
-            data = load_dataset(config.dataset, root=root, download=config.download)
+            data = load_for_run(config)
         self.data = data
         self.model = build_for_run(config, data, dev)
         self.flat = FlatParams(self.model)
