@@ -263,6 +263,7 @@ def test_demo_trains_both_methods_side_by_side(db: str, capsys: pytest.CaptureFi
 @pytest.mark.slow
 def test_bench_json_reports_the_ratios(capsys: pytest.CaptureFixture[str]) -> None:
     args = ("--steps", "5", "--repeats", "1", "--attack-steps", "2")
+    args += ("--only", "training,evaluation")  # the other sections have tests of their own
     assert run_cli("bench", "--json", *args, "--eval-n", "20", "--eval-epochs", "2") == 0
     report = json.loads(capsys.readouterr().out)
     ev = report["evaluation"]
