@@ -6,6 +6,7 @@ and import-light: the dashboard imports it on its way to the first paint.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import unicodedata
@@ -116,3 +117,16 @@ def param_label(method: str, param: float | None) -> str:
 def method_label(method: str, param: float | None) -> str:
     """`caat γ=0.8` or `vanilla λ=0.5`: a run's method in a table."""
     return f"{method} {param_label(method, param)}"
+
+
+def model_text(run: Any) -> str:
+    """`cub200/swin-t+adapter`: a run's data set and model, with its PEFT mode unless it
+    trains everything. One JSON parse of the stored config per run (cheap for a page);
+    read here rather than through `runs.stored.option`, which would close an import
+    circle (stored → config → present). A damaged config shows as no mode."""
+    try:
+        peft = json.loads(run.config).get("peft", "full")
+    except (TypeError, ValueError, AttributeError):
+        peft = "full"
+    mode = f"+{visible(str(peft))}" if peft and peft != "full" else ""
+    return f"{run.dataset}/{run.model}{mode}"

@@ -17,7 +17,7 @@ from caat_app.attacks.registry import NORMS, TRAINING_ATTACKS
 from caat_app.config import ConfigError, build_config, command_line, field_errors
 from caat_app.data.registry import DATASETS
 from caat_app.method.registry import LOSSES, METHODS, PROJECTIONS
-from caat_app.models.registry import BN_MODES, MODELS
+from caat_app.models.registry import BN_MODES, MODELS, PEFT_MODES
 from caat_app.presets import PRESETS
 from caat_app.training.schedule import SCHEDULES
 
@@ -53,6 +53,12 @@ FIELDS = [
     Field("projection", "projection", PROJECTIONS),
     Field("dataset", "data set", DATASETS.names),
     Field("model", "model", MODELS.names),
+    Field("peft", "fine-tuning (PEFT)", PEFT_MODES, hint="what trains; full: everything"),
+    Field("weights", "base weights file", hint="empty: random; safetensors or a state dict"),
+    Field("adapter_reduction", "adapter reduction", hint="bottleneck width = width ÷ this"),
+    Field("lora_rank", "LoRA rank"),
+    Field("grad_checkpointing", "grad checkpointing", switch=True),
+    Field("image_size", "image size", hint="empty: the data set's own (224 for CUB, Dogs)"),
     Field("bn", "BatchNorm", BN_MODES),
     Field("loss", "adversarial loss", LOSSES.names),
     Field(
@@ -84,6 +90,11 @@ FIELDS = [
     Field("download", "download if missing", switch=True),
 ]
 _AUGMENT = {"default": None, "on": True, "off": False}
+TRANSFORMER_FIELDS = ("peft", "weights", "adapter_reduction", "lora_rank", "grad_checkpointing")
+"""Shown (and sent) only for a transformer model, as its registry entry says; the image
+size too, unless it holds a value (it also resamples the CNNs' data sets)."""
+PEFT_FIELDS = {"adapter_reduction": "adapter", "lora_rank": "lora"}
+"""Fields that matter to one PEFT mode only: shown for that mode."""
 
 
 @dataclass(frozen=True)
@@ -168,9 +179,10 @@ class LaunchScreen(Screen[Launched]):
     def values(self) -> dict[str, Any]:
         """The form as options for `build_config`; an empty text box means the default."""
         out: dict[str, Any] = {}
+        hidden = self.hidden_fields()
         for field in FIELDS:
             widget = self.query_one(f"#f-{field.name}")
-            if field.name == "sweep":
+            if field.name == "sweep" or field.name in hidden:
                 continue
             if field.name == "preset":
                 if widget.value:  # type: ignore[attr-defined]
@@ -184,6 +196,17 @@ class LaunchScreen(Screen[Launched]):
                 if text:
                     out[field.name] = text
         return out
+
+    def hidden_fields(self) -> set[str]:
+        """The model's fields that do not apply: PEFT for a CNN, LoRA's rank to adapters."""
+        model = self.query_one("#f-model", Select).value
+        if model in MODELS.names and MODELS[str(model)].transformer:
+            peft = self.query_one("#f-peft", Select).value
+            return {name for name, mode in PEFT_FIELDS.items() if mode != peft}
+        hidden = set(TRANSFORMER_FIELDS)
+        if not self.query_one("#f-image_size", Input).value.strip():
+            hidden.add("image_size")
+        return hidden
 
     @property
     def sweep_name(self) -> str:
@@ -217,6 +240,9 @@ class LaunchScreen(Screen[Launched]):
         method = str(values.get("method", "caat"))
         self.query_one("#row-gamma").display = "caat" in method
         self.query_one("#row-lam").display = "vanilla" in method
+        hidden = self.hidden_fields()
+        for name in (*TRANSFORMER_FIELDS, "image_size"):
+            self.query_one(f"#row-{name}").display = name not in hidden
         for field in FIELDS:
             note = self.query_one(f"#err-{field.name}", Static)
             message = errors.get(field.name)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 
-from caat_app.present import STATUS_STYLE, method_label, pct, visible
+from caat_app.present import STATUS_STYLE, method_label, model_text, pct, visible
 from caat_storage import RunStatus
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def run_cells(run: Run, now: datetime, marked: bool = False) -> list[Any]:
     return [
         Text.assemble(("● " if marked else "", "bold"), visible(run.name)),
         Text(method_label(run.method, run.param)),
-        Text(f"{run.dataset}/{run.model}"),
+        Text(model_text(run)),
         _num(run.eps, ".3g"),
         Text(run.status, style=STATUS_STYLE.get(run.status, "")),
         f"{run.epochs_done}/{run.epochs_total}",

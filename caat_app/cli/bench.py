@@ -24,9 +24,15 @@ SECTIONS = ("training", "evaluation", "dashboard-start", "store-size")
 
 def bench(
     model: str = typer.Option("cnn", help="model to time"),
+    peft: str | None = typer.Option(
+        None,
+        help="a transformer's fine-tuning mode (full, head, adapter, lora): times its Vanilla "
+        "AT and CA-AT steps (images/s, peak memory) on synthetic inputs instead of digits",
+    ),
+    bf16: bool = typer.Option(False, help="bf16 autocast (CUDA) in the --peft steps"),
     batch_size: int = typer.Option(128, min=2),
     attack_steps: int = typer.Option(10, min=1),
-    steps: int = typer.Option(30, min=5, help="timed steps per repeat"),
+    steps: int = typer.Option(30, min=1, help="timed steps per repeat"),
     repeats: int = typer.Option(5, min=1, help="interleaved repeats (the median is reported)"),
     device: str = typer.Option("auto"),
     layer_every: int = typer.Option(20, min=1, help="per-layer conflict timed every N steps"),
@@ -41,21 +47,20 @@ def bench(
     """Per-step time of clean training, Vanilla AT and CA-AT, the cost of logging and of
     per-layer conflict (--layer-stats), the evaluation's images per second (PGD-20, fast
     AutoAttack), the dashboard's start-up, and `caat runs` and the run list on a store
-    of 100 000 runs (seconds and peak memory)."""
-    sections = _sections(only)
+    of 100 000 runs (seconds and peak memory). With --peft: a transformer's Vanilla AT and
+    CA-AT fine-tuning steps instead (images/s, peak memory; synthetic inputs)."""
+    sections = _sections(only, peft)
     report: dict[str, Any] = {}
     if "training" in sections:
-        from caat_app.bench.training import run_bench
-
-        report = run_bench(
-            model=model,
-            batch_size=batch_size,
-            attack_steps=attack_steps,
-            steps=steps,
-            repeats=repeats,
-            device=device,
-            layer_every=layer_every,
-        )
+        timing = {
+            "model": model,
+            "batch_size": batch_size,
+            "attack_steps": attack_steps,
+            "steps": steps,
+            "repeats": repeats,
+            "device": device,
+        }
+        report = _training(timing, peft=peft, bf16=bf16, layer_every=layer_every)
     if "evaluation" in sections:
         from caat_app.bench.evaluation import eval_bench
 
@@ -74,10 +79,24 @@ def bench(
         print_report(out, report)
 
 
-def _sections(only: str | None) -> set[str]:
-    """The sections `--only` names (all without it), or a one-line error."""
+def _training(
+    timing: dict[str, Any], *, peft: str | None, bf16: bool, layer_every: int
+) -> dict[str, Any]:
+    """The steps of `--model` on digits, or with `--peft` a transformer's fine-tuning steps."""
+    if peft is None:
+        from caat_app.bench.training import run_bench
+
+        return run_bench(**timing, layer_every=layer_every)
+    from caat_app.bench.peft import peft_bench
+
+    return {"peft": peft_bench(**timing, peft=peft, bf16=bf16)}
+
+
+def _sections(only: str | None, peft: str | None = None) -> set[str]:
+    """The sections `--only` names (without it: all, or only training with `--peft`), or a
+    one-line error."""
     if only is None:
-        return set(SECTIONS)
+        return {"training"} if peft is not None else set(SECTIONS)
     chosen = {part.strip() for part in only.split(",") if part.strip()}
     unknown = sorted(chosen - set(SECTIONS))
     if unknown or not chosen:
@@ -89,6 +108,11 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
     """The report as a person reads it: a table of steps, then one line per other measure."""
     if "ms_per_step" in report:
         _print_steps(console, report)
+    if "peft" in report:
+        from caat_app.bench.peft import peft_lines
+
+        for line in peft_lines(report["peft"]):
+            console.print(Text(line))
     if "evaluation" in report:
         ev = report["evaluation"]
         for attack, label in (("pgd", "PGD-20"), ("autoattack-fast", "AutoAttack (fast)")):

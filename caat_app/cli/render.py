@@ -17,7 +17,15 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from caat_app.present import STATUS_STYLE, format_budget, method_label, number, pct, visible
+from caat_app.present import (
+    STATUS_STYLE,
+    format_budget,
+    method_label,
+    model_text,
+    number,
+    pct,
+    visible,
+)
 from caat_app.runs.stored import option, options_of
 
 if TYPE_CHECKING:
@@ -134,7 +142,7 @@ def runs_table(rows: Sequence[Run], url: str, *, drop: Collection[str] = ()) -> 
             "name": Text(visible(r.name)),
             "status": status_text(r.status),
             "method": Text(method_text(r)),
-            "data": Text(f"{r.dataset}/{r.model}"),
+            "data": Text(model_text(r)),
             "ε": number(r.eps, 3),
             "epoch": f"{r.epochs_done}/{r.epochs_total}",
             "SA": pct(r.best_val_clean),
