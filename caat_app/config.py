@@ -77,6 +77,9 @@ def _parse_indices(value: Any) -> Any:
 
 
 Indices = Annotated[tuple[Annotated[Int64, Field(ge=0)], ...], BeforeValidator(_parse_indices)]
+Labels = Annotated[
+    tuple[Annotated[Int64, Field(ge=0)], ...] | None, BeforeValidator(_parse_indices)
+]
 
 
 class RunConfig(BaseModel):
@@ -126,6 +129,9 @@ class RunConfig(BaseModel):
     max_nonfinite: Int64 = Field(10, ge=0, description="skipped steps before a run diverges")
     layer_stats: Int64 = Field(0, ge=0, description="per-layer φ and μ every N steps; 0 = off")
     drop: Indices = Field((), description="training-split images left out (an ablation)")
+    labels: Labels = Field(
+        None, description="the data set's classes kept, relabelled 0..k-1 in this order"
+    )
     log_every: Int64 = Field(20, ge=1)
     checkpoint_every: float = Field(
         0.0, ge=0.0, description="minutes between resume checkpoints inside an epoch; 0 = per epoch"
@@ -168,6 +174,20 @@ class RunConfig(BaseModel):
         ):
             if given:
                 raise ValueError(transformer_complaint(field, self.model))
+        return self
+
+    @model_validator(mode="after")
+    def _check_labels(self) -> RunConfig:
+        """A held-out task: at least two distinct classes the data set has."""
+        if self.labels is None:
+            return self
+        classes = DATASETS[self.dataset].classes  # 0: as many as its files have
+        if len(self.labels) < 2:
+            raise ValueError("labels: keep at least two classes, e.g. 5,6,7,8,9")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"labels: each class once, got {_cli_value('labels', self.labels)}")
+        if classes and max(self.labels) >= classes:
+            raise ValueError(f"labels: {self.dataset} has classes 0 to {classes - 1}")
         return self
 
     @field_validator("device")

@@ -168,6 +168,12 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
     RunOption("max_nonfinite", int, "skipped steps before `diverged`"),
     RunOption("layer_stats", int, "per-layer φ and μ every N steps, e.g. 20 (0: off)"),
     RunOption("drop", str, "training-split indices to leave out, e.g. 3,17,42 (an ablation)"),
+    RunOption(
+        "labels",
+        str,
+        "the data set's classes to keep, relabelled 0..k-1 in this order: 5,6,7,8,9 "
+        "(a held-out task)",
+    ),
     RunOption("log_every", int, "steps between metric copies"),
     RunOption(
         "checkpoint_every",

@@ -25,6 +25,7 @@ from caat_app.cli.options import DbOption, JsonOption
 from caat_app.cli.progress import interruptible
 from caat_app.errors import CaatError
 from caat_app.paper.catalogue import EXPERIMENTS, REPORTS, Experiment
+from caat_app.paper.peft import weights_complaint
 from caat_app.present import format_budget, norm_text
 from caat_app.runs.grid import parse_list
 
@@ -34,12 +35,18 @@ if TYPE_CHECKING:
     from caat_storage import Store
 
 
+ExperimentArgument = typer.Argument(
+    None, help="an experiment: fig3, fig4, fig5, fig6a, fig6b, fig6c, fig7a, fig7b, fig8, table1"
+)
+WeightsOption = typer.Option(
+    None, "--weights", help="fig4/fig5: the robust ImageNet base weights (paper scale)"
+)
+
+
 def paper_command(
-    experiment: str | None = typer.Argument(
-        None, help="an experiment: fig3, fig6a, fig6b, fig6c, fig7a, fig7b, fig8, table1"
-    ),
+    experiment: str | None = ExperimentArgument,
     scale: str = typer.Option(
-        "paper", help="paper, or smoke: digits and a small CNN, minutes on a CPU, no claims"
+        "paper", help="paper, or smoke: digits and a small model, minutes on a CPU, no claims"
     ),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="print the runs, evaluations and GPU hours; store nothing"
@@ -53,6 +60,7 @@ def paper_command(
     eval_n: int | None = typer.Option(
         None, "--eval-n", min=0, help="test images each evaluation attacks (0: all)"
     ),
+    weights: str | None = WeightsOption,
     out_dir: Path = typer.Option(
         Path("caat-paper"), "--out", help="folder for the figure, the table and the verdict"
     ),
@@ -85,7 +93,7 @@ def paper_command(
     if check_scale(scale) and experiment == "fig2":  # no runs: the synthetic experiment
         return _synth(out_dir, scale, epochs, dry_run, as_json)
     seed_list = tuple(parse_list(seeds, "int", option="--seeds")) if seeds else None
-    overrides = Overrides(seeds=seed_list, epochs=epochs, eval_n=eval_n, device=device)
+    overrides = Overrides(seed_list, epochs, eval_n, device, weights)
     reference, bench = _gpu(gpu), _bench(bench_file)
     plan = resolve(experiment, scale, overrides)
     if dry_run:
@@ -173,7 +181,7 @@ def measures_text(exp: Experiment) -> str:
     evals = [
         f"{', '.join(r.attacks)} at "
         + (",".join(format_budget(b) for b in r.budgets) if r.budgets else "the training ε")
-        + f" {norm_text(r.norm)} on {r.n} test images"
+        + f" {norm_text(r.norm)} on {r.n or 'all'} test images"
         for r in exp.evaluations
     ]
     what = "; ".join(evals) or "μ recorded while training"
@@ -253,6 +261,8 @@ def dry_run_json(plan: Plan, estimate: dict[str, Any]) -> dict[str, Any]:
         "scale": plan.scale,
         "sweep": plan.sweep,
         "notes": list(plan.notes),
+        "pretrain_sweep": plan.pretrain_sweep or None,
+        "pretrain": [{**r.config.model_dump(mode="json"), "panel": r.panel} for r in plan.pretrain],
         "runs": [{**r.config.model_dump(mode="json"), "panel": r.panel} for r in plan.runs],
         "evaluations": [
             {"run": r.config.name, **spec.to_json()} for r in plan.runs for spec in r.evaluations
@@ -271,7 +281,7 @@ def _dry_run(plan: Plan, gpu: ReferenceGpu, bench: Bench | None, *, as_json: boo
     table = Table(title=Text(f"{plan.experiment.help}: sweep {plan.sweep}"), title_justify="left")
     for col in ("run", "panel", "epochs", "train GPU h", "eval GPU h"):
         table.add_column(col, justify="left" if col in {"run", "panel"} else "right")
-    for run, cost in zip(plan.runs, est["runs"], strict=True):
+    for run, cost in zip((*plan.pretrain, *plan.runs), est["runs"], strict=True):
         table.add_row(
             run.config.name,
             run.panel,
@@ -309,6 +319,9 @@ def _check_runnable(plan: Plan, *, yes: bool, quiet: bool) -> None:
     touched."""
     from caat_app.cli.train import check_runnable, confirm_size
 
+    exp = plan.experiment
+    if exp.base_weights and not plan.smoke and any(r.config.weights is None for r in plan.runs):
+        raise CaatError(weights_complaint(exp.id, exp.base_weights))
     checked: set[tuple[Any, ...]] = set()
     for run in plan.runs:
         cfg = run.config
@@ -320,14 +333,14 @@ def _check_runnable(plan: Plan, *, yes: bool, quiet: bool) -> None:
     confirm_size(len(plan.runs), what, yes=yes, prompt_on_stderr=quiet)
 
 
-def _train(store: Store, plan: Plan, jobs: int, say: Console) -> tuple[dict[str, int], bool]:
+def _train(store: Store, sweep: str, jobs: int, say: Console) -> tuple[dict[str, int], bool]:
     """The sweep's queued runs, in workers, with `caat sweep`'s bar."""
     from caat_app.cli.progress import SweepProgress
     from caat_app.runs.launcher import list_gpus
     from caat_app.runs.sweep import run_sweep
 
     def work(should_stop: Callable[[], bool]) -> dict[str, int]:
-        with SweepProgress(say, plan.sweep) as progress:
+        with SweepProgress(say, sweep) as progress:
 
             def stopping() -> bool:
                 progress.stopping = should_stop()
@@ -335,7 +348,7 @@ def _train(store: Store, plan: Plan, jobs: int, say: Console) -> tuple[dict[str,
 
             return run_sweep(
                 store,
-                plan.sweep,
+                sweep,
                 jobs=jobs,
                 gpus=list_gpus(),
                 on_progress=progress,
@@ -387,6 +400,11 @@ def _run(
 
     say = err if as_json or csv_out else out  # stdout is the JSON's or the CSV's alone
     store = open_store(db)
+    if plan.pretrain:
+        staged = _stage1(store, plan, jobs, say)
+        if isinstance(staged, int):
+            return staged
+        plan = staged
     new, held = queue(store, plan)
     say.print(
         Text(
@@ -396,7 +414,7 @@ def _run(
     )
     if plan.smoke:
         say.print(Text("smoke scale: checks the path, never the paper's claim", style="bold"))
-    counts, stopped = _train(store, plan, jobs, say)
+    counts, stopped = _train(store, plan.sweep, jobs, say)
     say.print(Text(f"training: {counts_text(counts)}"))
     failed = 0
     if not stopped:
@@ -407,6 +425,29 @@ def _run(
     _report(store, plan, out_dir, as_json=as_json, csv_out=csv_out)
     incomplete = failed or any(counts.get(k) for k in ("failed", "diverged", "cancelled"))
     return 1 if incomplete else 0
+
+
+def _stage1(store: Store, plan: Plan, jobs: int, say: Console) -> Plan | int:
+    """Stage 1 (its own sweep; a finished one is reused), then the plan on its best.pt;
+    an exit code when it was stopped or did not finish."""
+    from caat_app.paper.run import queue_pretrain, stage1_weights
+    from caat_app.paper.scale import on_stage1
+    from caat_app.runs.sweep import counts_text
+
+    new, held = queue_pretrain(store, plan)
+    say.print(
+        Text(f"stage 1 as sweep {plan.pretrain_sweep}: {len(new)} queued now, {len(held)} there")
+    )
+    counts, stopped = _train(store, plan.pretrain_sweep, jobs, say)
+    say.print(Text(f"stage 1: {counts_text(counts)}"))
+    if stopped:
+        say.print(Text(f"stopped; run the same command again to resume ({plan.pretrain_sweep})"))
+        return 130
+    weights = stage1_weights(store, plan)
+    if weights is None:
+        err.print(Text(f"error: stage 1 ({plan.pretrain_sweep}) did not finish; see caat runs"))
+        return 1
+    return on_stage1(plan, weights)
 
 
 def _report(store: Store, plan: Plan, out_dir: Path, *, as_json: bool, csv_out: bool) -> None:

@@ -99,28 +99,73 @@ def resized(data: DataSplits, size: int) -> DataSplits:
     )
 
 
+def relabelled(data: DataSplits, labels: tuple[int, ...]) -> DataSplits:
+    """Only the images of `labels`, in every split, relabelled 0..k−1 in their order.
+
+    A held-out task from the same data set (digits 5–9 after pretraining on 0–4).
+    """
+    if max(labels) >= data.num_classes:
+        raise CaatError(f"labels: {data.name} has classes 0 to {data.num_classes - 1}")
+    lookup = torch.full((data.num_classes,), -1, dtype=torch.long)
+    lookup[torch.tensor(labels)] = torch.arange(len(labels))
+
+    def kept(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        new = lookup[y]
+        keep = new >= 0
+        return x[keep], new[keep]
+
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = (
+        kept(data.x_train, data.y_train),
+        kept(data.x_val, data.y_val),
+        kept(data.x_test, data.y_test),
+    )
+    return dataclasses.replace(
+        data,
+        x_train=x_train,
+        y_train=y_train,
+        x_val=x_val,
+        y_val=y_val,
+        x_test=x_test,
+        y_test=y_test,
+        num_classes=len(labels),
+    )
+
+
 def load_dataset(
-    name: str, *, root: Path | None = None, download: bool = True, image_size: int | None = None
+    name: str,
+    *,
+    root: Path | None = None,
+    download: bool = True,
+    image_size: int | None = None,
+    labels: tuple[int, ...] | None = None,
 ) -> DataSplits:
     """Load a data set with fixed train/val/test splits that no run seed changes.
 
     `image_size`: decode image files at that side (CUB, Dogs, ImageFolder; default
-    224), or resample a data set of fixed size (digits, MNIST, CIFAR) to it.
+    224), or resample a data set of fixed size (digits, MNIST, CIFAR) to it. `labels`:
+    keep only those classes, relabelled 0..k−1 (`relabelled`).
     """
     entry = DATASETS[name]
     folder = data_folder(entry, root)
     if entry.image_size is not None:
         size = image_size or entry.image_size
-        return entry.load()(entry, folder, download, size)  # type: ignore[no-any-return]
-    data: DataSplits = entry.load()(entry, folder, download)
-    return data if image_size in (None, data.image_size) else resized(data, image_size)
+        data: DataSplits = entry.load()(entry, folder, download, size)
+    else:
+        data = entry.load()(entry, folder, download)
+        if image_size not in (None, data.image_size):
+            data = resized(data, image_size)
+    return data if labels is None else relabelled(data, labels)
 
 
 def load_for_run(config: RunConfig) -> DataSplits:
     """A run's data: its data set from its folder, at its image size."""
     root = Path(config.data_dir) if config.data_dir else None
     return load_dataset(
-        config.dataset, root=root, download=config.download, image_size=config.image_size
+        config.dataset,
+        root=root,
+        download=config.download,
+        image_size=config.image_size,
+        labels=config.labels,
     )
 
 

@@ -39,9 +39,39 @@ if TYPE_CHECKING:
     from caat_app.config import RunConfig
     from caat_app.paper.scale import Plan
 
-GMAC_32 = {"resnet18": 0.56, "resnet34": 1.16, "wrn28-10": 5.25, "cnn": 0.0025, "linear": 3.1e-5}
+GMAC_32 = {
+    "resnet18": 0.56,
+    "resnet34": 1.16,
+    "wrn28-10": 5.25,
+    "cnn": 0.0025,
+    "linear": 3.1e-5,
+    "vit-micro": 0.015,  # 65 tokens × 4 blocks of width 64
+    # The transformers' published counts at 224 × 224 (ViT-B/16 17.6, Swin-T 4.5, …),
+    # scaled to 32 × 32 by area like the rest.
+    "vit-b16": 17.6 / 49,
+    "vit-s16": 4.6 / 49,
+    "vit-ti16": 1.3 / 49,
+    "swin-t": 4.5 / 49,
+    "swin-s": 8.7 / 49,
+    "swin-b": 15.4 / 49,
+}
 """Forward multiply-accumulates of one 32×32 image, in GMAC."""
-PARAMS_M = {"resnet18": 11.17, "resnet34": 21.28, "wrn28-10": 36.48, "cnn": 0.024, "linear": 0.031}
+PARAMS_M = {
+    "resnet18": 11.17,
+    "resnet34": 21.28,
+    "wrn28-10": 36.48,
+    "cnn": 0.024,
+    "linear": 0.031,
+    "vit-micro": 0.2,
+    # Trainable with adapters (reduction 8) and a 200-class head; the frozen rest is
+    # outside the flat buffers.
+    "vit-b16": 1.9,
+    "vit-s16": 0.5,
+    "vit-ti16": 0.15,
+    "swin-t": 0.7,
+    "swin-s": 1.1,
+    "swin-b": 1.8,
+}
 """Trainable parameters, in millions (for CA-AT's flat-gradient arithmetic)."""
 CAAT_FLAT_FLOP = 8
 """FLOP per parameter and step CA-AT adds: its coefficients' reductions and one axpy."""
@@ -90,9 +120,9 @@ class ReferenceGpu:
         return f"{self.name}, {self.utilisation:.0%} of {self.peak_tflops:g} bf16 TFLOP/s"
 
 
-def forward_flop(model: str, dataset: str) -> float:
+def forward_flop(model: str, dataset: str, image_size: int | None = None) -> float:
     """FLOP of one forward pass of one image (MACs at 32×32 scaled by the image's area)."""
-    side = DATA_SIZES[dataset].side
+    side = image_size or DATA_SIZES[dataset].side
     return 2e9 * GMAC_32[model] * (side / 32) ** 2
 
 
@@ -111,7 +141,16 @@ def train_passes(cfg: RunConfig, classes: int) -> int:
     """Forward-equivalents per training image and step (see the module's model)."""
     k = training_iterations(cfg.attack, cfg.attack_steps, classes)
     extra = (1 if LOSSES[cfg.loss].objective else 0) + (2 if cfg.loss != "ce" else 0)
-    return 3 + 2 * k + 3 + extra
+    # Frozen weights (PEFT) need no weight gradients: g_c and g_a still backpropagate
+    # through the whole backbone to reach the adapters, at an attack step's cost (2).
+    grads = 3 if cfg.peft == "full" else 2
+    return grads + 2 * k + grads + extra
+
+
+def _kept(cfg: RunConfig, n: int) -> int:
+    """Images of a split left after `labels` (classes are about equally frequent)."""
+    classes = DATASETS[cfg.dataset].classes
+    return n if cfg.labels is None or not classes else n * len(cfg.labels) // classes
 
 
 def attack_passes(name: str, classes: int) -> int:
@@ -142,28 +181,32 @@ def _split(n: int, size: int) -> int:
 
 def train_images(cfg: RunConfig) -> int:
     """Images a run trains on: every epoch's full batches (the last partial one is dropped)."""
-    data = DATA_SIZES[cfg.dataset]
-    batch = min(cfg.batch_size, data.train)
-    return cfg.epochs * (data.train // batch) * batch
+    train = _kept(cfg, DATA_SIZES[cfg.dataset].train)
+    batch = min(cfg.batch_size, train)
+    return cfg.epochs * (train // batch) * batch
 
 
 def measure_forward_equivalents(cfg: RunConfig) -> float:
     """The per-epoch accuracy checks of a run: clean and PGD on validation and test."""
     data = DATA_SIZES[cfg.dataset]
-    measured = _split(cfg.eval_n, data.val) + _split(cfg.eval_n, data.test)
+    measured = _split(cfg.eval_n, _kept(cfg, data.val)) + _split(cfg.eval_n, _kept(cfg, data.test))
     return cfg.epochs * measured * (2 * cfg.eval_steps + 2)
 
 
 def train_forward_equivalents(cfg: RunConfig) -> float:
     """A run's training work: its steps' images and its per-epoch measurements."""
-    passes = train_passes(cfg, DATASETS[cfg.dataset].classes)
+    passes = train_passes(cfg, _classes(cfg))
     return train_images(cfg) * passes + measure_forward_equivalents(cfg)
 
 
-def eval_forward_equivalents(spec: EvalSpec, dataset: str) -> float:
+def _classes(cfg: RunConfig) -> int:
+    return len(cfg.labels) if cfg.labels else DATASETS[cfg.dataset].classes
+
+
+def eval_forward_equivalents(spec: EvalSpec, cfg: RunConfig) -> float:
     """An evaluation's work: each planned measurement (probes too) on its images."""
-    classes = DATASETS[dataset].classes
-    images = _split(spec.n, DATA_SIZES[dataset].test)
+    classes = _classes(cfg)
+    images = _split(spec.n, _kept(cfg, DATA_SIZES[cfg.dataset].test))
     return sum(
         images * (1 if m.attack == "clean" else attack_passes(m.attack, classes))
         for m in plan(spec)
@@ -174,8 +217,8 @@ def flat_flop(cfg: RunConfig) -> float:
     """CA-AT's projection over the run: 8·P FLOP per step (Vanilla AT: none counted)."""
     if cfg.method != "caat":
         return 0.0
-    data = DATA_SIZES[cfg.dataset]
-    steps = cfg.epochs * (data.train // min(cfg.batch_size, data.train))
+    train = _kept(cfg, DATA_SIZES[cfg.dataset].train)
+    steps = cfg.epochs * (train // min(cfg.batch_size, train))
     return steps * CAAT_FLAT_FLOP * PARAMS_M[cfg.model] * 1e6
 
 
@@ -229,12 +272,12 @@ def _seconds(
     cfg: RunConfig, specs: tuple[EvalSpec, ...], gpu: ReferenceGpu, bench: Bench | None
 ) -> tuple[float, float, str]:
     """(training seconds, evaluation seconds, basis) of one run."""
-    evals = sum(eval_forward_equivalents(s, cfg.dataset) for s in specs)
+    evals = sum(eval_forward_equivalents(s, cfg) for s in specs)
     if bench is None or not bench.matches(cfg):
-        flop = forward_flop(cfg.model, cfg.dataset)
+        flop = forward_flop(cfg.model, cfg.dataset, cfg.image_size)
         train = (train_forward_equivalents(cfg) * flop + flat_flop(cfg)) / gpu.flops
         return train, evals * flop / gpu.flops, "analytic"
-    classes = DATASETS[cfg.dataset].classes
+    classes = _classes(cfg)
     bench_passes = 2 * training_iterations("pgd", bench.attack_steps, classes) + 6
     # Measured seconds per image of this method (its projection included), scaled from
     # the bench's PGD steps to the run's; other work at the bench's Vanilla AT speed.
@@ -251,7 +294,7 @@ def estimate(
     """GPU hours of every run's training and evaluations, with the basis each used."""
     gpu = gpu or ReferenceGpu()
     runs, bases = [], set()
-    for run in plan_.runs:
+    for run in (*plan_.pretrain, *plan_.runs):
         train, evals, basis = _seconds(run.config, run.evaluations, gpu, bench)
         bases.add(basis)
         runs.append(
@@ -294,8 +337,11 @@ MODEL_TEXT = (
     "each epoch: clean and PGD accuracy on eval_n validation and test images, "
     "2·eval_steps + 2 per image",
     f"CA-AT: + {CAAT_FLAT_FLOP}·P FLOP per step for its projection (P parameters)",
-    "forward pass at 32×32: ResNet-18 0.56, ResNet-34 1.16, WRN-28-10 5.25 GMAC (scaled "
-    "by image area); 1 MAC = 2 FLOP",
+    "forward pass at 32×32: ResNet-18 0.56, ResNet-34 1.16, WRN-28-10 5.25 GMAC; at "
+    "224×224: ViT-B/16 17.6, Swin-T 4.5 GMAC (scaled by image area); 1 MAC = 2 FLOP",
+    "PEFT (adapters, LoRA, head): the frozen backbone gets no weight gradients, but g_c, "
+    "g_a and every attack step still run a full forward and backward through it: "
+    "2 + 2·k + 2 per image and step",
     "evaluation, upper bound (every image attacked by every attack): PGD-s 2s + 1, APGD "
     "2·100 + 1 per target, FAB 100·(2 + 2K), FAB-T 4·100 per target, Square 5000 "
     "forwards, AutoAttack the sum of APGD-CE, APGD-T, FAB-T and Square (≈ 10,600 on 10 "

@@ -22,7 +22,6 @@ from caat_app.analysis.front import METHOD_FAMILY
 from caat_app.analysis.points import EvalAxis, evaluated, front_view
 from caat_app.paper import table1
 from caat_app.paper.run import stored_runs
-from caat_app.paper.scale import SMOKE_TITLE
 from caat_app.present import format_budget, param_label
 from caat_app.runs.stored import options_of
 from caat_storage import RunStatus
@@ -45,7 +44,7 @@ def build_report(store: Store, plan_: Plan) -> dict[str, Any]:
     return {
         "experiment": exp.id,
         "title": exp.help,
-        "figure_title": exp.help if not plan_.smoke else f"{exp.id}, smoke scale: {SMOKE_TITLE}",
+        "figure_title": exp.help if not plan_.smoke else f"{exp.id}, smoke scale: {plan_.title}",
         "source": exp.source,
         "paper_shows": exp.shows,
         "scale": plan_.scale,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from caat_app.errors import CaatError
@@ -36,6 +37,21 @@ _ENDED = {status.value for status in TERMINAL_STATUSES}
 def queue(store: Store, plan_: Plan) -> tuple[list[int], list[int]]:
     """Queue the experiment's configs its sweep lacks; (new ids, ids already held)."""
     return plan_sweep(store, plan_.sweep, [r.config for r in plan_.runs])
+
+
+def queue_pretrain(store: Store, plan_: Plan) -> tuple[list[int], list[int]]:
+    """Queue stage 1 (PEFT at the smoke scale) in its own sweep; a finished one is held."""
+    return plan_sweep(store, plan_.pretrain_sweep, [r.config for r in plan_.pretrain])
+
+
+def stage1_weights(store: Store, plan_: Plan) -> str | None:
+    """Stage 1's `best.pt` (its first seed's), once that run has finished; else None."""
+    by_key = {_key(r): r for r in current_runs(store.sweep_runs(plan_.pretrain_sweep))}
+    run = by_key.get(config_key(plan_.pretrain[0].config)) if plan_.pretrain else None
+    if run is None or run.status != RunStatus.FINISHED or not run.run_dir:
+        return None
+    best = Path(run.run_dir) / "best.pt"
+    return str(best) if best.is_file() else None
 
 
 def _key(run: Run) -> str | None:

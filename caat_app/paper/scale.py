@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from caat_app.errors import CaatError
 from caat_app.evaluation.plan import EvalSpec, eval_spec
+from caat_app.paper import peft
 from caat_app.paper.catalogue import EXPERIMENTS, EvalRequest, Experiment, Grid
 from caat_app.presets import PRESETS
 from caat_app.runs.grid import config_key, expand, name_runs
@@ -53,6 +54,7 @@ class Overrides:
     epochs: int | None = None
     eval_n: int | None = None
     device: str | None = None
+    weights: str | None = None  # a PEFT experiment's base weights at the paper scale
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ class Plan:
     sweep: str
     runs: tuple[PlannedRun, ...]
     notes: tuple[str, ...] = field(default_factory=tuple)
+    pretrain: tuple[PlannedRun, ...] = ()  # PEFT at the smoke scale: stage 1, trained first
+    pretrain_sweep: str = ""
 
     @property
     def smoke(self) -> bool:
@@ -84,6 +88,11 @@ class Plan:
     def ratio(self) -> float:
         """A paper budget times this is the scale's budget."""
         return RATIO if self.smoke else 1.0
+
+    @property
+    def title(self) -> str:
+        """What the smoke scale trains instead of the paper's models."""
+        return peft.SMOKE_TITLE if self.experiment.base_weights else SMOKE_TITLE
 
     def panels(self) -> list[str]:
         """The panels in the catalogue's order, each once."""
@@ -119,13 +128,17 @@ def _scaled(key: str, values: Sequence[Any], smoke: bool) -> list[Any]:
     return list(values)
 
 
-def _base(grid: Grid, smoke: bool, overrides: Overrides) -> dict[str, Any]:
+def _base(exp: Experiment, grid: Grid, smoke: bool, overrides: Overrides) -> dict[str, Any]:
     """What every run of the grid shares: the preset, or the smoke stand-ins."""
-    if smoke:
-        recipe = PRESETS[grid.preset].values
+    recipe = PRESETS[grid.preset].values
+    if smoke and exp.base_weights:
+        base = peft.smoke_base(recipe)
+    elif smoke:
         base = {**{k: recipe[k] for k in SMOKE_RECIPE if k in recipe}, **SMOKE_RUN}
     else:
         base = {"preset": grid.preset}
+        if exp.base_weights and overrides.weights is not None:
+            base["weights"] = overrides.weights
     if overrides.epochs is not None:
         base["epochs"] = overrides.epochs
     if overrides.device is not None:
@@ -142,7 +155,7 @@ def _grid_configs(
     lists: dict[str, list[Any]] = {k: _scaled(k, v, smoke) for k, v in grid.fields.items()}
     lists["method"] = [m for m, values in (("vanilla", lam), ("caat", gamma)) if values]
     lists["lam"], lists["gamma"] = list(lam), list(gamma)
-    return expand(_base(grid, smoke, overrides), lists, list(overrides.seeds or (0,)))
+    return expand(_base(exp, grid, smoke, overrides), lists, list(overrides.seeds or (0,)))
 
 
 def _specs(
@@ -154,7 +167,8 @@ def _specs(
         ratio = (L2_RATIO if req.norm == "l2" else RATIO) if smoke else 1.0
         budgets = [b * ratio for b in req.budgets] or [cfg.eps]
         attacks = [SMOKE_ATTACKS.get(a, a) if smoke else a for a in req.attacks]
-        n = overrides.eval_n if overrides.eval_n is not None else (SMOKE_N if smoke else req.n)
+        smoke_n = SMOKE_N if req.n else 0  # all: the held-out task has fewer than SMOKE_N
+        n = overrides.eval_n if overrides.eval_n is not None else (smoke_n if smoke else req.n)
         device = overrides.device or "auto"
         specs.append(eval_spec(attacks=attacks, budgets=budgets, norm=req.norm, n=n, device=device))
     return tuple(specs)
@@ -169,31 +183,70 @@ def resolve(name: str, scale: str = "paper", overrides: Overrides | None = None)
     exp = experiment(name)
     smoke = check_scale(scale) == "smoke"
     overrides = overrides or Overrides()
+    peft.check_weights_option(name, exp.base_weights, overrides.weights)
     sweep = sweep_name(exp, scale, overrides)
     picked: dict[str, tuple[RunConfig, Grid]] = {}
     for grid in exp.grids:
         for cfg in _grid_configs(exp, grid, smoke, overrides):
             picked.setdefault(config_key(cfg), (cfg, grid))
     configs = [cfg for cfg, _ in picked.values()]
+    pretrain: tuple[PlannedRun, ...] = ()
+    if smoke and exp.base_weights:
+        pretrain = _pretrain(peft.pretrain_sweep(sweep), overrides)
+        stand_in = peft.STAGE1_WEIGHTS.format(sweep=peft.pretrain_sweep(sweep))
+        configs = [with_weights(cfg, stand_in) for cfg in configs]
     named = name_runs(sweep, configs)
+    model = str(configs[0].model) if configs else ""
     runs = tuple(
         PlannedRun(
             config=cfg,
-            panel=f"digits · cnn (for {grid.panel})" if smoke else grid.panel,
+            panel=f"digits · {model} (for {grid.panel})" if smoke else grid.panel,
             figure=grid.figure,
             evaluations=_specs(exp.evaluations, cfg, smoke, overrides),
             paper_model=str(PRESETS[grid.preset].values.get("model", "")),
         )
         for cfg, (_, grid) in zip(named, picked.values(), strict=True)
     )
-    return Plan(exp, scale, sweep, runs, _notes(exp, smoke, overrides))
+    notes = _notes(exp, smoke, overrides, peft.pretrain_sweep(sweep) if pretrain else "")
+    return Plan(
+        exp, scale, sweep, runs, notes, pretrain, peft.pretrain_sweep(sweep) * bool(pretrain)
+    )
 
 
-def _notes(exp: Experiment, smoke: bool, overrides: Overrides) -> tuple[str, ...]:
+def with_weights(cfg: RunConfig, weights: str) -> RunConfig:
+    """The config on other base weights: stage 1's file, or its stand-in before it exists."""
+    from caat_app.config import config_from_json
+
+    return config_from_json({**cfg.model_dump(mode="json"), "weights": weights})
+
+
+def on_stage1(plan_: Plan, weights: str) -> Plan:
+    """The plan with stage 2 fine-tuning stage 1's `best.pt` (known once it has finished)."""
+    runs = tuple(replace(r, config=with_weights(r.config, weights)) for r in plan_.runs)
+    return replace(plan_, runs=runs)
+
+
+def _pretrain(sweep: str, overrides: Overrides) -> tuple[PlannedRun, ...]:
+    """Stage 1 at the smoke scale: one adversarially trained vit-micro per seed."""
+    base = dict(peft.PRETRAIN_RUN)
+    if overrides.epochs is not None:
+        base["epochs"] = overrides.epochs
+    if overrides.device is not None:
+        base["device"] = overrides.device
+    configs = name_runs(sweep, expand(base, {}, list(overrides.seeds or (0,))))
+    panel = "stage 1: digits 0–4 · vit-micro, pretrained"
+    return tuple(PlannedRun(c, panel, "", (), "") for c in configs)
+
+
+def _notes(
+    exp: Experiment, smoke: bool, overrides: Overrides, pretrain: str = ""
+) -> tuple[str, ...]:
     """What a reader must know before trusting the result: caat's choices, then changes."""
     notes = list(exp.notes)
     if smoke:
-        notes.insert(0, SMOKE_NOTE)
+        notes.insert(0, peft.SMOKE_NOTE.format(pretrain=pretrain) if pretrain else SMOKE_NOTE)
+    elif exp.base_weights and overrides.weights is None:
+        notes.append(f"no --weights: {peft.weights_complaint(exp.id, exp.base_weights)}")
     if overrides.epochs is not None:
         notes.append(f"--epochs {overrides.epochs}: every run trains that long, not the preset's")
     if overrides.eval_n is not None:
