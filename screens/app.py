@@ -172,9 +172,9 @@ class CaatApp(App[None]):
     def housekeep(self) -> Housekeeping:
         bench = self.bench
         assert bench is not None
-        if self.store_file is not None and bench.file_identity() != self.store_file:
-            gone = bench.file_identity() is None
-            return Housekeeping(moved="deleted" if gone else "replaced")
+        now = bench.file_identity() if self.store_file is not None else None
+        if self.store_file is not None and now != self.store_file:
+            return Housekeeping(moved="deleted" if now is None else "replaced")
         if self.store_moved:
             return Housekeeping()  # the person chose the old store: start nothing in it
         if bench.gpus is None:

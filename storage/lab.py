@@ -119,6 +119,11 @@ class LabMixin(StoreBase):
             row = session.exec(statement).first()
         return None if row is None else (int(row[0]), row[1])
 
+    def latest_lab_report(self, kind: str, *, run_id: int | None = None) -> LabReport | None:
+        """The newest report of this kind (and run), or None."""
+        stamp = self.lab_stamp(kind, run_id=run_id)
+        return None if stamp is None else self.lab_report(stamp[0])
+
     def lab_report(self, report_id: int) -> LabReport | None:
         with self._read() as session:
             return session.get(LabReport, report_id)

@@ -257,8 +257,7 @@ def save_report(store: Store, record: Run, report: dict[str, Any], *, key: str) 
 
 def show_stored(store: Store, record: Run, png: Path | None, as_json: bool) -> None:
     """The run's newest stored report, printed (and drawn) as when it was computed."""
-    stamp = store.lab_stamp("conflict", run_id=record.id)
-    stored = store.lab_report(stamp[0]) if stamp is not None else None
+    stored = store.latest_lab_report("conflict", run_id=record.id)
     if stored is None:
         raise CaatError(f"run {record.id} has no per-sample report yet: caat conflict {record.id}")
     report = json.loads(stored.body)

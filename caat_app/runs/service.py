@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from caat_app.evaluation.plan import EvalSpec
     from caat_storage import EvalJob, Run, Store
     from caat_storage.lab import Stamp
+    from caat_storage.models import LabReport
 
 CONFLICT_LOG = "conflict.log"
 """Where a per-sample computation started from the dashboard writes its output (the
@@ -199,26 +200,15 @@ class Workbench:
 
     def lab_body(self, report_id: int) -> dict[str, Any] | None:
         """A lab report's body (None once it is gone); a broken one is a one-line error."""
-        report = self.store.lab_report(report_id)
-        if report is None:
-            return None
-        try:
-            body = json.loads(report.body)
-        except ValueError as exc:
-            raise CaatError(f"lab report {report_id} is not readable: {exc}") from None
-        if not isinstance(body, dict):
-            raise CaatError(f"lab report {report_id} is not a report")
-        return body
+        return _body(self.store.lab_report(report_id))
 
     def conflict_report(self, run: Run) -> dict[str, Any] | None:
         """The run's newest per-sample conflict report, or None when none was computed."""
-        stamp = self.lab_stamp("conflict", run.id)
-        return None if stamp is None else self.lab_body(stamp[0])
+        return _body(self.store.latest_lab_report("conflict", run_id=run.id))
 
     def synth_report(self) -> dict[str, Any] | None:
         """The newest synthetic experiment's report, or None when none was run."""
-        stamp = self.lab_stamp("synth")
-        return None if stamp is None else self.lab_body(stamp[0])
+        return _body(self.store.latest_lab_report("synth"))
 
     @staticmethod
     def conflict_log(run: Run) -> Path:
@@ -289,6 +279,19 @@ class Workbench:
             )
         self.lab_workers.add(proc)
         return proc
+
+
+def _body(report: LabReport | None) -> dict[str, Any] | None:
+    """A lab report's JSON body; a broken one is a one-line error."""
+    if report is None:
+        return None
+    try:
+        body = json.loads(report.body)
+    except ValueError as exc:
+        raise CaatError(f"lab report {report.id} is not readable: {exc}") from None
+    if not isinstance(body, dict):
+        raise CaatError(f"lab report {report.id} is not a report")
+    return body
 
 
 def _refusing(method: Any, *args: Any) -> Any:
