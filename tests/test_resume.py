@@ -20,7 +20,7 @@ from caat_app.config import build_config
 from caat_app.data.splits import load_dataset
 from caat_app.errors import CaatError
 from caat_app.runs.launcher import Scheduler
-from caat_app.runs.manage import create_run, resume_point, resume_run
+from caat_app.runs.manage import create_run, pid_alive, resume_point, resume_run
 from caat_app.runs.sweep import plan_sweep
 from caat_app.runs.worker import StopFlag, execute_run
 from caat_app.training.resume_point import ResumePoint, read_resume_point, write_resume_point
@@ -421,6 +421,9 @@ def test_a_worker_killed_at_random_moments_resumes_each_time_and_ends_as_if_neve
             break
         os.kill(run.pid, signal.SIGKILL)
         kills += 1
+        deadline = time.monotonic() + 30
+        while pid_alive(run.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)  # SIGKILL is delivered asynchronously: wait until it is gone
         assert run_cli("resume", str(run_id), "--detach", "--db", db) == 0  # reaps it first
     assert kills >= 2  # the run was long enough to be killed more than once
     assert _wait_run(store, reference, lambda r: r.status != "running").status == "finished"
