@@ -29,7 +29,7 @@ from pydantic import (
 from caat_app.attacks.registry import NORMS, TRAINING_ATTACKS, objective_complaint
 from caat_app.data.registry import DATASETS
 from caat_app.errors import ConfigError
-from caat_app.method.registry import DEFAULT_BETA, LOSSES, METHODS, PROJECTIONS
+from caat_app.method.registry import DEFAULT_BETA, LOSSES, METHODS, OPTIMIZERS, PROJECTIONS
 from caat_app.models.registry import BN_MODES, MODELS, PEFT_MODES, transformer_complaint
 from caat_app.present import format_budget, parse_budget, visible
 from caat_app.presets import PRESETS
@@ -47,6 +47,7 @@ LossName = Literal[LOSSES.names]  # type: ignore[valid-type]
 AttackName = Literal[TRAINING_ATTACKS]  # type: ignore[valid-type]
 Norm = Literal[NORMS]  # type: ignore[valid-type]
 Schedule = Literal[SCHEDULES]  # type: ignore[valid-type]
+Optimizer = Literal[OPTIMIZERS]  # type: ignore[valid-type]
 
 
 Budget = Annotated[float, BeforeValidator(parse_budget)]
@@ -115,7 +116,10 @@ class RunConfig(BaseModel):
     batch_size: Int64 = Field(128, ge=1)
     lr: float = Field(0.2, gt=0.0)
     schedule: Schedule = "linear"
-    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="unused by `cosinew`, which cycles it")
+    optimizer: Optimizer = "sgd"
+    momentum: float = Field(
+        0.9, ge=0.0, lt=1.0, description="SGD's momentum, AdamW's β₁; `cosinew` cycles it"
+    )
     nesterov: bool = False
     weight_decay: float = Field(5e-4, ge=0.0)
     seed: Int64 = Field(0, ge=0)
@@ -174,6 +178,12 @@ class RunConfig(BaseModel):
         ):
             if given:
                 raise ValueError(transformer_complaint(field, self.model))
+        return self
+
+    @model_validator(mode="after")
+    def _check_nesterov(self) -> RunConfig:
+        if self.nesterov and self.optimizer != "sgd":
+            raise ValueError(f"nesterov: SGD only; {self.optimizer} has no Nesterov variant here")
         return self
 
     @model_validator(mode="after")

@@ -16,7 +16,7 @@ from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 from caat_app.attacks.registry import NORMS, TRAINING_ATTACKS
 from caat_app.config import ConfigError, build_config, command_line, field_errors
 from caat_app.data.registry import DATASETS
-from caat_app.method.registry import LOSSES, METHODS, PROJECTIONS
+from caat_app.method.registry import LOSSES, METHODS, OPTIMIZERS, PROJECTIONS
 from caat_app.models.registry import BN_MODES, MODELS, PEFT_MODES
 from caat_app.presets import PRESETS
 from caat_app.training.schedule import SCHEDULES
@@ -76,7 +76,8 @@ FIELDS = [
     Field("batch_size", "batch size"),
     Field("lr", "peak learning rate"),
     Field("schedule", "schedule", SCHEDULES),
-    Field("momentum", "momentum", hint="cosinew cycles its own"),
+    Field("optimizer", "optimizer", OPTIMIZERS),
+    Field("momentum", "momentum (AdamW: β₁)", hint="cosinew cycles its own"),
     Field("nesterov", "Nesterov momentum", switch=True),
     Field("weight_decay", "weight decay"),
     Field("seed", "seed"),

@@ -174,3 +174,14 @@ def test_command_line_recreates_the_config() -> None:
         flag = words.pop(0).removeprefix("--").replace("-", "_")
         options[flag] = True if not words or words[0].startswith("--") else words.pop(0)
     assert build_config(options) == cfg
+
+
+def test_adamw_is_a_choice_and_refuses_nesterov_in_one_line() -> None:
+    cfg = build_config({"optimizer": "adamw", "momentum": 0.85})
+    assert (cfg.optimizer, cfg.momentum) == ("adamw", 0.85)
+    assert build_config({}).optimizer == "sgd"
+    with pytest.raises(ConfigError, match="nesterov: SGD only") as info:
+        build_config({"optimizer": "adamw", "nesterov": True})
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="sgd"):
+        build_config({"optimizer": "lamb"})

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from caat_app.method.optim import FlatParams, FlatSGD
+from caat_app.method.optim import FlatAdamW, FlatParams, FlatSGD, make_optimizer
 
 F64 = torch.float64
 
@@ -315,3 +315,127 @@ def test_state_dict_round_trip_before_any_step() -> None:
     other.load_state_dict({k: v.clone() for k, v in opt.state_dict().items()})
     assert not bool(other.state_dict()["started"])
     assert torch.equal(other.buf, torch.zeros(4))
+
+
+# --------------------------------------------------------------------------- FlatAdamW
+
+
+def _torch_adamw_run(
+    model: nn.Module,
+    directions: list[torch.Tensor],
+    *,
+    lr: float,
+    weight_decay: float,
+    betas1: list[float] | None = None,
+) -> list[torch.Tensor]:
+    """Parameters (flattened) after each step of torch.optim.AdamW fed `directions`;
+    `betas1`, when given, sets β₁ before each step (as OneCycleLR cycles it)."""
+    params = list(model.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=False)
+    history = []
+    for i, d in enumerate(directions):
+        if betas1 is not None:
+            opt.param_groups[0]["betas"] = (betas1[i], opt.param_groups[0]["betas"][1])
+        offset = 0
+        for p in params:
+            p.grad = d[offset : offset + p.numel()].view_as(p).clone()
+            offset += p.numel()
+        opt.step()
+        history.append(torch.cat([p.detach().reshape(-1) for p in params]).clone())
+    return history
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize(("lr", "wd"), [(1e-3, 0.05), (0.01, 0.0)])
+def test_adamw_follows_torch_adamw(dtype: torch.dtype, lr: float, wd: float) -> None:
+    ref = _model(dtype=dtype)
+    model = copy.deepcopy(ref)
+    fp = FlatParams(model)
+    opt = FlatAdamW(fp.flat, weight_decay=wd)
+    directions = _directions(8, fp.numel, dtype, seed=7)
+    expected = _torch_adamw_run(ref, directions, lr=lr, weight_decay=wd)
+    tol = {"rtol": 1e-6, "atol": 1e-7} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 0}
+    for d, want in zip(directions, expected, strict=True):
+        opt.step(d.clone(), lr, torch.tensor(True))
+        torch.testing.assert_close(fp.flat, want, **tol)
+    assert not torch.equal(expected[0], expected[-1])
+
+
+def test_adamw_follows_torch_when_a_schedule_cycles_beta1() -> None:
+    ref = _model()
+    model = copy.deepcopy(ref)
+    fp = FlatParams(model)
+    opt = FlatAdamW(fp.flat, weight_decay=0.01)
+    directions = _directions(6, fp.numel, F64, seed=8)
+    betas1 = [0.95, 0.9, 0.85, 0.87, 0.93, 0.95]
+    expected = _torch_adamw_run(ref, directions, lr=0.01, weight_decay=0.01, betas1=betas1)
+    for d, b1, want in zip(directions, betas1, expected, strict=True):
+        opt.step(d.clone(), 0.01, torch.tensor(True), momentum=b1)
+        torch.testing.assert_close(fp.flat, want, rtol=1e-12, atol=0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.booleans(), min_size=1, max_size=8))
+def test_adamw_skipped_steps_drop_out_of_the_sequence(oks: list[bool]) -> None:
+    ref = _model()
+    model = copy.deepcopy(ref)
+    fp = FlatParams(model)
+    opt = FlatAdamW(fp.flat, weight_decay=0.05)
+    directions = _directions(len(oks), fp.numel, F64, seed=9)
+    start = fp.flat.clone()
+    for d, ok in zip(directions, oks, strict=True):
+        if not ok:
+            d[::3] = float("nan")  # a skipped step carries junk
+        opt.step(d.clone(), 1e-3, torch.tensor(ok))
+    kept = [d for d, ok in zip(directions, oks, strict=True) if ok]
+    if kept:
+        expected = _torch_adamw_run(ref, kept, lr=1e-3, weight_decay=0.05)[-1]
+        torch.testing.assert_close(fp.flat, expected, rtol=1e-12, atol=0)
+    else:
+        assert torch.equal(fp.flat, start)
+    assert int(opt.state_dict()["steps"]) == sum(oks)
+    for state in opt.state_dict().values():
+        assert torch.isfinite(state).all()
+
+
+@pytest.mark.parametrize("ok", [True, False])
+def test_adamw_step_never_syncs_with_the_host(monkeypatch: pytest.MonkeyPatch, ok: bool) -> None:
+    flat = torch.randn(30, generator=torch.Generator().manual_seed(2))
+    theta = flat.clone()
+    opt = FlatAdamW(flat, weight_decay=0.05)
+    flag = torch.tensor(ok)
+    with monkeypatch.context() as m:
+        _forbid_host_sync(m)
+        opt.step(torch.randn(30), 1e-3, flag, momentum=0.85)
+        opt.step(torch.randn(30), 1e-3, flag)
+    assert torch.equal(flat, theta) is (not ok)
+
+
+def test_adamw_state_dict_round_trip() -> None:
+    directions = _directions(6, 30, torch.float32, seed=5)
+    flat = torch.randn(30, generator=torch.Generator().manual_seed(6))
+    opt = FlatAdamW(flat, weight_decay=0.05)
+    for d in directions[:3]:
+        opt.step(d.clone(), 1e-3, torch.tensor(True))
+    blob = io.BytesIO()
+    torch.save(opt.state_dict(), blob)
+    blob.seek(0)
+    resumed_flat = flat.clone()
+    resumed = FlatAdamW(resumed_flat, weight_decay=0.05)
+    resumed.load_state_dict(torch.load(blob, weights_only=True))
+    fresh_flat = flat.clone()
+    fresh = FlatAdamW(fresh_flat, weight_decay=0.05)  # no state: bias corrections differ
+    for d in directions[3:]:
+        for o in (opt, resumed, fresh):
+            o.step(d.clone(), 1e-3, torch.tensor(True))
+    assert torch.equal(resumed_flat, flat)
+    assert not torch.equal(fresh_flat, flat)
+
+
+def test_make_optimizer_names_its_choices() -> None:
+    flat = torch.zeros(3)
+    common = {"momentum": 0.9, "weight_decay": 0.0, "nesterov": False}
+    assert isinstance(make_optimizer("sgd", flat, **common), FlatSGD)
+    assert isinstance(make_optimizer("adamw", flat, **common), FlatAdamW)
+    with pytest.raises(ValueError, match="sgd, adamw"):
+        make_optimizer("adam", flat, **common)

@@ -42,6 +42,8 @@ TIMING = ("t", "images_per_sec", "epoch_seconds", "elapsed")
 VANILLA = {"method": "vanilla", "lam": 0.5}
 CAAT_AUGMENTED = {"method": "caat", "gamma": 0.8, "augment": True}
 CAAT_LAYERS = {"method": "caat", "gamma": 0.9, "layer_stats": 2, "checkpoint_every": 1e-9}
+CAAT_ADAMW = {"method": "caat", "gamma": 0.8, "optimizer": "adamw", "lr": 1e-3}
+CAAT_ADAMW["schedule"] = "cosinew"  # β₁ cycles too
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +132,7 @@ def _stopped_then_resumed(
         (CAAT_AUGMENTED, lambda: Stopper(steps=12), (12, 1)),
         (CAAT_AUGMENTED, lambda: Stopper(calls=3), (STEPS_PER_EPOCH, 0)),
         (CAAT_LAYERS, lambda: Crash(steps=13), (12, 1)),
+        (CAAT_ADAMW, lambda: Stopper(steps=5), (5, 0)),
     ],
     ids=[
         "vanilla-mid-epoch",
@@ -137,6 +140,7 @@ def _stopped_then_resumed(
         "caat-augment-mid-epoch",
         "caat-augment-during-measurement",
         "caat-layers-killed-after-a-timed-checkpoint",
+        "caat-adamw-mid-epoch",
     ],
 )
 def test_a_resumed_run_ends_with_the_numbers_of_an_uninterrupted_one(

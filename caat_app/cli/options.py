@@ -19,7 +19,7 @@ import typer
 
 from caat_app.attacks.registry import NORMS, TRAINING_ATTACKS
 from caat_app.data.registry import DATASETS
-from caat_app.method.registry import LOSSES, METHODS, PROJECTIONS
+from caat_app.method.registry import LOSSES, METHODS, OPTIMIZER_HELP, PROJECTIONS
 from caat_app.models.registry import BN_MODES, MODELS, PEFT_MODES, TRANSFORMERS
 from caat_app.presets import PRESETS
 from caat_app.registry import one_of
@@ -150,7 +150,8 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
     RunOption("batch_size", int),
     RunOption("lr", float, "peak learning rate of the schedule"),
     RunOption("schedule", str, "; ".join(f"{k}: {v}" for k, v in SCHEDULE_HELP.items())),
-    RunOption("momentum", float, "SGD momentum (cosinew cycles its own)"),
+    RunOption("optimizer", str, "; ".join(f"{k}: {v}" for k, v in OPTIMIZER_HELP.items())),
+    RunOption("momentum", float, "SGD's momentum, AdamW's β₁ (cosinew cycles its own)"),
     RunOption("nesterov", bool, "Nesterov momentum", flag="--nesterov/--no-nesterov"),
     RunOption("weight_decay", float),
     RunOption("seed", int, "random seed", "0,1,2"),

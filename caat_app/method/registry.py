@@ -12,6 +12,11 @@ from caat_app.registry import Entry, Registry
 
 METHODS = ("vanilla", "caat")
 PROJECTIONS = ("global", "layer")
+OPTIMIZERS = ("sgd", "adamw")
+OPTIMIZER_HELP = {
+    "sgd": "SGD with momentum (the paper's)",
+    "adamw": "AdamW, β₁ = --momentum, β₂ = 0.999 (what vision transformers train with)",
+}
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from caat_app.errors import CaatError
-from caat_app.method.optim import FlatSGD
+from caat_app.method.optim import FlatOptimizer
 from caat_app.models.saved import base_entry, model_state
 from caat_app.training.resume_point import (
     ResumePoint,
@@ -37,7 +37,7 @@ def save_checkpoint(
     name: str,
     *,
     model: nn.Module,
-    optimizer: FlatSGD,
+    optimizer: FlatOptimizer,
     epoch: int,
     step: int,
 ) -> None:

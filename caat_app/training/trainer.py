@@ -37,7 +37,7 @@ from caat_app.data.splits import DataSplits, load_for_run
 from caat_app.errors import ConfigError
 from caat_app.method.conflict import Mixer, segment_conflict
 from caat_app.method.losses import adversarial_loss, clean_loss
-from caat_app.method.optim import FlatParams, FlatSGD
+from caat_app.method.optim import FlatParams, make_optimizer
 from caat_app.models.build import build_for_run
 from caat_app.training.adversary import training_examples
 from caat_app.training.checkpoint import load_resume, rng_state, save_checkpoint, save_resume
@@ -144,7 +144,8 @@ class Trainer:
         self.flat = FlatParams(self.model)
         # The parameter tensors' names in flat-buffer order: the layers of `layer_stats`.
         self.layer_names = [n for n, p in self.model.named_parameters() if p.requires_grad]
-        self.opt = FlatSGD(
+        self.opt = make_optimizer(
+            config.optimizer,
             self.flat.flat,
             momentum=config.momentum,
             weight_decay=config.weight_decay,
