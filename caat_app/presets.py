@@ -75,8 +75,9 @@ _CHOICE = "caat's choice (the paper's PEFT appendix is not available)"
 
 # The adversarial PEFT recipe (Figs. 4 and 5). The paper gives the models, the adapter,
 # 224×224 and the attack; the rest follows the adversarial-PEFT code the paper cites
-# (Hua et al. 2023), adapted where caat differs (SGD is its only optimiser). No `bn`:
-# transformers have no BatchNorm, and refuse `batchstats`.
+# (Hua et al. 2023, configs/adapter/{cub,stanforddogs}_roli.yaml and base-adapter-adv.yaml),
+# adapted where caat differs (said in each source). No `bn`: transformers have no
+# BatchNorm, and refuse `batchstats`.
 _PEFT: dict[str, tuple[Any, str]] = {
     "peft": ("adapter", f"{_PAPER_PEFT}: an Adapter (Pfeiffer et al.) in every block"),
     "adapter_reduction": (8, f"{_CHOICE}: {_ROLI}: Pfeiffer adapters, reduction factor 8"),
@@ -88,23 +89,33 @@ _PEFT: dict[str, tuple[Any, str]] = {
     "attack_steps": (10, "paper §5 (Hyper-parameters for AT): 10 steps (RoLI trains with 7)"),
     "eval_steps": (10, f"{_CHOICE}: {_ROLI}: validation PGD-10"),
     "batch_size": (64, f"{_CHOICE}: {_ROLI}: batch size 64"),
-    "weight_decay": (1e-4, f"{_CHOICE}: {_ROLI}: weight decay 1e-4"),
+    "optimizer": (
+        "adamw",
+        f"{_CHOICE}: {_ROLI}: AdamW, β = (0.9, 0.999) (RoLI's own AdamW has ε = 1e-6; "
+        "caat's PyTorch rule 1e-8)",
+    ),
+    "weight_decay": (
+        0.01,
+        f"{_CHOICE}: {_ROLI}: its AdamW decays by 0.01 whenever weight decay is on (biases "
+        "and LayerNorms excepted; caat decays every trainable tensor)",
+    ),
     "schedule": (
         "cosinew",
         f"{_CHOICE}: {_ROLI} decays the rate by a cosine after a warm-up; caat's cosinew "
-        "is that shape (OneCycle, 2.5 % warm-up)",
-    ),
-    "lr": (
-        0.05,
-        f"{_CHOICE}: {_ROLI}: 0.05 on CUB (AdamW; 0.005 on Dogs); caat has only SGD "
-        "(momentum 0.9) and keeps one rate for every panel",
+        "is that shape (OneCycle, 2.5 % warm-up; it also cycles AdamW's β₁ 0.95↔0.85)",
     ),
     "augment": (True, "paper §5: random crop, random horizontal flip and random rotation"),
     "eval_n": (1000, f"{_CHOICE}: the per-epoch check on 1 000 val/test images (cost at 224)"),
 }
-_PEFT_EPOCHS = {
-    "cub200": (60, f"{_CHOICE}: {_ROLI}/cub: 60 epochs"),
-    "dogs": (40, f"{_CHOICE}: {_ROLI}/stanforddogs: 40 epochs"),
+_PEFT_BY_DATA: dict[str, dict[str, tuple[Any, str]]] = {
+    "cub200": {
+        "epochs": (60, f"{_CHOICE}: {_ROLI}/cub_roli.yaml: 60 epochs"),
+        "lr": (0.05, f"{_CHOICE}: {_ROLI}/cub_roli.yaml: BASE_LR 0.05"),
+    },
+    "dogs": {
+        "epochs": (40, f"{_CHOICE}: {_ROLI}/stanforddogs_roli.yaml: 40 epochs"),
+        "lr": (1e-4, f"{_CHOICE}: {_ROLI}/stanforddogs_roli.yaml: BASE_LR 0.0001"),
+    },
 }
 _PEFT_MODELS = {
     "swin-t": "Swin-T, adversarially pretrained on ImageNet (no robust Swin-T checkpoint "
@@ -114,16 +125,11 @@ _PEFT_MODELS = {
 
 
 def _peft_preset(model: str, short: str, dataset: str) -> Preset:
-    epochs, epochs_source = _PEFT_EPOCHS[dataset]
-    values = {k: v for k, (v, _) in _PEFT.items()} | {
-        "dataset": dataset,
-        "model": model,
-        "epochs": epochs,
-    }
-    sources = {k: s for k, (_, s) in _PEFT.items()} | {
+    recipe = _PEFT | _PEFT_BY_DATA[dataset]
+    values = {k: v for k, (v, _) in recipe.items()} | {"dataset": dataset, "model": model}
+    sources = {k: s for k, (_, s) in recipe.items()} | {
         "dataset": f"{_PAPER_PEFT}: {'CUB-Bird' if dataset == 'cub200' else 'StanfordDogs'}",
         "model": f"{_PAPER_PEFT}: {_PEFT_MODELS[model]}",
-        "epochs": epochs_source,
     }
     return Preset(
         f"paper-peft-{model}-{short}",

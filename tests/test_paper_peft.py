@@ -23,10 +23,10 @@ from caat_app.runs.stored import config_of
 from caat_storage import Store
 
 PEFT_PRESETS = {
-    "paper-peft-swin-t-cub": ("swin-t", "cub200", 60),
-    "paper-peft-swin-t-dogs": ("swin-t", "dogs", 40),
-    "paper-peft-vit-b16-cub": ("vit-b16", "cub200", 60),
-    "paper-peft-vit-b16-dogs": ("vit-b16", "dogs", 40),
+    "paper-peft-swin-t-cub": ("swin-t", "cub200", 60, 0.05),
+    "paper-peft-swin-t-dogs": ("swin-t", "dogs", 40, 1e-4),
+    "paper-peft-vit-b16-cub": ("vit-b16", "cub200", 60, 0.05),
+    "paper-peft-vit-b16-dogs": ("vit-b16", "dogs", 40, 1e-4),
 }
 LAMBDAS, GAMMAS = [0.0, 0.5, 1.0], [0.8, 0.9, 1.0]
 
@@ -41,9 +41,10 @@ def _json(capsys: pytest.CaptureFixture[str], *args: str) -> Any:
 
 @pytest.mark.parametrize("name", sorted(PEFT_PRESETS))
 def test_peft_presets_build_and_every_value_names_its_source(name: str) -> None:
-    model, dataset, epochs = PEFT_PRESETS[name]
+    model, dataset, epochs, lr = PEFT_PRESETS[name]
     cfg, origins = resolve_config({"preset": name})
     assert (cfg.model, cfg.dataset, cfg.epochs, cfg.peft) == (model, dataset, epochs, "adapter")
+    assert (cfg.optimizer, cfg.lr, cfg.weight_decay) == ("adamw", lr, 0.01)
     assert (cfg.image_size, cfg.bn, cfg.attack, cfg.norm) == (224, "standard", "pgd", "linf")
     assert (cfg.eps, cfg.alpha, cfg.attack_steps) == (8 / 255, 2 / 255, 10)
     values = PRESETS[name].values

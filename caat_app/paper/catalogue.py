@@ -244,7 +244,7 @@ _PEFT_NOTES = (
     "AA is AutoAttack (standard) at the training ε on the whole test set, as for Fig. 6 "
     "(the paper does not name the attack of its AA axis); PGD is measured too",
     "the PEFT hyper-parameters are caat's (the paper's appendix is not available): Hua "
-    "et al. 2023's adversarial adapter recipe (RoLI) with SGD; `caat train --preset P "
+    "et al. 2023's adversarial adapter recipe (RoLI), AdamW; `caat train --preset P "
     "--dry-run` prints each value's source",
 )
 
