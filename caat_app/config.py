@@ -124,7 +124,11 @@ class RunConfig(BaseModel):
     weight_decay: float = Field(5e-4, ge=0.0)
     seed: Int64 = Field(0, ge=0)
     device: str = "auto"
+    gpus: Int64 = Field(
+        1, ge=1, le=1024, description="processes one run trains on, data parallel (GPUs on CUDA)"
+    )
     bf16: bool = False
+    compile: bool = Field(False, description="torch.compile the model (its first steps compile)")
     augment: bool | None = Field(None, description="None: the data set's default")
     image_size: int | None = Field(
         None, ge=8, le=1024, description="image side in pixels; None: the data set's own"
@@ -178,6 +182,14 @@ class RunConfig(BaseModel):
         ):
             if given:
                 raise ValueError(transformer_complaint(field, self.model))
+        return self
+
+    @model_validator(mode="after")
+    def _check_gpus(self) -> RunConfig:
+        if self.batch_size % self.gpus:
+            raise ValueError(
+                f"gpus: the batch of {self.batch_size} must split evenly over {self.gpus} ranks"
+            )
         return self
 
     @model_validator(mode="after")

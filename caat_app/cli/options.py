@@ -157,7 +157,16 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
     RunOption("seed", int, "random seed", "0,1,2"),
     RunOption("seeds", str, "the seeds of each config: 0,1,2", only="sweep"),
     RunOption("device", str, "auto, cpu, cuda or cuda:N"),
+    RunOption(
+        "gpus", int, "processes (GPUs) one run trains on, data parallel; the batch is global"
+    ),
     RunOption("bf16", bool, "bf16 autocast (CUDA)", flag="--bf16/--no-bf16"),
+    RunOption(
+        "compile",
+        bool,
+        "torch.compile the model (the first steps compile; then faster on a GPU)",
+        flag="--compile/--no-compile",
+    ),
     RunOption("augment", bool, flag="--augment/--no-augment"),
     RunOption(
         "image_size",

@@ -5,6 +5,10 @@ writer, keeps a heartbeat, and ends the run `finished`, `cancelled` (SIGTERM or
 SIGINT: a checkpoint is written first), `diverged` or `failed` (with the traceback).
 `execute_run` is also what `caat train` runs in the foreground. With `--eval` it runs
 one evaluation job instead (`execute_eval`, which `caat eval` runs in the foreground).
+A run with `gpus` > 1 spawns its other ranks from here (`training.distributed`); under
+`torchrun --nproc-per-node N -m caat_app.runs.worker --db URL --run-id ID` (torchrun would
+take `--run` for its own `--run-path`) rank 0 is this
+process as usual and the other ranks follow the stored run, writing nothing.
 
 A queued run that has steps done was resumed (`Store.prepare_resume` set them to its
 checkpoint's): the worker continues it from the checkpoint in its folder. A run that
@@ -241,11 +245,38 @@ def _log_result(row: dict[str, Any]) -> None:
     )
 
 
+def follow_stored_run(store: Store, run_id: int) -> None:
+    """A `torchrun` rank other than 0: the stored run's config and checkpoint, writing nothing
+    (rank 0, the ordinary `execute_run`, records it)."""
+    from caat_app.training.trainer import follow_run
+
+    run = store.get_run(run_id)
+    if run is None:
+        raise StoreError(f"no run {run_id} in {store.url}")
+    config = config_of(run).model_dump(mode="json")
+    follow_run(config, Path(run.run_dir), None, run.steps_done or None)
+
+
+def _join_torchrun(store: Store, run_id: int) -> int:
+    """This process's rank when `torchrun` started it (WORLD_SIZE > 1), else 0."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0
+    from caat_app.training import distributed
+    from caat_app.training.device import resolve_device
+
+    run = store.get_run(run_id)
+    if run is None:
+        raise StoreError(f"no run {run_id} in {store.url}")
+    return distributed.from_env(resolve_device(config_of(run).device).type).rank
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m caat_app.runs.worker", description=__doc__)
     parser.add_argument("--db", required=True, help="SQLAlchemy URL of the store")
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--run", type=int, help="id of a queued run to train")
+    what.add_argument(
+        "--run", "--run-id", type=int, help="id of a queued run to train (--run-id under torchrun)"
+    )
     what.add_argument("--eval", type=int, help="id of a queued evaluation job")
     args = parser.parse_args(argv)
     flag = StopFlag()
@@ -254,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with Store.open(args.db) as store:
             print(f"worker pid {os.getpid()}: {subject} in {args.db}", flush=True)
+            if args.run is not None and _join_torchrun(store, args.run):
+                follow_stored_run(store, args.run)
+                return 0
             if args.run is not None:
                 status = execute_run(store, args.run, flag, LogSink())
             else:

@@ -33,3 +33,14 @@ def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMana
     if bf16 and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def memory_format(device: torch.device, transformer: bool) -> torch.memory_format:
+    """channels_last for a CNN on CUDA (tensor-core convolutions want NHWC), else as is.
+
+    A resume checkpoint's optimiser state follows the layout, so a run resumes on the
+    kind of device it started on.
+    """
+    if device.type == "cuda" and not transformer:
+        return torch.channels_last
+    return torch.contiguous_format

@@ -92,7 +92,8 @@ class StepRecorder:
     """Collects each step's metric vector on the device; copies a block to the sink.
 
     The copy (`.tolist()`, the loop's only host sync) happens every `log_every`
-    steps or every half second, whichever comes first, and at the end of an epoch;
+    steps or every half second (`timed`; a distributed run copies on steps only, so its
+    ranks count skipped steps alike), whichever comes first, and at the end of an epoch;
     the per-layer statistics of `layers`, when given, are copied out with it.
     """
 
@@ -102,8 +103,10 @@ class StepRecorder:
         log_every: int,
         device: torch.device,
         layers: LayerRecorder | None = None,
+        timed: bool = True,
     ) -> None:
         self.sink = sink
+        self.copy_seconds = _COPY_SECONDS if timed else float("inf")  # ranks copy in step
         self.layers = layers
         self.buf = torch.zeros(log_every, len(STEP_FIELDS), device=device)
         self.epoch_sum = torch.zeros(len(STEP_FIELDS), device=device)
@@ -123,7 +126,7 @@ class StepRecorder:
         self.epoch_sum += metrics
         self.epoch_steps += 1
         self.pending.append((step, epoch, now - self.start, lr))
-        if len(self.pending) == len(self.buf) or now - self.last_copy > _COPY_SECONDS:
+        if len(self.pending) == len(self.buf) or now - self.last_copy > self.copy_seconds:
             self.copy_out()
             return True
         return False

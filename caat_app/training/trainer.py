@@ -20,6 +20,7 @@ stopped, so a run whose worker died or was cancelled continues where it was
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from caat_app.config import RunConfig
 from caat_app.data.augment import augment
@@ -39,14 +40,16 @@ from caat_app.method.conflict import Mixer, segment_conflict
 from caat_app.method.losses import adversarial_loss, clean_loss
 from caat_app.method.optim import FlatParams, make_optimizer
 from caat_app.models.build import build_for_run
+from caat_app.models.registry import MODELS
+from caat_app.training import distributed
 from caat_app.training.adversary import training_examples
 from caat_app.training.checkpoint import load_resume, rng_state, save_checkpoint, save_resume
-from caat_app.training.device import autocast, resolve_device
+from caat_app.training.device import TrainError, autocast, memory_format, resolve_device
 from caat_app.training.measure import fixed_subset, measure_splits
 from caat_app.training.resume import Place, capture, restore
 from caat_app.training.resume_point import ResumePoint, state_name
 from caat_app.training.schedule import rate
-from caat_app.training.sinks import Sink
+from caat_app.training.sinks import NullSink, Sink
 from caat_app.training.steps import LayerRecorder, StepMetrics, StepRecorder
 from caat_storage import RunStatus
 
@@ -132,16 +135,20 @@ class Trainer:
         flush: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
-        self.sink = sink
+        self.ranks = distributed.current()  # rank 0 of 1 unless `--gpus N` or torchrun
+        self.sink = sink if self.ranks.lead else NullSink()
         self.run_dir = run_dir
         self.resume_step, self.flush = resume_step, flush
-        self.device = dev = resolve_device(config.device)
+        self.device = dev = distributed.rank_device(resolve_device(config.device), self.ranks)
         torch.manual_seed(config.seed)  # before the model is built: same seed, same weights
         if data is None:
             data = load_for_run(config)
         self.data = data
-        self.model = build_for_run(config, data, dev)
-        self.flat = FlatParams(self.model)
+        self.layout = memory_format(dev, MODELS[config.model].transformer)
+        self.model = build_for_run(config, data, dev).to(memory_format=self.layout)
+        self.flat = FlatParams(self.model)  # keeps the layout
+        # What the steps and the per-epoch check call: compiled on request (`--compile`).
+        self.net: nn.Module = torch.compile(self.model) if config.compile else self.model
         # The parameter tensors' names in flat-buffer order: the layers of `layer_stats`.
         self.layer_names = [n for n, p in self.model.named_parameters() if p.requires_grad]
         self.opt = make_optimizer(
@@ -159,12 +166,9 @@ class Trainer:
             device=dev,
         )
         self.direction = torch.empty_like(self.flat.flat)
-        self.x_train, self.y_train = kept(data.x_train, data.y_train, config.drop)
-        self.x_train, self.y_train = self.x_train.to(dev), self.y_train.to(dev)
-        self.x_val, self.y_val = fixed_subset(data.x_val.to(dev), data.y_val.to(dev), config.eval_n)
-        self.x_test, self.y_test = fixed_subset(
-            data.x_test.to(dev), data.y_test.to(dev), config.eval_n
-        )
+        if self.ranks.split:  # each rank its own attack noise; weights were drawn alike
+            torch.manual_seed(config.seed + self.ranks.rank)
+        self.put_data_on_device(data)
         aug = AUGMENT.get(data.name)
         use_aug = config.augment if config.augment is not None else aug is not None
         self.augment = (aug or _FALLBACK_AUGMENT) if use_aug else None
@@ -180,6 +184,16 @@ class Trainer:
         if dev.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
+    def put_data_on_device(self, data: DataSplits) -> None:
+        """The training split (less `drop`) and the per-epoch check's fixed subsets."""
+        dev, cfg = self.device, self.config
+        x_train, y_train = kept(data.x_train, data.y_train, cfg.drop)
+        self.x_train, self.y_train = x_train.to(dev), y_train.to(dev)
+        self.x_val, self.y_val = fixed_subset(data.x_val.to(dev), data.y_val.to(dev), cfg.eval_n)
+        self.x_test, self.y_test = fixed_subset(
+            data.x_test.to(dev), data.y_test.to(dev), cfg.eval_n
+        )
+
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         return autocast(self.device, self.config.bf16)
 
@@ -189,7 +203,9 @@ class Trainer:
         layers = (
             LayerRecorder(self.sink, self.layer_names, self.flat.sizes, every) if every else None
         )
-        return StepRecorder(self.sink, self.config.log_every, self.device, layers)
+        return StepRecorder(
+            self.sink, self.config.log_every, self.device, layers, timed=not self.ranks.split
+        )
 
     def run(self) -> TrainResult:
         """Train epoch by epoch until the last one, a stop request or divergence.
@@ -215,7 +231,7 @@ class Trainer:
             self.sink.epoch(row, self.summary(recorder, epoch))
             self.place = Place(epoch + 1, lr=self.place.lr)
             self.save_resume(recorder)
-            if self.sink.should_stop():
+            if self.ranks.agree(self.sink.should_stop(), self.device):
                 stop = StopReason.CANCELLED
                 break
         done = self.place.epoch - 1
@@ -250,7 +266,7 @@ class Trainer:
             if recorder.nonfinite > cfg.max_nonfinite:  # counted as blocks are copied out
                 stop = StopReason.DIVERGED
                 break
-            if self.sink.should_stop():
+            if self.stop_asked():
                 stop = StopReason.CANCELLED
                 break
             if self.checkpoint_due():
@@ -294,13 +310,14 @@ class Trainer:
             xb, yb = self.x_train[idx], self.y_train[idx]
             if self.augment is not None:
                 xb = augment(xb, generator=self.aug_generator, **self.augment)
-            yield xb, yb
+            yield xb.contiguous(memory_format=self.layout), yb
 
     def train_step(
         self, xb: Tensor, yb: Tensor, lr: float, momentum: float | None = None
     ) -> Tensor:
         """One CA-AT / Vanilla-AT step; returns its stacked `StepMetrics` (on the device)."""
-        cfg, model, flat = self.config, self.model, self.flat
+        cfg, model, flat = self.config, self.net, self.flat
+        xb, yb = self.ranks.shard(xb, yb)
         with self.autocast():
             x_adv = training_examples(model, cfg, xb, yb)
             flat.zero_grads()
@@ -313,9 +330,10 @@ class Trainer:
             loss_a = adversarial_loss(cfg.loss, logits_c, logits_a, yb, beta=cfg.loss_beta)
         flat.grad_into(1)
         loss_a.backward()
+        self.ranks.average(flat.grads)  # the global batch's g_c and g_a, before the projection
         mix = self.mixer(flat.grads, self.direction)
         self.opt.step(self.direction, lr, mix.ok, momentum)
-        return StepMetrics(
+        metrics = StepMetrics(
             loss_c=loss_c.detach().float(),
             loss_a=loss_a.detach().float(),
             acc_c=(logits_c.argmax(1) == yb).float().mean(),
@@ -328,6 +346,7 @@ class Trainer:
             projected=mix.fired,
             skipped=(~mix.ok).float(),
         ).stack()
+        return self.ranks.average(metrics)
 
     def finish_step(self, recorder: StepRecorder, metrics: Tensor, epoch: int, lr: float) -> None:
         """Record the step just taken (its layers first, when due) and count it.
@@ -345,22 +364,38 @@ class Trainer:
         """φ, μ, ‖g_c‖, ‖g_a‖ of each parameter tensor for the last step: (4, L), on the device."""
         return torch.stack(segment_conflict(self.flat.grads, self.flat.sizes))
 
+    def stop_asked(self) -> bool:
+        """The sink's stop request; ranks agree on it every `log_every` steps."""
+        if not self.ranks.split:
+            return self.sink.should_stop()
+        if self.step % self.config.log_every:
+            return False
+        return self.ranks.agree(self.sink.should_stop(), self.device)
+
     def measure(self) -> dict[str, float] | None:
-        """Clean and PGD accuracy on validation and test; None when stopped midway."""
+        """Clean and PGD accuracy on validation and test; None when stopped midway.
+
+        In a distributed run rank 0 measures (and is not stopped midway: the ranks agree
+        on stopping after the epoch); the others report NaN, which nothing stores."""
         cfg = self.config
+        if not self.ranks.lead:
+            return dict.fromkeys(MEASURED, float("nan"))
+        should_stop = (lambda: False) if self.ranks.split else self.sink.should_stop
         return measure_splits(
-            self.model,
+            self.net,
             {"val": (self.x_val, self.y_val), "test": (self.x_test, self.y_test)},
             eps=cfg.eps,
             alpha=cfg.step_size,
             steps=cfg.eval_steps,
             norm=cfg.norm,
             batch_size=max(cfg.batch_size, 256),
-            should_stop=self.sink.should_stop,
+            should_stop=should_stop,
         )
 
     def save(self, name: str, epoch: int) -> None:
         """Checkpoint `name` (best, last) at this epoch and step; no run folder: nothing."""
+        if not self.ranks.lead:
+            return
         save_checkpoint(
             self.run_dir, name, model=self.model, optimizer=self.opt, epoch=epoch, step=self.step
         )
@@ -368,13 +403,15 @@ class Trainer:
     def checkpoint_due(self) -> bool:
         """Whether `checkpoint_every` minutes have passed since the last resume checkpoint."""
         every = self.config.checkpoint_every
+        if self.ranks.split:  # rank 0 alone keeps time: ranks checkpoint on epochs and stops
+            return False
         return every > 0 and time.perf_counter() - self.last_checkpoint >= 60.0 * every
 
     def save_resume(self, recorder: StepRecorder) -> None:
         """The resume checkpoint of this place, after its rows reached the sink (and, with
         `flush`, the store); no run folder: nothing."""
         self.last_checkpoint = time.perf_counter()
-        if self.run_dir is None:
+        if self.run_dir is None or not self.ranks.lead:
             return
         recorder.copy_out()
         if self.flush is not None:
@@ -394,8 +431,32 @@ def train(
     resume_step: int | None = None,
     flush: Callable[[], None] | None = None,
 ) -> TrainResult:
-    """Train one run to its end (finished, cancelled or diverged); see `Trainer`."""
-    trainer = Trainer(
-        config, sink, run_dir=run_dir, data=data, resume_step=resume_step, flush=flush
+    """Train one run to its end (finished, cancelled or diverged); see `Trainer`.
+
+    With `gpus` > 1 (and no process group yet, as under torchrun) this process is rank 0
+    and spawns the other ranks, which follow with the same config, data and checkpoint.
+    """
+    world = 1 if distributed.current().split else config.gpus
+    device_type = resolve_device(config.device).type
+    if world > 1 and device_type == "cuda" and torch.cuda.device_count() < world:
+        raise TrainError(f"gpus {world}: this machine has {torch.cuda.device_count()} CUDA devices")
+    data = data if data is not None or world == 1 else load_for_run(config)
+    follow = functools.partial(
+        follow_run, config.model_dump(mode="json"), run_dir, data, resume_step
     )
-    return trainer.run()
+    with distributed.spawned(world, device_type, follow):
+        trainer = Trainer(
+            config, sink, run_dir=run_dir, data=data, resume_step=resume_step, flush=flush
+        )
+        return trainer.run()
+
+
+def follow_run(
+    config: dict[str, Any], run_dir: Path | None, data: DataSplits | None, resume_step: int | None
+) -> None:
+    """A rank other than 0: the same run, reporting nowhere and writing nothing."""
+    from caat_app.config import config_from_json
+
+    Trainer(
+        config_from_json(config), NullSink(), run_dir=run_dir, data=data, resume_step=resume_step
+    ).run()
