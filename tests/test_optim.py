@@ -439,3 +439,25 @@ def test_make_optimizer_names_its_choices() -> None:
     assert isinstance(make_optimizer("adamw", flat, **common), FlatAdamW)
     with pytest.raises(ValueError, match="sgd, adamw"):
         make_optimizer("adam", flat, **common)
+
+
+def test_channels_last_weights_keep_their_layout_as_views_of_flat() -> None:
+    torch.manual_seed(0)
+    ref = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 2))
+    model = copy.deepcopy(ref).to(memory_format=torch.channels_last)
+    fp = FlatParams(model)
+    conv = model[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    torch.testing.assert_close(conv.detach(), ref[0].weight.detach(), rtol=0, atol=0)
+    x = torch.rand(5, 3, 6, 6).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 2, (5,))
+    fp.zero_grads()
+    fp.grad_into(0)
+    nn.functional.cross_entropy(model(x), y).backward()
+    nn.functional.cross_entropy(ref(x), y).backward()
+    assert fp.grads_in_buffer()
+    for got, want in zip(fp.grad_views(0), (p.grad for p in ref.parameters()), strict=True):
+        torch.testing.assert_close(got, want)
+    assert fp.grads[0].norm() > 0 and torch.equal(fp.grads[1], torch.zeros(fp.numel))
+    fp.flat.mul_(0.0)  # the model computes with the flat vector
+    assert torch.equal(conv.detach(), torch.zeros_like(conv))

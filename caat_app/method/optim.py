@@ -24,6 +24,20 @@ ADAMW_BETA2 = 0.999
 ADAMW_EPS = 1e-8
 
 
+def _slot(buffer: Tensor, offset: int, like: Tensor) -> Tensor:
+    """`like`'s place in a flat `buffer`, in `like`'s memory layout when that is dense.
+
+    A channels_last convolution weight (the CUDA fast path) keeps its strides, so cuDNN
+    sees the layout it was given; the flat slice then holds its elements in memory order.
+    """
+    dense = like.is_contiguous() or (
+        like.dim() == 4 and like.is_contiguous(memory_format=torch.channels_last)
+    )
+    if not dense:
+        return buffer[offset : offset + like.numel()].view_as(like)
+    return buffer.as_strided(like.shape, like.stride(), buffer.storage_offset() + offset)
+
+
 class FlatParams:
     """One flat parameter vector and a (2, P) gradient buffer for a model."""
 
@@ -39,11 +53,11 @@ class FlatParams:
         self._rows: list[list[Tensor]] = [[], []]
         offset = 0
         for p, n in zip(self.params, self.sizes, strict=True):
-            view = self.flat[offset : offset + n].view_as(p)
+            view = _slot(self.flat, offset, p)
             view.copy_(p.detach())
             p.data = view
             for row in (0, 1):
-                self._rows[row].append(self.grads[row, offset : offset + n].view_as(p))
+                self._rows[row].append(_slot(self.grads[row], offset, p))
             offset += n
 
     @property
