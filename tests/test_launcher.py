@@ -326,3 +326,50 @@ def test_the_manage_modules_do_not_import_torch() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def _queue_wide(store: Store, gpus: int, device: str = "auto") -> int:
+    return store.create_run(
+        name=f"on {gpus}",
+        config={"device": device, "dataset": "digits", "gpus": gpus},
+        method="caat",
+        param=0.8,
+        dataset="digits",
+        model="cnn",
+        eps=0.3,
+        epochs_total=1,
+    )
+
+
+def test_a_run_on_several_gpus_gets_that_many_consecutive_ones(store: Store) -> None:
+    gpus = [Gpu(i, "h", 1) for i in range(4)]
+    launch = FakeLaunch()
+    scheduler = Scheduler(store, gpus=gpus, launch=launch)
+    single = _queue(store, "cuda:1", name="holds GPU 1")
+    assert scheduler.dispatch() == [single]
+    wide = _queue_wide(store, 2)
+    assert scheduler.dispatch() == [wide]  # GPUs 0-1 are busy at 1: it takes 2 and 3
+    run = store.get_run(wide)
+    assert run is not None and run.gpu == 2
+    assert launch.calls[-1][1]["CUDA_VISIBLE_DEVICES"] == "2,3"
+    after = _queue(store, "auto", name="anything")
+    assert scheduler.dispatch() == [after]
+    after_run = store.get_run(after)
+    assert after_run is not None and after_run.gpu == 0  # the only free GPU left
+    another = _queue_wide(store, 2)
+    assert scheduler.dispatch() == []  # no two free GPUs side by side
+    _end(store, wide)
+    assert scheduler.dispatch() == [another]
+
+
+def test_a_run_wanting_more_gpus_than_the_machine_has_fails(store: Store) -> None:
+    too_wide = _queue_wide(store, 3)
+    assert Scheduler(store, gpus=GPUS, launch=FakeLaunch()).dispatch() == []
+    run = store.get_run(too_wide)
+    assert run is not None and run.status == "failed"
+    assert run.error == "gpus 3: this machine has 2 GPU(s)"
+
+
+def test_a_multi_rank_run_without_gpus_takes_one_cpu_slot(store: Store) -> None:
+    on_cpu = _queue_wide(store, 2, "cpu")
+    assert Scheduler(store, gpus=GPUS, launch=FakeLaunch()).dispatch() == [on_cpu]

@@ -189,6 +189,12 @@ def _device(run: Run) -> str:
     return device if isinstance(device, str) else "auto"
 
 
+def _gpus(run: Run) -> int:
+    """How many GPUs the run trains on (`--gpus`): 1 when unreadable."""
+    count = option(run, "gpus", 1)
+    return count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else 1
+
+
 class Scheduler:
     """Starts queued runs while the machine has room: `max_cpu` CPU runs, `per_gpu` per GPU.
 
@@ -201,6 +207,9 @@ class Scheduler:
       would not exist if only one were visible); a GPU N the machine lacks fails the run.
     - any `cuda` with no GPU listed (no nvidia-smi): a CPU slot; the worker's own device
       check says what is wrong if there really is no GPU.
+    - `gpus` N > 1 (one run data-parallel): N consecutive GPUs with room, starting at
+      the one stored as the run's `gpu` (at N for `cuda:N`); more than the machine has
+      fails the run.
     Workers get `CUDA_DEVICE_ORDER=PCI_BUS_ID`, so CUDA numbers GPUs as nvidia-smi does.
 
     Load is counted from the store (running runs and their `gpu`), so dashboards and CLIs
@@ -254,8 +263,10 @@ class Scheduler:
                 where = min(load)
             if where == "cpu":
                 cpu += 1
-            elif where in load:
-                load[where] += 1  # type: ignore[index]
+                continue
+            for index in range(int(where), int(where) + _gpus(run)):  # consecutive GPUs
+                if index in load:
+                    load[index] += 1
         picks: list[tuple[int, int | None]] = []
         for run in queued:
             assert run.id is not None
@@ -267,23 +278,34 @@ class Scheduler:
                     cpu += 1
                     picks.append((run.id, None))
                 continue
-            if want == "gpu":
-                free = [i for i in load if load[i] < self.per_gpu]
-                if not free:
-                    continue
-                index = min(free, key=lambda i: (load[i], i))
-            else:
-                assert isinstance(want, int)
-                if want not in load:
-                    have = ", ".join(str(i) for i in load)
-                    rejected.append((run.id, f"device cuda:{want}: this machine has GPU(s) {have}"))
-                    continue
-                if load[want] >= self.per_gpu:
-                    continue
-                index = want
-            load[index] += 1
+            need = _gpus(run)
+            if isinstance(want, int) and want not in load:
+                have = ", ".join(str(i) for i in load)
+                rejected.append((run.id, f"device cuda:{want}: this machine has GPU(s) {have}"))
+                continue
+            if need > len(load):
+                rejected.append((run.id, f"gpus {need}: this machine has {len(load)} GPU(s)"))
+                continue
+            index = self._window(load, need, None if want == "gpu" else int(want))
+            if index is None:
+                continue
+            for i in range(index, index + need):
+                load[i] += 1
             picks.append((run.id, index))
         return picks
+
+    def _window(self, load: dict[int, int], need: int, start: int | None) -> int | None:
+        """The first of `need` consecutive GPUs with room (the least loaded, lowest index
+        on a tie; only `start` when the run names its GPU), or None while all are full."""
+        starts = [start] if start is not None else sorted(load)
+        fits = [
+            s
+            for s in starts
+            if all(load.get(s + k, self.per_gpu) < self.per_gpu for k in range(need))
+        ]
+        if not fits:
+            return None
+        return min(fits, key=lambda s: (max(load[s + k] for k in range(need)), s))
 
     def _env(self, run: Run, gpu: int | None) -> dict[str, str]:
         if gpu is None:
@@ -292,7 +314,7 @@ class Scheduler:
             return cpu_share(self.max_cpu) if self.share_cores else {}
         env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
         if not _CUDA_INDEX.fullmatch(_device(run)):
-            env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu + k) for k in range(_gpus(run)))
         return env
 
     def dispatch(self, only: Collection[int] | None = None) -> list[int]:

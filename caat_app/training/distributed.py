@@ -84,10 +84,11 @@ def current() -> Ranks:
 
 
 def rank_device(device: torch.device, ranks: Ranks) -> torch.device:
-    """A rank's own GPU (its local rank's) when the run trains on CUDA."""
+    """A rank's own GPU when the run trains on CUDA: its local rank's, counted from the
+    GPU the config names (`cuda:2` with 4 ranks: GPUs 2 to 5)."""
     if device.type != "cuda" or not ranks.split:
         return device
-    local = int(os.environ.get("LOCAL_RANK", ranks.rank))
+    local = (device.index or 0) + int(os.environ.get("LOCAL_RANK", ranks.rank))
     torch.cuda.set_device(local)
     return torch.device("cuda", local)
 
