@@ -16,6 +16,7 @@ import typer
 
 from caat_app.cli import (
     admin,
+    agent,
     analyse,
     bench,
     conflict,
@@ -61,6 +62,7 @@ COMMANDS = (
     ("backup", admin.backup),
     ("restore", admin.restore),
     ("gc", admin.gc),
+    ("agent", agent.agent_command),
 )
 """Every command, in the order `caat --help` lists them."""
 

@@ -27,9 +27,22 @@ def worker_command(db_url: str, run_id: int, *, kind: str = "run") -> list[str]:
     return [sys.executable, "-m", "caat_app.runs.worker", "--db", db_url, f"--{kind}", str(run_id)]
 
 
-def _spawn(command: list[str], log_path: Path, env: dict[str, str] | None) -> Any:
-    """Start a worker in its own session (it outlives its launcher), output to `log_path`."""
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel SIGKILLs it when its parent dies (Linux)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def _spawn(
+    command: list[str], log_path: Path, env: dict[str, str] | None, die_with_parent: bool = False
+) -> Any:
+    """Start a worker in its own session, output to `log_path`. It outlives its launcher
+    (a dashboard may close), unless `die_with_parent` (an agent's workers die with it)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    linux = sys.platform.startswith("linux")
     with log_path.open("ab") as log:
         return subprocess.Popen(
             command,
@@ -38,14 +51,21 @@ def _spawn(command: list[str], log_path: Path, env: dict[str, str] | None) -> An
             stderr=subprocess.STDOUT,
             start_new_session=True,
             env={**os.environ, **(env or {})},
+            preexec_fn=_die_with_parent if die_with_parent and linux else None,
         )
 
 
 def launch_worker(
-    db_url: str, run_id: int, run_dir: Path, *, env: dict[str, str] | None = None
+    db_url: str,
+    run_id: int,
+    run_dir: Path,
+    *,
+    env: dict[str, str] | None = None,
+    die_with_parent: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start a training worker; its stdout and stderr go to `worker.log` in the run's folder."""
-    return _spawn(worker_command(db_url, run_id), run_dir / "worker.log", env)  # type: ignore[no-any-return]
+    command = worker_command(db_url, run_id)
+    return _spawn(command, run_dir / "worker.log", env, die_with_parent)  # type: ignore[no-any-return]
 
 
 def eval_log(run_dir: Path, job_id: int) -> Path:
@@ -214,8 +234,9 @@ class Scheduler:
 
     Load is counted from the store (running runs and their `gpu`), so dashboards and CLIs
     on one machine agree; runs started outside a scheduler (gpu unset) are counted where
-    their device says (`auto`/`cuda` on GPU 0). The store keeps no host name, so several
-    machines sharing one store would count each other's runs. Reap stale runs (Store.
+    their device says (`auto`/`cuda` on GPU 0). Runs whose worker records another host
+    are not counted (that host's agent counts them); a claimed run whose worker has not
+    started yet has no host and counts here, for a moment. Reap stale runs (Store.
     reap_stale) before dispatching, or a dead worker keeps its slot until then.
     """
 
@@ -257,7 +278,10 @@ class Scheduler:
     ) -> list[tuple[int, int | None]]:
         load = {gpu.index: 0 for gpu in self.gpus}
         cpu = 0
+        here = this_host()
         for run in running:
+            if run.host not in (None, here):  # another host's GPUs and cores
+                continue
             where: int | str = run.gpu if run.gpu is not None else self._want(_device(run))
             if where == "gpu":
                 where = min(load)
@@ -317,7 +341,7 @@ class Scheduler:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu + k) for k in range(_gpus(run)))
         return env
 
-    def dispatch(self, only: Collection[int] | None = None) -> list[int]:
+    def dispatch(self, only: Collection[int] | None = None, limit: int | None = None) -> list[int]:
         """Start the queued runs (oldest first) that fit now; returns their ids.
 
         `only` limits it to some runs (`caat train --detach` starts its own, no other).
@@ -328,7 +352,7 @@ class Scheduler:
         self.children.poll()
         rejected: list[tuple[int, str]] = []
         claimed = self.store.claim_runs(
-            lambda running, queued: self._plan(running, queued, rejected, only)
+            lambda running, queued: self._plan(running, queued, rejected, only)[:limit]
         )
         for run_id, error in rejected:
             self.store.finish_if(
