@@ -52,6 +52,14 @@ def cancel(
         return
     assert run is not None
     record = store.find_run(run)
+    from caat_app.runs.slurm import cancel_job, job_of
+
+    job = job_of(record.run_dir) if record.status in ("queued", "running") else None
+    if job is not None:  # a Slurm job: its task ends a queued run at once, scancel the rest
+        if record.status == "queued":
+            bench.cancel_run(record)
+        out.print(Text(f"run {record.id}: {cancel_job(job)}"))
+        return
     bench.cancel_run(record)
     out.print(Text(f"asked run {record.id} to stop"))
 

@@ -138,6 +138,12 @@ def sweep_command(
     yes: bool = typer.Option(
         False, "--yes", help=f"queue a grid of over {CONFIRM_ABOVE} runs without asking"
     ),
+    slurm: str | None = typer.Option(
+        None,
+        "--slurm",
+        help="submit the queued runs as a Slurm job array instead, e.g. "
+        "partition=gpu,time=12:00:00,gpus-per-task=1",
+    ),
     **run: Any,
 ) -> None:
     """Train a grid (lists like --lam 0,0.5,1 times --seeds 0,1) as one sweep, in workers.
@@ -172,6 +178,9 @@ def sweep_command(
     if detach:
         out.print(Text(f"start them with `{again}` (or from the dashboard)"))
         return
+    if slurm is not None:
+        _submit(store, sweep_name, slurm)
+        return
     stopped = _work_through(store, sweep_name, jobs=jobs)
     rows = sweep_rows(store.sweep_runs(sweep_name))
     out.print(sweep_table(sweep_name, rows))
@@ -184,6 +193,16 @@ def sweep_command(
         out.print(Text(f"to queue the runs that did not finish again: {again}"))
     out.print(Text(f"the SA-AA front: caat front --sweep {shlex.quote(sweep_name)}"))
     raise typer.Exit(130 if stopped else code)
+
+
+def _submit(store: Store, sweep_name: str, slurm: str) -> None:
+    """The sweep's queued runs as one Slurm job array (`runs.slurm`)."""
+    from caat_app.runs.slurm import submit
+
+    queued = [r.id for r in store.sweep_runs(sweep_name) if r.status == "queued" and r.id]
+    jobs = submit(store, queued, slurm)
+    out.print(Text(f"submitted {len(jobs)} run(s) of sweep {sweep_name}: job(s) {', '.join(jobs)}"))
+    out.print(Text("watch them with `caat runs` or the dashboard; cancel with `caat cancel RUN`"))
 
 
 def _resumed(

@@ -1,0 +1,103 @@
+"""Sweeps as Slurm job arrays through submitit: parsing `--slurm`, and the whole path on
+submitit's local executor (the same submission path as Slurm's)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from helpers import run_cli
+from hypothesis import given
+from hypothesis import strategies as st
+
+from caat_app.errors import CaatError
+from caat_app.runs.slurm import JOB_FILE, minutes, parameters
+from caat_storage import Store
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("90", 90), ("5:30", 6), ("12:00:00", 720), ("1-12", 2160), ("1-0:30", 1470), ("0:0:1", 1)],
+)
+def test_slurm_times_in_minutes(text: str, expected: int) -> None:
+    assert minutes(text) == expected
+
+
+@given(st.integers(0, 6), st.integers(0, 23), st.integers(0, 59), st.integers(0, 59))
+def test_every_time_form_rounds_up_to_whole_minutes(d: int, h: int, m: int, s: int) -> None:
+    total = ((d * 24 + h) * 60 + m) * 60 + s
+    assert minutes(f"{d}-{h}:{m:02d}:{s:02d}") == max(1, -(-total // 60))
+    assert minutes(f"{d * 24 + h}:{m}:{s}") == max(1, -(-total // 60))
+
+
+def test_parameters_become_submitits() -> None:
+    assert parameters("partition=gpu, time=12:00:00,gpus-per-task=1,account=lab") == {
+        "slurm_partition": "gpu",
+        "timeout_min": 720,
+        "slurm_gpus_per_task": 1,
+        "slurm_account": "lab",
+    }
+
+
+@pytest.mark.parametrize("bad", ["partition", "=gpu", "time=soon", "time=1:2:3:4"])
+def test_bad_slurm_options_are_one_line(bad: str) -> None:
+    with pytest.raises(CaatError, match="--slurm: ") as info:
+        parameters(bad)
+    assert "\n" not in str(info.value)
+
+
+def test_without_sbatch_the_sweep_says_so_and_queues_nothing_more(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.delenv("CAAT_SLURM_CLUSTER", raising=False)
+    db = str(tmp_path / "caat.db")
+    code = run_cli("sweep", "--db", db, "--name", "s", "--model", "linear", "--slurm", "time=5")
+    assert code == 2
+    assert capsys.readouterr().err.strip().startswith("error: --slurm: sbatch is not on the PATH")
+
+
+def _wait(db: str, ids: list[int], statuses: set[str], timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with Store.open(f"sqlite:///{db}") as store:
+            runs = [store.get_run(i) for i in ids]
+        if all(r is not None and r.status in statuses for r in runs):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"runs {ids} never reached {statuses}: {[r.status for r in runs if r]}")
+
+
+@pytest.mark.slow
+def test_a_sweep_trains_as_a_local_job_array_and_cancel_reaches_the_job(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CAAT_SLURM_CLUSTER", "local")
+    db = str(tmp_path / "caat.db")
+    tiny = ["--model", "linear", "--eval-n", "16", "--attack-steps", "2", "--eval-steps", "2"]
+    args = ["sweep", "--db", db, "--name", "grid", *tiny, "--epochs", "1"]
+    assert run_cli(*args, "--method", "vanilla", "--lam", "0,1", "--slurm", "time=10") == 0
+    assert "submitted 2 run(s) of sweep grid" in capsys.readouterr().out
+    _wait(db, [1, 2], {"finished"})
+    with Store.open(f"sqlite:///{db}") as store:
+        for run_id in (1, 2):
+            run = store.get_run(run_id)
+            assert run is not None
+            job = json.loads((Path(run.run_dir) / JOB_FILE).read_text())
+            assert job["cluster"] == "local" and job["job_id"].isdigit()
+
+    long = ["sweep", "--db", db, "--name", "long", *tiny, "--epochs", "300", "--log-every", "1"]
+    assert run_cli(*long, "--method", "caat", "--gamma", "0.8", "--slurm", "time=10") == 0
+    _wait(db, [3], {"running"})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # until it has trained a step, so it can checkpoint
+        with Store.open(f"sqlite:///{db}") as store:
+            run = store.get_run(3)
+        if run is not None and run.steps_done:
+            break
+        time.sleep(0.2)
+    assert run_cli("cancel", "3", "--db", db) == 0
+    assert "local job" in capsys.readouterr().out
+    _wait(db, [3], {"cancelled"})
