@@ -62,7 +62,11 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
 
 def test_unknown_choice_lists_them(db: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli("train", "--db", db, "--dataset", "imagenet") == 2
-    assert "'cifar100', 'cub200', 'dogs' or 'imagefolder'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert (
+        "'cifar100', 'cub200', 'dogs', 'imagefolder', 'synthetic-cifar' or 'synthetic-cifar-tiny'"
+        in err
+    )
 
 
 def test_invalid_toml_and_unwritable_store(

@@ -10,7 +10,7 @@ import torch
 
 from caat_app.bench.training import sync
 from caat_app.config import build_config
-from caat_app.data.splits import load_dataset
+from caat_app.data.splits import DataSplits, load_dataset
 from caat_app.training.sinks import NullSink
 from caat_app.training.trainer import Trainer
 
@@ -55,4 +55,35 @@ def eval_bench(
         "images": len(y),
         "clean": clean,
         "attacks": attacks,
+    }
+
+
+def autoattack_rate(
+    model: torch.nn.Module, data: DataSplits, n: int, *, eps: float, norm: str, bn: str
+) -> dict[str, Any]:
+    """Images per second of AutoAttack (standard) on the first `n` stratified test images,
+    as `caat eval` runs it (fixed batches; a `batchstats` model attacked whole batches)."""
+    from caat_app.evaluation.runner import accuracy, stratified_order
+
+    dev = next(model.parameters()).device
+    model.eval()
+    order = stratified_order(data.y_test)[:n]
+    x, y = data.x_test[order].to(dev), data.y_test[order].to(dev)
+    whole = bn == "batchstats"
+    clean = accuracy(model, x, y, None, eps=0.0, norm=norm, batch_dependent=whole)
+    torch.manual_seed(0)
+    sync(dev)
+    start = time.perf_counter()
+    robust = accuracy(model, x, y, "autoattack", eps=eps, norm=norm, batch_dependent=whole)
+    sync(dev)
+    seconds = time.perf_counter() - start
+    return {
+        "attack": "autoattack",
+        "images": len(y),
+        "seconds": seconds,
+        "images_per_sec": len(y) / seconds,
+        "accuracy": robust,
+        "clean": clean,
+        "eps": eps,
+        "norm": norm,
     }

@@ -55,6 +55,7 @@ _FINEGRAINED_CHECK = "caat_app.data.finegrained:ensure"
 # The budget of the paper's attack from scratch (PGD, 8/255, step 2/255); its PEFT
 # appendix, which would give the fine-tuning attack, is not available.
 _PEFT_DEFAULTS = {"eps": 8 / 255, "alpha": 2 / 255}
+_CIFAR_DEFAULTS = {"eps": 8 / 255, "alpha": 2 / 255}
 
 DATASETS: Registry[Dataset] = Registry(
     "data set",
@@ -160,6 +161,23 @@ DATASETS: Registry[Dataset] = Registry(
             ),
             image_size=224,
             own_dir=True,
+        ),
+        Dataset(
+            "synthetic-cifar",
+            "synthetic CIFAR-shaped images (3×32×32, 10 classes, 50 000 / 10 000), generated "
+            "from a seed: no files, no download; for checks and benchmarks, not results",
+            "caat_app.data.synthetic:load",
+            title="synthetic CIFAR-shaped data (not CIFAR-10)",
+            defaults=_CIFAR_DEFAULTS,
+            augment=_CIFAR_AUGMENT,
+        ),
+        Dataset(
+            "synthetic-cifar-tiny",
+            "synthetic-cifar at 1 000 training and 200 test images, for checks on a CPU",
+            "caat_app.data.synthetic:load_tiny",
+            title="synthetic CIFAR-shaped data, tiny (not CIFAR-10)",
+            defaults=_CIFAR_DEFAULTS,
+            augment=_CIFAR_AUGMENT,
         ),
     ],
 )
