@@ -127,6 +127,14 @@ def confirm_size(count: int, what: str, *, yes: bool, prompt_on_stderr: bool = F
         raise typer.Exit(1)
 
 
+SlurmOption = typer.Option(
+    None,
+    "--slurm",
+    help="submit the queued runs as a Slurm job array instead, e.g. "
+    "partition=gpu,time=12:00:00,gpus-per-task=1",
+)
+
+
 @run_options("sweep", lead=("name",))
 def sweep_command(
     name: str = typer.Option(..., "--name", help="the sweep; the same name again adds to it"),
@@ -138,12 +146,7 @@ def sweep_command(
     yes: bool = typer.Option(
         False, "--yes", help=f"queue a grid of over {CONFIRM_ABOVE} runs without asking"
     ),
-    slurm: str | None = typer.Option(
-        None,
-        "--slurm",
-        help="submit the queued runs as a Slurm job array instead, e.g. "
-        "partition=gpu,time=12:00:00,gpus-per-task=1",
-    ),
+    slurm: str | None = SlurmOption,
     **run: Any,
 ) -> None:
     """Train a grid (lists like --lam 0,0.5,1 times --seeds 0,1) as one sweep, in workers.
