@@ -35,7 +35,8 @@ STALE_TEMP_S = 3600.0
 
 TEMP_SUFFIXES = (".part", ".tmp")
 
-TOOLS = {"back up": "pg_dump", "restore": "pg_restore (or psql)"}
+TOOLS = {"back up": "back it up with pg_dump", "restore": "restore it with pg_restore (or psql)"}
+"""What to do instead, per action, for a PostgreSQL store: its own tools copy it whole."""
 
 
 def store_file(url: str, action: str) -> Path:
@@ -50,11 +51,11 @@ def store_file(url: str, action: str) -> Path:
         raise StoreError(f"cannot {action} {where}: {one_line(exc)}") from exc
     backend = parsed.get_backend_name()
     if backend != "sqlite":
-        tool = TOOLS.get(action, "pg_dump") if backend == "postgresql" else "its own dump tool"
-        raise StoreError(
-            f"the store at {where} is a {backend} database, not a SQLite file: "
-            f"{tool} is the tool to {action} it"
-        )
+        if backend == "postgresql":
+            how, backend = TOOLS.get(action, "use pg_dump"), "PostgreSQL"
+        else:
+            how = f"{action} it with its own tools"
+        raise StoreError(f"the store at {where} is a {backend} database, not a SQLite file: {how}")
     path = _sqlite_file(parsed.database)
     if path is None:
         raise StoreError(f"the store is {where}: there is no file to {action}")

@@ -1,8 +1,10 @@
-"""Engines tuned for many processes sharing one SQLite file (and plain ones for the rest)."""
+"""Engines tuned for many processes sharing one store: a SQLite file, or a PostgreSQL
+database shared by many hosts, with the same write lock semantics on both."""
 
 import errno
 import sqlite3
 import time
+from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,29 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
 
 WRITE_OPTION = "caat_write"
-"""Execution option that makes a transaction start with BEGIN IMMEDIATE."""
+"""Execution option that makes a transaction take the store's write lock as it begins:
+BEGIN IMMEDIATE on SQLite, the `AdvisoryLock.WRITE` transaction lock on PostgreSQL."""
+
+
+class AdvisoryLock(IntEnum):
+    """PostgreSQL advisory-lock keys, held until the transaction ends.
+
+    `WRITE` is SQLite's database-wide write lock rebuilt: every write transaction takes
+    it first, so each read-then-write (a status checked, then changed) is as serialised
+    as on SQLite, and readers never wait. The others name what one kind of transaction
+    must not race, taken after `WRITE`. The values are fixed: processes of different caat
+    versions must agree on them.
+    """
+
+    WRITE = 2107202
+    """Every write transaction (`write_engine`), as it begins."""
+    SCHEMA = 2107203
+    """First opens: two processes must not both create the tables or the version row."""
+    DISPATCH = 2107204
+    """`claim_runs`: two dispatchers must not start one run twice or overfill a GPU."""
+    SWEEP = 2107205
+    """`add_to_sweep`: two `caat sweep` calls must not queue one config twice."""
+
 
 WAL_WAIT_S = 30.0
 """How long a new connection keeps trying to switch a fresh file to WAL."""
@@ -84,11 +108,22 @@ def _make_folder(folder: Path) -> None:
         raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(blocker)) from None
 
 
+def _on_postgresql_begin(conn: Connection) -> None:
+    # The transaction starts with its first statement: this one, so the lock is its own.
+    if conn.get_execution_options().get(WRITE_OPTION):
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({int(AdvisoryLock.WRITE)})")
+
+
 def make_engine(url: str) -> Engine:
-    """Create an engine; SQLite gets WAL, a busy timeout and explicit BEGINs."""
+    """Create an engine; SQLite gets WAL, a busy timeout and explicit BEGINs; a server's
+    connections are checked before use (it may have restarted), PostgreSQL's writes take
+    the write lock."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True)
+        if parsed.get_backend_name() == "postgresql":
+            event.listen(engine, "begin", _on_postgresql_begin)
+        return engine
     path = _sqlite_file(parsed.database)
     if path is not None:
         _make_folder(path.parent)

@@ -7,8 +7,9 @@ only to stamp a fresh store or to upgrade an old one, so opening a current store
 nothing extra.
 
 An upgrade runs on one connection inside one write transaction (SQLite: BEGIN
-IMMEDIATE, foreign keys off so rebuilding a table cascades nothing), re-reads the
-revision under the lock (two processes opening an old store at once upgrade it once),
+IMMEDIATE, foreign keys off so rebuilding a table cascades nothing; PostgreSQL: the
+write and schema advisory locks, its DDL transactional too), re-reads the revision
+under the lock (two processes or hosts opening an old store at once upgrade it once),
 and checks the foreign keys before it commits.
 """
 

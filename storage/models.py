@@ -4,7 +4,7 @@ the conflict lab's results."""
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime
+from sqlalchemy import BigInteger, DateTime, Integer
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
@@ -14,6 +14,12 @@ from .status import RunStatus
 SCHEMA_VERSION = 2
 """Bump with every migration in `migrations/versions` (which sets it in `caat_meta`): a
 caat that reads an older number refuses the store instead of misreading it."""
+
+
+BIG_INT = BigInteger().with_variant(Integer(), "sqlite")
+"""Every integer column: BIGINT on PostgreSQL (steps, sizes and ids outgrow 32 bits in a
+long-lived shared store); SQLite's INTEGER is 64-bit already and must stay INTEGER, the
+only type its AUTOINCREMENT accepts."""
 
 
 def utcnow() -> datetime:
@@ -58,7 +64,7 @@ class Run(SQLModel, table=True):
     # left behind is ever taken for a new run's.
     __table_args__ = {"sqlite_autoincrement": True}
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=BIG_INT)
     name: str = Field(index=True)
     # The sweep the run belongs to (`caat sweep --name`); None for a lone run. Indexed:
     # a sweep's progress and its front are queries by this column.
@@ -74,21 +80,21 @@ class Run(SQLModel, table=True):
     started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     heartbeat_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    pid: int | None = None
+    pid: int | None = Field(default=None, sa_type=BIG_INT)
     # The machine the worker runs on: its pid means something only there.
     host: str | None = None
     # Physical GPU index (nvidia-smi order) the scheduler gave the run; None: CPU, or
     # started outside the scheduler. Per-GPU load is counted from this column.
-    gpu: int | None = None
+    gpu: int | None = Field(default=None, sa_type=BIG_INT)
     run_dir: str = ""
     error: str | None = None  # full traceback of a failed run
-    epochs_total: int
-    epochs_done: int = 0
-    steps_done: int = 0
-    nonfinite_steps: int = 0
+    epochs_total: int = Field(sa_type=BIG_INT)
+    epochs_done: int = Field(default=0, sa_type=BIG_INT)
+    steps_done: int = Field(default=0, sa_type=BIG_INT)
+    nonfinite_steps: int = Field(default=0, sa_type=BIG_INT)
     last_phi: float | None = None
     last_mu: float | None = None
-    best_epoch: int | None = None
+    best_epoch: int | None = Field(default=None, sa_type=BIG_INT)
     best_val_clean: float | None = None
     best_val_adv: float | None = None
     best_test_clean: float | None = None
@@ -110,9 +116,9 @@ class StepMetric(SQLModel, table=True):
 
     __tablename__ = "step_metric"
 
-    run_id: int = Field(foreign_key="run.id", primary_key=True, ondelete="CASCADE")
-    step: int = Field(primary_key=True)
-    epoch: int
+    run_id: int = Field(foreign_key="run.id", primary_key=True, ondelete="CASCADE", sa_type=BIG_INT)
+    step: int = Field(primary_key=True, sa_type=BIG_INT)
+    epoch: int = Field(sa_type=BIG_INT)
     t: float  # seconds since the run started
     loss_c: float | None = None
     loss_a: float | None = None
@@ -133,8 +139,8 @@ class EpochMetric(SQLModel, table=True):
 
     __tablename__ = "epoch_metric"
 
-    run_id: int = Field(foreign_key="run.id", primary_key=True, ondelete="CASCADE")
-    epoch: int = Field(primary_key=True)
+    run_id: int = Field(foreign_key="run.id", primary_key=True, ondelete="CASCADE", sa_type=BIG_INT)
+    epoch: int = Field(primary_key=True, sa_type=BIG_INT)
     train_loss_c: float | None = None
     train_loss_a: float | None = None
     train_clean: float | None = None
@@ -159,8 +165,8 @@ class EvalResult(SQLModel, table=True):
 
     __tablename__ = "eval_result"
 
-    id: int | None = Field(default=None, primary_key=True)
-    run_id: int = Field(foreign_key="run.id", index=True, ondelete="CASCADE")
+    id: int | None = Field(default=None, primary_key=True, sa_type=BIG_INT)
+    run_id: int = Field(foreign_key="run.id", index=True, ondelete="CASCADE", sa_type=BIG_INT)
     checkpoint: str
     # Which weights the checkpoint held ("epoch 12, step 3400"): `best` moves while a
     # run trains, and a result belongs to the weights it was measured on.
@@ -168,7 +174,7 @@ class EvalResult(SQLModel, table=True):
     attack: str
     norm: str
     eps: float
-    samples: int
+    samples: int = Field(sa_type=BIG_INT)
     accuracy: float
     seconds: float
     settings: str = "{}"
@@ -184,18 +190,18 @@ class EvalJob(SQLModel, table=True):
 
     __tablename__ = "eval_job"
 
-    id: int | None = Field(default=None, primary_key=True)
-    run_id: int = Field(foreign_key="run.id", index=True, ondelete="CASCADE")
+    id: int | None = Field(default=None, primary_key=True, sa_type=BIG_INT)
+    run_id: int = Field(foreign_key="run.id", index=True, ondelete="CASCADE", sa_type=BIG_INT)
     status: str = Field(default=RunStatus.QUEUED.value, index=True)
     spec: str  # JSON text of the checked request (caat_app.evaluation.plan.EvalSpec)
-    done: int = 0
-    total: int = 0
+    done: int = Field(default=0, sa_type=BIG_INT)
+    total: int = Field(default=0, sa_type=BIG_INT)
     current: str = ""
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     heartbeat_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    pid: int | None = None
+    pid: int | None = Field(default=None, sa_type=BIG_INT)
     host: str | None = None  # the machine the worker runs on
     error: str | None = None
 
@@ -208,10 +214,10 @@ class RunLayer(SQLModel, table=True):
 
     __tablename__ = "run_layer"
 
-    run_id: int = Field(foreign_key="run.id", primary_key=True, ondelete="CASCADE")
-    layer: int = Field(primary_key=True)
+    run_id: int = Field(foreign_key="run.id", primary_key=True, ondelete="CASCADE", sa_type=BIG_INT)
+    layer: int = Field(primary_key=True, sa_type=BIG_INT)
     name: str
-    size: int  # number of parameters
+    size: int = Field(sa_type=BIG_INT)  # number of parameters
 
 
 class LayerMetric(SQLModel, table=True):
@@ -222,10 +228,10 @@ class LayerMetric(SQLModel, table=True):
 
     __tablename__ = "layer_metric"
 
-    run_id: int = Field(foreign_key="run.id", primary_key=True, ondelete="CASCADE")
-    step: int = Field(primary_key=True)
-    layer: int = Field(primary_key=True)
-    epoch: int
+    run_id: int = Field(foreign_key="run.id", primary_key=True, ondelete="CASCADE", sa_type=BIG_INT)
+    step: int = Field(primary_key=True, sa_type=BIG_INT)
+    layer: int = Field(primary_key=True, sa_type=BIG_INT)
+    epoch: int = Field(sa_type=BIG_INT)
     phi: float | None = None
     mu: float | None = None
     norm_c: float | None = None
@@ -245,9 +251,11 @@ class LabReport(SQLModel, table=True):
     # Ids never repeat (SQLite would reuse a deleted last one): a poller's stamp stays true.
     __table_args__ = {"sqlite_autoincrement": True}
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=BIG_INT)
     kind: str = Field(index=True)
-    run_id: int | None = Field(default=None, foreign_key="run.id", index=True, ondelete="CASCADE")
+    run_id: int | None = Field(
+        default=None, foreign_key="run.id", index=True, ondelete="CASCADE", sa_type=BIG_INT
+    )
     key: str = ""
     body: str = "{}"
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
@@ -260,11 +268,13 @@ class SampleConflict(SQLModel, table=True):
 
     __tablename__ = "sample_conflict"
 
-    report_id: int = Field(foreign_key="lab_report.id", primary_key=True, ondelete="CASCADE")
-    sample: int = Field(primary_key=True)
-    label: int
-    pred_c: int
-    pred_a: int
+    report_id: int = Field(
+        foreign_key="lab_report.id", primary_key=True, ondelete="CASCADE", sa_type=BIG_INT
+    )
+    sample: int = Field(primary_key=True, sa_type=BIG_INT)
+    label: int = Field(sa_type=BIG_INT)
+    pred_c: int = Field(sa_type=BIG_INT)
+    pred_a: int = Field(sa_type=BIG_INT)
     margin: float | None = None
     loss_c: float | None = None
     loss_a: float | None = None

@@ -3,7 +3,6 @@ and upgraded (Alembic, `migrate`) when an earlier caat wrote it."""
 
 import uuid
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, inspect, select
@@ -12,26 +11,13 @@ from sqlmodel import Session, SQLModel
 
 from . import migrate
 from .base import STORE_ID_KEY, StoreError, check_store_id
+from .engine import AdvisoryLock
 from .models import SCHEMA_VERSION, TABLES, Meta
 
 
-class AdvisoryLock(IntEnum):
-    """PostgreSQL advisory-lock keys: it has no database-wide write lock as SQLite has.
-
-    Each key serialises one kind of read-then-write transaction across processes. The
-    values are fixed: processes of different caat versions must agree on them.
-    """
-
-    SCHEMA = 2107203
-    """First opens: two processes must not both create the tables or the version row."""
-    DISPATCH = 2107204
-    """`claim_runs`: two dispatchers must not start one run twice or overfill a GPU."""
-    SWEEP = 2107205
-    """`add_to_sweep`: two `caat sweep` calls must not queue one config twice."""
-
-
 def take_lock(target: Connection | Session, lock: AdvisoryLock) -> None:
-    """Hold `lock` until the transaction ends; SQLite's BEGIN IMMEDIATE already serialises."""
+    """Hold `lock` until the transaction ends, on PostgreSQL (SQLite's write lock already
+    serialises): names what the transaction must not race, beside the write lock."""
     bind = target.get_bind() if isinstance(target, Session) else target
     if bind.dialect.name == "postgresql":
         target.execute(sql_text(f"SELECT pg_advisory_xact_lock({int(lock)})"))

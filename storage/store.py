@@ -73,7 +73,10 @@ class Store(
         where = describe_location(url)
         try:
             engine = make_engine(url)
-        except (SQLAlchemyError, OSError, ImportError, ValueError) as exc:
+        except ImportError as exc:
+            hint = "; pip install 'caat[postgres]'" if url.startswith("postgresql") else ""
+            raise StoreError(f"cannot open the store at {where}: {one_line(exc)}{hint}") from exc
+        except (SQLAlchemyError, OSError, ValueError) as exc:
             raise StoreError(f"cannot open the store at {where}: {one_line(exc)}") from exc
         store = cls(url, engine)
         try:

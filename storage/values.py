@@ -1,5 +1,7 @@
-"""Checked column values: numpy/torch scalars become plain Python, unknown fields are refused."""
+"""Checked column values: numpy/torch scalars become plain Python (NaN: NULL on every back
+end), unknown fields are refused."""
 
+import math
 import operator
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -16,6 +18,13 @@ EPOCH_TABLE: Table = EpochMetric.__table__  # type: ignore[attr-defined]
 LAYER_TABLE: Table = LayerMetric.__table__  # type: ignore[attr-defined]
 
 
+def _float(value: Any) -> float | None:
+    """A float, NaN as None: SQLite stores NaN as NULL, so PostgreSQL (which keeps NaN)
+    is given NULL too and both back ends read a diverged step the same way."""
+    number = float(value)
+    return None if math.isnan(number) else number
+
+
 def _converter(column: Any) -> Callable[[Any], Any] | None:
     """How to turn numpy/torch scalars into what every DB driver can bind."""
     try:
@@ -27,7 +36,7 @@ def _converter(column: Any) -> Callable[[Any], Any] | None:
     if python_type is int:
         return operator.index  # refuses floats instead of silently truncating them
     if python_type is float:
-        return float
+        return _float
     return None
 
 

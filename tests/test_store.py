@@ -1,4 +1,8 @@
-"""The run store: schema, transactions, the run lifecycle, metrics and many processes at once."""
+"""The run store: schema, transactions, the run lifecycle, metrics and many processes at once.
+
+Tests through `store` run on both back ends (`[sqlite]`, `[postgres]`); those about a
+SQLite file itself (its pragmas, locks, folder) take `db_path` or `sqlite_store`.
+"""
 
 import multiprocessing
 import os
@@ -7,7 +11,7 @@ import sqlite3
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,8 @@ from caat_storage import (
 from caat_storage.engine import make_engine, write_engine
 from caat_storage.models import SCHEMA_VERSION
 
+SqlRunner = Callable[..., list[tuple[Any, ...]]]
+"""conftest's `raw_sql`: a statement past the store, on any back end."""
 ROWS_PER_BATCH = 25
 BATCHES = 60
 
@@ -58,7 +64,15 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path) -> Iterator[Store]:
+def store(store_url: str) -> Iterator[Store]:
+    """A fresh store on each back end."""
+    with Store.open(store_url) as opened:
+        yield opened
+
+
+@pytest.fixture
+def sqlite_store(db_path: Path) -> Iterator[Store]:
+    """A fresh store in a SQLite file, for tests about the file itself."""
     with Store.open(_url(db_path)) as opened:
         yield opened
 
@@ -85,17 +99,12 @@ def test_schema_created_once_and_versioned(db_path: Path) -> None:
     assert {"run", "step_metric", "epoch_metric", "caat_meta"} <= tables
 
 
-def test_newer_schema_is_refused(db_path: Path) -> None:
-    Store.open(_url(db_path)).close()
-    raw = sqlite3.connect(db_path)
-    with raw:
-        raw.execute(
-            "UPDATE caat_meta SET value = ? WHERE key = 'schema_version'",
-            (str(SCHEMA_VERSION + 1),),
-        )
-    raw.close()
+def test_newer_schema_is_refused(store_url: str, raw_sql: SqlRunner) -> None:
+    Store.open(store_url).close()
+    newer = str(SCHEMA_VERSION + 1)
+    raw_sql(store_url, "UPDATE caat_meta SET value = :v WHERE key = 'schema_version'", v=newer)
     with pytest.raises(StoreError, match="newer") as info:
-        Store.open(_url(db_path))
+        Store.open(store_url)
     assert "\n" not in str(info.value)
 
 
@@ -159,7 +168,8 @@ def test_writes_take_the_lock_at_begin_and_reads_do_not(db_path: Path) -> None:
         engine.dispose()
 
 
-def test_readers_are_not_blocked_by_a_writer(store: Store, db_path: Path) -> None:
+def test_readers_are_not_blocked_by_a_writer(sqlite_store: Store, db_path: Path) -> None:
+    store = sqlite_store
     run_id = _new_run(store)
     other = sqlite3.connect(db_path, timeout=0, isolation_level=None)
     try:
@@ -231,7 +241,8 @@ def test_caat_home_defaults_to_the_user_data_folder(monkeypatch: pytest.MonkeyPa
     assert caat_home() == Path(platformdirs.user_data_dir("caat"))
 
 
-def test_runs_root(store: Store, db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_runs_root(sqlite_store: Store, db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = sqlite_store
     assert store.runs_root() == db_path.parent / "runs" / store.store_id
     run = store.get_run(_new_run(store))
     assert run is not None
@@ -356,7 +367,8 @@ def test_append_metrics_round_trip(store: Store) -> None:
 def test_append_metrics_is_all_or_nothing(store: Store) -> None:
     run_id = _new_run(store)
     store.append_metrics(run_id, steps=[_step(0)])
-    with pytest.raises(IntegrityError, match="UNIQUE"):  # step 0 again, in the middle of a batch
+    # Step 0 again, in the middle of a batch (SQLite says UNIQUE, PostgreSQL unique).
+    with pytest.raises(IntegrityError, match=r"(?i)unique"):
         store.append_metrics(
             run_id, steps=[_step(1), _step(0)], epochs=[{"epoch": 0}], run_fields={"steps_done": 2}
         )
@@ -398,24 +410,21 @@ def test_nan_and_numpy_values_are_stored(store: Store) -> None:
     )
     (row,) = store.steps(run_id)
     assert row.step == 0 and row.skipped is True and row.phi == -0.25
-    assert row.loss_c is None or row.loss_c != row.loss_c  # SQLite keeps NaN as NULL
+    assert row.loss_c is None  # NaN is NULL on every back end, as SQLite stores it
     run = store.get_run(run_id)
     assert run is not None and run.nonfinite_steps == 1
 
 
-def test_delete_run_cascades(store: Store, db_path: Path) -> None:
+def test_delete_run_cascades(store: Store, raw_sql: SqlRunner) -> None:
     keep = _new_run(store, name="keep")
     gone = _new_run(store, name="gone")
     for run_id in (keep, gone):
         store.append_metrics(run_id, steps=[_step(0), _step(1)], epochs=[{"epoch": 0}])
     store.delete_run(gone)
     assert store.get_run(gone) is None
-    raw = sqlite3.connect(db_path)
-    try:
-        steps = raw.execute("SELECT run_id, count(*) FROM step_metric GROUP BY run_id").fetchall()
-        epochs = raw.execute("SELECT run_id, count(*) FROM epoch_metric GROUP BY run_id").fetchall()
-    finally:
-        raw.close()
+    # Read past the store: the database itself holds no row of the deleted run.
+    steps = raw_sql(store.url, "SELECT run_id, count(*) FROM step_metric GROUP BY run_id")
+    epochs = raw_sql(store.url, "SELECT run_id, count(*) FROM epoch_metric GROUP BY run_id")
     assert steps == [(keep, 2)] and epochs == [(keep, 1)]
     with pytest.raises(StoreError):
         store.delete_run(gone)
@@ -534,8 +543,9 @@ def test_batch_writer_keeps_rows_when_a_write_fails(
     assert [row.step for row in store.steps(run_id)] == [0, 1, 2]
 
 
-# -- many processes -----------------------------------------------------------------------
-# Worker functions live at module level so the spawn start method can import them by name.
+# -- many processes on one SQLite file ---------------------------------------------------
+# PostgreSQL's own are in tests/test_postgres_concurrency.py. Worker functions live at
+# module level so the spawn start method can import them by name.
 
 
 def _opener_proc(url: str, name: str, barrier: Any, results: Any) -> None:

@@ -1,18 +1,21 @@
 """Every store has its own identity, and its run folders live under it: a new store at an
-old store's path never finds the old store's `runs/1` and its weights."""
+old store's path never finds the old store's `runs/1` and its weights.
+
+Tests through `store_url` run on both back ends; those about SQLite files and the
+folder beside them take `db_path`."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from caat_app.runs.manage import delete_run
-from caat_storage import Store, StoreError
+from caat_storage import Store, StoreError, caat_home
 
 CONFIG = {"name": "r", "method": "caat", "gamma": 0.7, "dataset": "digits", "device": "cpu"}
 
@@ -40,19 +43,17 @@ def _run_dir(store: Store, run_id: int) -> Path:
     return Path(run.run_dir)
 
 
-def _meta(path: Path) -> dict[str, str]:
-    conn = sqlite3.connect(path)
-    try:
-        return dict(conn.execute("SELECT key, value FROM caat_meta").fetchall())
-    finally:
-        conn.close()
+SqlRunner = Callable[..., list[tuple[Any, ...]]]
+"""conftest's `raw_sql`: a statement past the store, on any back end."""
 
 
-def _set_meta(path: Path, sql: str, *args: str) -> None:
-    conn = sqlite3.connect(path)
-    with conn:
-        conn.execute(sql, args)
-    conn.close()
+MetaReader = Callable[[str], dict[str, str]]
+
+
+@pytest.fixture
+def meta(raw_sql: SqlRunner) -> MetaReader:
+    """`meta(url)`: the store's `caat_meta` rows, read past the store."""
+    return lambda url: {str(k): str(v) for k, v in raw_sql(url, "SELECT key, value FROM caat_meta")}
 
 
 @pytest.fixture
@@ -61,9 +62,16 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path) -> Iterator[Store]:
-    with Store.open(_url(db_path)) as opened:
+def store(store_url: str) -> Iterator[Store]:
+    with Store.open(store_url) as opened:
         yield opened
+
+
+def _runs_beside(url: str) -> Path:
+    """Where a store's shared runs folder is: next to a SQLite file, else in caat's home."""
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///")).parent / "runs"
+    return caat_home() / "runs"
 
 
 def test_a_new_store_at_an_old_path_never_finds_the_old_run_folders(db_path: Path) -> None:
@@ -83,14 +91,14 @@ def test_a_new_store_at_an_old_path_never_finds_the_old_run_folders(db_path: Pat
     assert (old_folder / "last.pt").read_bytes() == b"the old run's weights"
 
 
-def test_the_store_id_is_a_uuid_kept_in_the_store(store: Store, db_path: Path) -> None:
+def test_the_store_id_is_a_uuid_kept_in_the_store(store: Store, meta: MetaReader) -> None:
     identity = store.store_id
     assert str(uuid.UUID(identity)) == identity
-    assert _meta(db_path)["store_id"] == identity
-    assert store.runs_root() == db_path.parent / "runs" / identity
-    assert store.shared_runs_root() == db_path.parent / "runs"
+    assert meta(store.url)["store_id"] == identity
+    assert store.runs_root() == _runs_beside(store.url) / identity
+    assert store.shared_runs_root() == _runs_beside(store.url)
     assert _run_dir(store, _new_run(store)) == store.runs_root() / "1"
-    with Store.open(_url(db_path)) as again:
+    with Store.open(store.url) as again:
         assert again.store_id == identity
 
 
@@ -102,30 +110,32 @@ def test_stores_in_one_folder_keep_their_runs_apart(tmp_path: Path) -> None:
 
 
 def test_a_store_from_before_store_ids_gets_one_and_keeps_its_folders(
-    store: Store, db_path: Path
+    store: Store, raw_sql: SqlRunner, meta: MetaReader
 ) -> None:
     run_id = _new_run(store)
     old_folder = store.shared_runs_root() / str(run_id)  # where runs went before store ids
     store.update_run(run_id, run_dir=str(old_folder), status="finished")
     old_folder.mkdir(parents=True)
     store.close()
-    _set_meta(db_path, "DELETE FROM caat_meta WHERE key = 'store_id'")
-    with Store.open(_url(db_path)) as opened:
+    raw_sql(store.url, "DELETE FROM caat_meta WHERE key = 'store_id'")
+    with Store.open(store.url) as opened:
         identity = opened.store_id
-        assert _meta(db_path)["store_id"] == identity
+        assert meta(store.url)["store_id"] == identity
         run = opened.get_run(run_id)
         assert run is not None and run.run_dir == str(old_folder)
         assert delete_run(opened, run) == old_folder  # still known to be the run's own
     assert not old_folder.exists()
 
 
-def test_stores_opening_an_old_store_at_once_agree_on_one_id(db_path: Path) -> None:
-    Store.open(_url(db_path)).close()
-    _set_meta(db_path, "DELETE FROM caat_meta WHERE key = 'store_id'")
+def test_stores_opening_an_old_store_at_once_agree_on_one_id(
+    store_url: str, raw_sql: SqlRunner, meta: MetaReader
+) -> None:
+    Store.open(store_url).close()
+    raw_sql(store_url, "DELETE FROM caat_meta WHERE key = 'store_id'")
     seen: list[str] = []
 
     def open_and_read() -> None:
-        with Store.open(_url(db_path)) as opened:
+        with Store.open(store_url) as opened:
             seen.append(opened.store_id)
 
     threads = [threading.Thread(target=open_and_read) for _ in range(6)]
@@ -134,16 +144,18 @@ def test_stores_opening_an_old_store_at_once_agree_on_one_id(db_path: Path) -> N
     for thread in threads:
         thread.join()
     assert len(seen) == 6 and len(set(seen)) == 1
-    assert _meta(db_path)["store_id"] == seen[0]
+    assert meta(store_url)["store_id"] == seen[0]
 
 
 @pytest.mark.parametrize("value", ["../../elsewhere", "", "not-a-uuid"])
-def test_a_store_id_that_is_no_uuid_is_refused(db_path: Path, value: str) -> None:
+def test_a_store_id_that_is_no_uuid_is_refused(
+    store_url: str, raw_sql: SqlRunner, value: str
+) -> None:
     # The id names a folder that gc empties: a path in its place must never be used.
-    Store.open(_url(db_path)).close()
-    _set_meta(db_path, "UPDATE caat_meta SET value = ? WHERE key = 'store_id'", value)
+    Store.open(store_url).close()
+    raw_sql(store_url, "UPDATE caat_meta SET value = :v WHERE key = 'store_id'", v=value)
     with pytest.raises(StoreError, match="store id") as info:
-        Store.open(_url(db_path))
+        Store.open(store_url)
     assert "\n" not in str(info.value)
 
 

@@ -4,11 +4,11 @@ with their run, and read back as they were given (NaN as None)."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from caat_app.config import build_config
@@ -18,8 +18,9 @@ from caat_storage.lab import SAMPLE_COLUMNS
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    with Store.open(f"sqlite:///{tmp_path / 'caat.db'}") as opened:
+def store(store_url: str) -> Iterator[Store]:
+    """A fresh store on each back end (`[sqlite]`, `[postgres]`)."""
+    with Store.open(store_url) as opened:
         yield opened
 
 
@@ -80,13 +81,17 @@ def test_synth_reports_without_a_run_newest_first(store: Store) -> None:
     assert [r.id for r in store.lab_reports("synth")] == [b, a]
 
 
-@settings(max_examples=30, deadline=None)
+# One store for every example is deliberate: each saves the same kind and key, so each
+# replaces the one before (and must leave none of its rows behind).
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64), min_size=1, max_size=20))
-def test_floats_round_trip_exactly_and_non_finite_become_none(values: list[float]) -> None:
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as folder, Store.open(f"sqlite:///{folder}/c.db") as store:
-        cols = columns(len(values)) | {"mu": values}
-        report = store.save_lab_report("synth", {}, samples=cols)
-        back = store.sample_conflicts(report)["mu"]
+def test_floats_round_trip_exactly_and_non_finite_become_none(
+    store: Store, values: list[float]
+) -> None:
+    cols = columns(len(values)) | {"mu": values}
+    report = store.save_lab_report("synth", {}, samples=cols)
+    back = store.sample_conflicts(report)["mu"]
     assert back == [v if math.isfinite(v) else None for v in values]
+    assert [r.id for r in store.lab_reports("synth")] == [report]

@@ -21,6 +21,8 @@ depends_on = None
 
 SCHEMA_VERSION = "2"
 INT_COLUMNS = ("label", "pred_c", "pred_a")
+# BIGINT on PostgreSQL as in the models; INTEGER on SQLite (its AUTOINCREMENT needs it).
+BIG_INT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
@@ -50,11 +52,9 @@ def _lab_tables(tables: set[str]) -> None:
     if "lab_report" not in tables:
         op.create_table(
             "lab_report",
-            sa.Column("id", sa.Integer(), primary_key=True),
+            sa.Column("id", BIG_INT, primary_key=True),
             sa.Column("kind", sa.String(), nullable=False, index=True),
-            sa.Column(
-                "run_id", sa.Integer(), sa.ForeignKey("run.id", ondelete="CASCADE"), index=True
-            ),
+            sa.Column("run_id", BIG_INT, sa.ForeignKey("run.id", ondelete="CASCADE"), index=True),
             sa.Column("key", sa.String(), nullable=False),
             sa.Column("body", sa.String(), nullable=False),
             sa.Column("created_at", when, nullable=False),
@@ -67,15 +67,12 @@ def _lab_tables(tables: set[str]) -> None:
             "sample_conflict",
             sa.Column(
                 "report_id",
-                sa.Integer(),
+                BIG_INT,
                 sa.ForeignKey("lab_report.id", ondelete="CASCADE"),
                 primary_key=True,
             ),
-            sa.Column("sample", sa.Integer(), primary_key=True),
-            *(
-                sa.Column(name, sa.Integer(), nullable=False)
-                for name in ("label", "pred_c", "pred_a")
-            ),
+            sa.Column("sample", BIG_INT, primary_key=True),
+            *(sa.Column(name, BIG_INT, nullable=False) for name in ("label", "pred_c", "pred_a")),
             *(sa.Column(name, sa.Float(), nullable=True) for name in floats),
         )
 

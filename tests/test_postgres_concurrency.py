@@ -1,0 +1,204 @@
+"""Many processes on one PostgreSQL store, as on a shared lab server: writers stream step
+rows through BatchWriter while a reader polls (nothing lost, nothing twice, no batch seen
+in part), and claimers share one queue through `Store.claim_runs` (each run once, a limit
+on running runs never exceeded)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import time
+import traceback
+from typing import Any
+
+import pytest
+
+from caat_storage import BatchWriter, Run, RunStatus, Store
+
+WRITERS = 8
+ROWS = 10_000
+CHUNK = 250
+"""Rows a writer adds between flushes: one transaction each, 40 per writer."""
+CLAIMERS = 4
+QUEUED = 40
+RUNNING_LIMIT = 6
+"""How many runs may run at once, all claimers together: their chooser sees the others'."""
+
+
+def _new_run(store: Store, name: str, epochs_total: int = 1) -> int:
+    return store.create_run(
+        name=name,
+        config={"method": "caat", "gamma": 0.8, "name": name},
+        method="caat",
+        param=0.8,
+        dataset="digits",
+        model="mlp",
+        eps=0.1,
+        epochs_total=epochs_total,
+    )
+
+
+def _collect(results: Any, procs: list[Any], count: int, timeout: float = 120) -> list[Any]:
+    """`count` reports; fail at once if a process died without one."""
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < count:
+        try:
+            out.append(results.get(timeout=0.2))
+        except queue.Empty:
+            dead = [p.name for p in procs if p.exitcode not in (None, 0)]
+            if dead and results.empty():
+                pytest.fail(f"died without a report: {', '.join(dead)}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"{count - len(out)} report(s) missing after {timeout:g} s")
+    return out
+
+
+def _join(procs: list[Any]) -> None:
+    for proc in procs:
+        proc.join(timeout=30)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join()
+
+
+# -- 8 writers and a reader -----------------------------------------------------------------
+
+
+def _writer_proc(url: str, name: str, barrier: Any, results: Any) -> None:
+    try:
+        with Store.open(url) as store:
+            run_id = _new_run(store, name)
+            store.mark_running(run_id, pid=os.getpid())
+            barrier.wait(timeout=60)
+            writer = BatchWriter(store, run_id, interval=0.0, heartbeat_interval=1.0)
+            for start in range(0, ROWS, CHUNK):
+                steps = range(start, start + CHUNK)
+                writer.add_steps([{"step": s, "epoch": 0, "t": s / 100, "phi": 0.5} for s in steps])
+                writer.set_run_fields(steps_done=start + CHUNK)
+                writer.maybe_flush()
+            writer.flush()
+            store.finish(run_id, RunStatus.FINISHED)
+        results.put((name, None))
+    except BaseException:
+        results.put((name, traceback.format_exc()))
+
+
+def _reader_proc(url: str, barrier: Any, stop: Any, results: Any) -> None:
+    try:
+        seen: dict[str, int] = {}
+        polls = 0
+        with Store.open(url) as store:
+            barrier.wait(timeout=60)
+            while True:
+                last_round = stop.is_set()  # read before polling: the last poll sees all
+                for run in store.list_runs():
+                    assert run.id is not None
+                    have = seen.get(run.name, 0)
+                    new = [row.step for row in store.steps(run.id, after_step=have - 1)]
+                    if new != list(range(have, have + len(new))):
+                        raise AssertionError(f"{run.name}: after {have - 1} got {new[:5]}...")
+                    if len(new) % CHUNK:
+                        raise AssertionError(f"{run.name}: saw part of a batch ({len(new)} rows)")
+                    seen[run.name] = have + len(new)
+                polls += 1
+                if last_round:
+                    break
+                time.sleep(0.05)  # a dashboard polls far less often; the cores are shared
+        results.put(("reader", {"seen": seen, "polls": polls}))
+    except BaseException:
+        results.put(("reader", traceback.format_exc()))
+
+
+@pytest.mark.slow
+def test_eight_writers_and_a_reader_lose_nothing(pg_url: str) -> None:
+    Store.open(pg_url).close()
+    ctx = multiprocessing.get_context("spawn")
+    names = [f"writer-{i}" for i in range(WRITERS)]
+    barrier, stop, results = ctx.Barrier(WRITERS + 1), ctx.Event(), ctx.Queue()
+    procs = [
+        ctx.Process(target=_writer_proc, args=(pg_url, n, barrier, results), name=n) for n in names
+    ]
+    procs.append(
+        ctx.Process(target=_reader_proc, args=(pg_url, barrier, stop, results), name="reader")
+    )
+    try:
+        for proc in procs:
+            proc.start()
+        outcome = dict(_collect(results, procs, WRITERS))
+        stop.set()
+        outcome |= dict(_collect(results, procs, 1))
+    finally:
+        stop.set()
+        _join(procs)
+    assert {name: error for name, error in outcome.items() if isinstance(error, str)} == {}
+    with Store.open(pg_url) as store:
+        runs = store.list_runs()
+        assert sorted(run.name for run in runs) == names
+        for run in runs:
+            assert run.id is not None
+            assert [row.step for row in store.steps(run.id)] == list(range(ROWS))
+            assert run.status == RunStatus.FINISHED and run.steps_done == ROWS
+    assert outcome["reader"]["seen"] == dict.fromkeys(names, ROWS)
+    assert outcome["reader"]["polls"] > 1
+
+
+# -- 4 claimers, 40 queued runs ----------------------------------------------------------------
+
+
+def _one_more(running: list[Run], queued: list[Run]) -> list[tuple[int, int | None]]:
+    """An agent's chooser: the oldest queued run, while fewer than the limit run."""
+    if len(running) > RUNNING_LIMIT:
+        raise AssertionError(f"{len(running)} runs running, over the limit {RUNNING_LIMIT}")
+    return [(queued[0].id, None)] if queued and len(running) < RUNNING_LIMIT else []  # type: ignore[list-item]
+
+
+def _claimer_proc(url: str, name: str, barrier: Any, results: Any) -> None:
+    try:
+        claimed: list[int] = []
+        with Store.open(url) as store:
+            barrier.wait(timeout=60)
+            idle_since = time.monotonic()
+            while time.monotonic() - idle_since < 2.0:  # the queue stayed empty: done
+                got = store.claim_runs(_one_more)
+                for run_id, _gpu in got:
+                    claimed.append(run_id)
+                    store.mark_running(run_id, pid=os.getpid(), host=name)
+                    time.sleep(0.02)  # "trains"
+                    store.finish(run_id, RunStatus.FINISHED)
+                if got:
+                    idle_since = time.monotonic()
+                else:
+                    time.sleep(0.01)
+        results.put((name, claimed))
+    except BaseException:
+        results.put((name, traceback.format_exc()))
+
+
+@pytest.mark.slow
+def test_four_claimers_share_forty_queued_runs(pg_url: str) -> None:
+    with Store.open(pg_url) as store:
+        queued = [_new_run(store, f"queued-{i}") for i in range(QUEUED)]
+    ctx = multiprocessing.get_context("spawn")
+    names = [f"claimer-{i}" for i in range(CLAIMERS)]
+    barrier, results = ctx.Barrier(CLAIMERS), ctx.Queue()
+    procs = [
+        ctx.Process(target=_claimer_proc, args=(pg_url, n, barrier, results), name=n) for n in names
+    ]
+    try:
+        for proc in procs:
+            proc.start()
+        outcome = dict(_collect(results, procs, CLAIMERS))
+    finally:
+        _join(procs)
+    assert {name: error for name, error in outcome.items() if isinstance(error, str)} == {}
+    claims = [run_id for name in names for run_id in outcome[name]]
+    assert sorted(claims) == queued  # every run claimed, and none twice
+    assert sum(1 for name in names if outcome[name]) > 1  # the queue was really shared
+    with Store.open(pg_url) as store:
+        for name in names:
+            for run_id in outcome[name]:
+                run = store.get_run(run_id)
+                assert run is not None and run.status == RunStatus.FINISHED
+                assert run.host == name  # the worker that claimed it is the one that ran it
