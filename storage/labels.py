@@ -58,7 +58,11 @@ def _utc_text(moment: datetime | None) -> str:
     return "never" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def lost_worker_error(reason: str, pid: int | None, last_heartbeat: datetime | None) -> str:
-    """The error text of a run whose worker vanished: what happened, which pid, when last seen."""
+def lost_worker_error(
+    reason: str, pid: int | None, last_heartbeat: datetime | None, host: str | None = None
+) -> str:
+    """The error text of a run whose worker vanished: what happened, which pid on which
+    host (when known: with a shared store it may be any), when last seen."""
     who = f"pid {pid}" if pid is not None else "pid unknown"
+    who += f" on {host}" if host else ""
     return f"{reason} ({who}, last heartbeat {_utc_text(last_heartbeat)})"

@@ -74,7 +74,7 @@ def _doomed(
         else:
             continue
         when = {"status": RunStatus.RUNNING.value, "pid": pid, "heartbeat_at": heartbeat}
-        doomed.append((row_id, when, lost_worker_error(reason, pid, last)))
+        doomed.append((row_id, when, lost_worker_error(reason, pid, last, where)))
     return doomed
 
 

@@ -20,6 +20,7 @@ from caat_app.runs.agent import Agent
 from caat_app.runs.launcher import Gpu
 from caat_app.runs.manage import pid_alive
 from caat_storage import RunStatus, Store
+from caat_storage.status import this_host
 
 TINY = {"model": "linear", "epochs": 1, "eval_n": 16, "attack_steps": 2, "eval_steps": 2}
 
@@ -172,5 +173,5 @@ def test_sigterm_cancels_with_a_checkpoint_and_a_killed_agent_takes_its_worker(
     with Store.open(db) as store:
         run = store.get_run(second)
         assert run is not None and run.status == "failed"
-        assert "died" in (run.error or "")
+        assert f"died without reporting (pid {worker} on {this_host()}" in (run.error or "")
     capsys.readouterr()

@@ -16,6 +16,7 @@ import pytest
 from caat_app.errors import CaatError
 from caat_app.runs.manage import cancel_run, delete_run, pid_alive, relaunch_config
 from caat_storage import Run, RunStatus, Store
+from caat_storage.status import this_host
 
 CONFIG = {"name": "orig", "method": "caat", "gamma": 0.7, "dataset": "digits", "device": "cpu"}
 
@@ -253,7 +254,9 @@ def test_cancel_a_run_whose_worker_died(store: Store) -> None:
     fresh = _reload(store, run)
     assert fresh.status == RunStatus.FAILED
     assert fresh.error is not None
-    assert fresh.error.startswith(f"worker died without reporting (pid {pid}, last heartbeat ")
+    assert fresh.error.startswith(
+        f"worker died without reporting (pid {pid} on {this_host()}, last heartbeat "
+    )
 
 
 @pytest.mark.parametrize("status", ["finished", "failed", "cancelled", "diverged"])

@@ -15,6 +15,7 @@ from sqlalchemy import Engine, insert, update
 from caat_storage import Run, RunStatus, Store, StoreError
 from caat_storage.engine import make_engine, write_engine
 from caat_storage.runs import list_statement
+from caat_storage.status import this_host
 from caat_storage.store import SORTABLE_COLUMNS, split_tags
 
 
@@ -359,7 +360,8 @@ def test_reap_stale_by_heartbeat(store: Store) -> None:
     assert run.heartbeat_at is not None
     stamp = run.heartbeat_at.strftime("%Y-%m-%d %H:%M:%S UTC")
     assert run.error == (
-        f"worker stopped reporting: no heartbeat for over 60 s (pid 1234, last heartbeat {stamp})"
+        "worker stopped reporting: no heartbeat for over 60 s "
+        f"(pid 1234 on {this_host()}, last heartbeat {stamp})"
     )
     for other, status in ((fresh, "running"), (finished, "finished"), (queued, "queued")):
         record = store.get_run(other)
@@ -381,7 +383,9 @@ def test_reap_stale_by_dead_pid(store: Store) -> None:
     run = store.get_run(dead)
     assert run is not None and run.status == RunStatus.FAILED
     assert run.error is not None
-    assert run.error.startswith("worker died without reporting (pid 4321, last heartbeat 20")
+    assert run.error.startswith(
+        f"worker died without reporting (pid 4321 on {this_host()}, last heartbeat 20"
+    )
     assert run.error.endswith(" UTC)")
     record = store.get_run(alive)
     assert record is not None and record.status == RunStatus.RUNNING

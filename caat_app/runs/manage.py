@@ -137,9 +137,8 @@ def delete_run(store: Store, run: Run) -> Path | None:
 def _lost(store: Store, current: Run) -> CaatError:
     """Record a dead worker's run as failed; the error to show the person."""
     assert current.id is not None
-    error = lost_worker_error(
-        "worker died without reporting", current.pid, current.heartbeat_at or current.started_at
-    )
+    last = current.heartbeat_at or current.started_at
+    error = lost_worker_error("worker died without reporting", current.pid, last, current.host)
     when = {"status": RunStatus.RUNNING.value, "pid": current.pid}
     if store.finish_if(current.id, RunStatus.FAILED, when=when, error=error):
         return CaatError(
