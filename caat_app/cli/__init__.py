@@ -27,6 +27,7 @@ from caat_app.cli import (
     manage,
     paper,
     resume,
+    serve,
     train,
 )
 from caat_app.cli.base import app
@@ -63,6 +64,7 @@ COMMANDS = (
     ("restore", admin.restore),
     ("gc", admin.gc),
     ("agent", agent.agent_command),
+    ("serve", serve.serve_command),
 )
 """Every command, in the order `caat --help` lists them."""
 
