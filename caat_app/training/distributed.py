@@ -124,6 +124,7 @@ def _follower(rank: int, world: int, port: int, device_type: str, work: Callable
     join(rank, world, port, device_type)
     try:
         work()
+        dist.barrier()  # every rank done before any leaves: gloo aborts on a vanished peer
     finally:
         dist.destroy_process_group()
 
@@ -152,6 +153,7 @@ def spawned(
     done = False
     try:
         yield ctx
+        dist.barrier()  # the followers' own barrier: all leave the group together
         done = True
     finally:
         if not done:  # rank 0 failed: its followers would wait for it forever
