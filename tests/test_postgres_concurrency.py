@@ -13,30 +13,18 @@ import traceback
 from typing import Any
 
 import pytest
+from store_procs import Load, new_run, reader_proc, writer_proc
 
-from caat_storage import BatchWriter, Run, RunStatus, Store
+from caat_storage import Run, RunStatus, Store
 
 WRITERS = 8
-ROWS = 10_000
-CHUNK = 250
-"""Rows a writer adds between flushes: one transaction each, 40 per writer."""
+LOAD = Load(batches=40, rows_per_batch=250, pause=0.05)
+"""Each writer: 10 000 rows in 40 flushes (one transaction each); a dashboard-like reader."""
+ROWS = LOAD.rows
 CLAIMERS = 4
 QUEUED = 40
 RUNNING_LIMIT = 6
 """How many runs may run at once, all claimers together: their chooser sees the others'."""
-
-
-def _new_run(store: Store, name: str, epochs_total: int = 1) -> int:
-    return store.create_run(
-        name=name,
-        config={"method": "caat", "gamma": 0.8, "name": name},
-        method="caat",
-        param=0.8,
-        dataset="digits",
-        model="mlp",
-        eps=0.1,
-        epochs_total=epochs_total,
-    )
 
 
 def _collect(results: Any, procs: list[Any], count: int, timeout: float = 120) -> list[Any]:
@@ -66,51 +54,6 @@ def _join(procs: list[Any]) -> None:
 # -- 8 writers and a reader -----------------------------------------------------------------
 
 
-def _writer_proc(url: str, name: str, barrier: Any, results: Any) -> None:
-    try:
-        with Store.open(url) as store:
-            run_id = _new_run(store, name)
-            store.mark_running(run_id, pid=os.getpid())
-            barrier.wait(timeout=60)
-            writer = BatchWriter(store, run_id, interval=0.0, heartbeat_interval=1.0)
-            for start in range(0, ROWS, CHUNK):
-                steps = range(start, start + CHUNK)
-                writer.add_steps([{"step": s, "epoch": 0, "t": s / 100, "phi": 0.5} for s in steps])
-                writer.set_run_fields(steps_done=start + CHUNK)
-                writer.maybe_flush()
-            writer.flush()
-            store.finish(run_id, RunStatus.FINISHED)
-        results.put((name, None))
-    except BaseException:
-        results.put((name, traceback.format_exc()))
-
-
-def _reader_proc(url: str, barrier: Any, stop: Any, results: Any) -> None:
-    try:
-        seen: dict[str, int] = {}
-        polls = 0
-        with Store.open(url) as store:
-            barrier.wait(timeout=60)
-            while True:
-                last_round = stop.is_set()  # read before polling: the last poll sees all
-                for run in store.list_runs():
-                    assert run.id is not None
-                    have = seen.get(run.name, 0)
-                    new = [row.step for row in store.steps(run.id, after_step=have - 1)]
-                    if new != list(range(have, have + len(new))):
-                        raise AssertionError(f"{run.name}: after {have - 1} got {new[:5]}...")
-                    if len(new) % CHUNK:
-                        raise AssertionError(f"{run.name}: saw part of a batch ({len(new)} rows)")
-                    seen[run.name] = have + len(new)
-                polls += 1
-                if last_round:
-                    break
-                time.sleep(0.05)  # a dashboard polls far less often; the cores are shared
-        results.put(("reader", {"seen": seen, "polls": polls}))
-    except BaseException:
-        results.put(("reader", traceback.format_exc()))
-
-
 @pytest.mark.slow
 def test_eight_writers_and_a_reader_lose_nothing(pg_url: str) -> None:
     Store.open(pg_url).close()
@@ -118,10 +61,15 @@ def test_eight_writers_and_a_reader_lose_nothing(pg_url: str) -> None:
     names = [f"writer-{i}" for i in range(WRITERS)]
     barrier, stop, results = ctx.Barrier(WRITERS + 1), ctx.Event(), ctx.Queue()
     procs = [
-        ctx.Process(target=_writer_proc, args=(pg_url, n, barrier, results), name=n) for n in names
+        ctx.Process(target=writer_proc, args=(pg_url, n, barrier, results, LOAD), name=n)
+        for n in names
     ]
     procs.append(
-        ctx.Process(target=_reader_proc, args=(pg_url, barrier, stop, results), name="reader")
+        ctx.Process(
+            target=reader_proc,
+            args=(pg_url, "reader", barrier, stop, results, LOAD),
+            name="reader",
+        )
     )
     try:
         for proc in procs:
@@ -179,7 +127,7 @@ def _claimer_proc(url: str, name: str, barrier: Any, results: Any) -> None:
 @pytest.mark.slow
 def test_four_claimers_share_forty_queued_runs(pg_url: str) -> None:
     with Store.open(pg_url) as store:
-        queued = [_new_run(store, f"queued-{i}") for i in range(QUEUED)]
+        queued = [new_run(store, f"queued-{i}", epochs_total=1) for i in range(QUEUED)]
     ctx = multiprocessing.get_context("spawn")
     names = [f"claimer-{i}" for i in range(CLAIMERS)]
     barrier, results = ctx.Barrier(CLAIMERS), ctx.Queue()

@@ -5,7 +5,6 @@ SQLite file itself (its pragmas, locks, folder) take `db_path` or `sqlite_store`
 """
 
 import multiprocessing
-import os
 import queue
 import sqlite3
 import threading
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy.exc import IntegrityError
+from store_procs import Load, reader_proc, writer_proc
 
 import caat_storage.writer
 from caat_storage import (
@@ -33,8 +33,8 @@ from caat_storage.models import SCHEMA_VERSION
 
 SqlRunner = Callable[..., list[tuple[Any, ...]]]
 """conftest's `raw_sql`: a statement past the store, on any back end."""
-ROWS_PER_BATCH = 25
-BATCHES = 60
+LOAD = Load(batches=60, rows_per_batch=25)
+"""Each writer of the parallel test: 60 flushes of 25 step rows."""
 
 
 def _url(path: Path) -> str:
@@ -559,57 +559,6 @@ def _opener_proc(url: str, name: str, barrier: Any, results: Any) -> None:
         raise SystemExit(1) from None
 
 
-def _writer_proc(url: str, name: str, barrier: Any, results: Any) -> None:
-    try:
-        with Store.open(url) as store:
-            run_id = _new_run(store, name=name, epochs_total=BATCHES)
-            store.mark_running(run_id, pid=os.getpid())
-            barrier.wait(timeout=60)
-            writer = BatchWriter(store, run_id, interval=0.0, heartbeat_interval=1.0)
-            step = 0
-            for batch in range(BATCHES):
-                writer.add_steps([_step(step + i, epoch=batch) for i in range(ROWS_PER_BATCH)])
-                step += ROWS_PER_BATCH
-                writer.add_epoch({"epoch": batch, "train_clean": batch / BATCHES})
-                writer.set_run_fields(steps_done=step, epochs_done=batch + 1)
-                if not writer.maybe_flush():
-                    raise AssertionError("a batch past its interval was not written")
-            writer.flush()
-            store.finish(run_id, RunStatus.FINISHED)
-        results.put((name, None))
-    except BaseException:
-        results.put((name, traceback.format_exc()))
-        raise SystemExit(1) from None
-
-
-def _reader_proc(url: str, name: str, barrier: Any, stop: Any, results: Any) -> None:
-    try:
-        seen: dict[str, int] = {}  # run name -> steps read so far
-        polls = 0
-        with Store.open(url) as store:
-            barrier.wait(timeout=60)
-            while True:
-                last_round = stop.is_set()  # read before polling: the last poll sees everything
-                for run in store.list_runs():
-                    assert run.id is not None
-                    have = seen.get(run.name, 0)
-                    new = [row.step for row in store.steps(run.id, after_step=have - 1)]
-                    if new != list(range(have, have + len(new))):
-                        raise AssertionError(f"{run.name}: after {have - 1} got {new[:5]}...")
-                    if len(new) % ROWS_PER_BATCH:
-                        raise AssertionError(f"{run.name}: saw part of a batch ({len(new)} rows)")
-                    seen[run.name] = have + len(new)
-                    store.epochs(run.id)
-                polls += 1
-                if last_round:
-                    break
-                time.sleep(0.005)
-        results.put((name, {"seen": seen, "polls": polls}))
-    except BaseException:
-        results.put((name, traceback.format_exc()))
-        raise SystemExit(1) from None
-
-
 def _collect(results: Any, procs: list[Any], names: list[str]) -> dict[str, Any]:
     """Wait for each named process's report; fail fast if one dies without reporting."""
     out: dict[str, Any] = {}
@@ -680,11 +629,11 @@ def test_writers_and_readers_in_parallel_processes(tmp_path: Path) -> None:
     barrier = ctx.Barrier(len(writer_names) + len(reader_names))
     stop, results = ctx.Event(), ctx.Queue()
     writers = [
-        ctx.Process(target=_writer_proc, args=(url, name, barrier, results), name=name)
+        ctx.Process(target=writer_proc, args=(url, name, barrier, results, LOAD), name=name)
         for name in writer_names
     ]
     readers = [
-        ctx.Process(target=_reader_proc, args=(url, name, barrier, stop, results), name=name)
+        ctx.Process(target=reader_proc, args=(url, name, barrier, stop, results, LOAD), name=name)
         for name in reader_names
     ]
     started = time.monotonic()
@@ -703,16 +652,16 @@ def test_writers_and_readers_in_parallel_processes(tmp_path: Path) -> None:
     assert errors == {}
     assert [proc.exitcode for proc in writers + readers] == [0] * 6
 
-    total = BATCHES * ROWS_PER_BATCH
+    total, batches = LOAD.rows, LOAD.batches
     with Store.open(url) as store:
         runs = store.list_runs()
         assert sorted(run.name for run in runs) == writer_names
         for run in runs:
             assert run.id is not None
             assert [row.step for row in store.steps(run.id)] == list(range(total))
-            assert [row.epoch for row in store.epochs(run.id)] == list(range(BATCHES))
+            assert [row.epoch for row in store.epochs(run.id)] == list(range(batches))
             assert run.status == RunStatus.FINISHED
-            assert (run.steps_done, run.epochs_done) == (total, BATCHES)
+            assert (run.steps_done, run.epochs_done) == (total, batches)
     for name in reader_names:
         report = outcome[name]
         assert report["seen"] == dict.fromkeys(writer_names, total)
