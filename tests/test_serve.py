@@ -20,17 +20,12 @@ import pytest
 from helpers import run_cli
 
 from caat_app.cli.serve import address_warning, dashboard_command
+from caat_app.training.distributed import free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="needs Chromium (Debian: apt-get install chromium; .ci/run does)"
 )
-
-
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_port(port: int, timeout: float = 30.0) -> None:
@@ -121,7 +116,7 @@ async def _browse(url: str, profile: Path, shot: Path) -> None:
 def test_the_dashboard_in_headless_chromium(tmp_path: Path) -> None:
     db = str(tmp_path / "caat.db")
     assert run_cli("demo", "--db", db, "--epochs", "1") == 0
-    port = _port()
+    port = free_port()
     caat = str(Path(sys.executable).with_name("caat"))
     server = subprocess.Popen(
         [caat, "serve", "--db", db, "--port", str(port)],

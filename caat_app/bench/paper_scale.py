@@ -25,7 +25,7 @@ from caat_app.bench.flops import (
     precision,
     step_passes,
 )
-from caat_app.bench.training import _clean_step, _fixed_batches, _median_seconds
+from caat_app.bench.training import clean_step, fixed_batches, median_seconds
 from caat_app.config import RunConfig, build_config
 from caat_app.data.splits import DataSplits, load_dataset
 from caat_app.present import format_budget
@@ -55,13 +55,13 @@ def model_steps(
     vanilla = Trainer(paper_config(model, "vanilla", **options), NullSink(), data=data)
     caat = Trainer(paper_config(model, "caat", **options), NullSink(), data=data)
     dev, cfg = caat.device, caat.config
-    batches = _fixed_batches(caat, steps, caat.batch)
+    batches = fixed_batches(caat, steps, caat.batch)
     kinds = {
-        "clean": lambda xb, yb, lr: _clean_step(vanilla, xb, yb, lr),
+        "clean": lambda xb, yb, lr: clean_step(vanilla, xb, yb, lr),
         "vanilla": vanilla.train_step,
         "caat": caat.train_step,
     }
-    per_step = _median_seconds(kinds, batches, repeats, dev)
+    per_step = median_seconds(kinds, batches, repeats, dev)
     forward = forward_flops_per_image(caat.model, caat.x_train[:2])
     prec = precision(cfg, dev)
     peak = peak_tflops(device_name(dev), prec)

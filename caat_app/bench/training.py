@@ -38,7 +38,7 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _clean_step(trainer: Trainer, xb: torch.Tensor, yb: torch.Tensor, lr: float) -> None:
+def clean_step(trainer: Trainer, xb: torch.Tensor, yb: torch.Tensor, lr: float) -> None:
     """Standard training on the same flat buffers and optimiser: the baseline."""
     flat = trainer.flat
     flat.zero_grads()
@@ -86,13 +86,13 @@ def run_bench(
     vanilla = Trainer(build_config({**common, "method": "vanilla"}), NullSink(), data=data)
     caat = Trainer(build_config({**common, "method": "caat"}), NullSink(), data=data)
     dev = caat.device
-    batches = _fixed_batches(caat, steps, batch_size)
+    batches = fixed_batches(caat, steps, batch_size)
     kinds = {
-        "clean": lambda xb, yb, lr: _clean_step(vanilla, xb, yb, lr),
+        "clean": lambda xb, yb, lr: clean_step(vanilla, xb, yb, lr),
         "vanilla": vanilla.train_step,
         "caat": caat.train_step,
     }
-    per_step = _median_seconds(kinds, batches, repeats, dev)
+    per_step = median_seconds(kinds, batches, repeats, dev)
     log_seconds, logged_steps = _time_logging(caat, batches, repeats)
     layer_ms = 1000 * _time_layer_stats(caat, layer_every, snapshots=max(10, 4 * repeats))
     step_ms = {k: 1000 * v for k, v in per_step.items()}
@@ -125,7 +125,7 @@ def run_bench(
     }
 
 
-def _fixed_batches(
+def fixed_batches(
     trainer: Trainer, steps: int, batch_size: int
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """`steps` random training batches, the same ones for every kind of step timed."""
@@ -138,7 +138,7 @@ def _fixed_batches(
     return batches
 
 
-def _median_seconds(
+def median_seconds(
     kinds: dict[str, Any],
     batches: list[tuple[torch.Tensor, torch.Tensor]],
     repeats: int,

@@ -54,10 +54,9 @@ def resume(
 
 def _claim(store: Store, run_id: int) -> None:
     """Take the queued run for this process, so no dashboard starts a worker for it too."""
-    claimed = store.claim_runs(
-        lambda running, queued: [(run_id, None)] if any(r.id == run_id for r in queued) else []
-    )
-    if not claimed:
+    from caat_app.runs.launcher import claim_run
+
+    if not claim_run(store, run_id):
         now = store.get_run(run_id)
         raise CaatError(
             f"run {run_id} is {now.status if now else 'gone'}: another launcher took it"

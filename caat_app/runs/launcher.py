@@ -215,6 +215,16 @@ def _gpus(run: Run) -> int:
     return count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else 1
 
 
+def claim_run(store: Store, run_id: int) -> bool:
+    """Take one queued run for this process (a foreground resume, a Slurm task), in the
+    dispatch transaction every scheduler uses; False when it is not queued any more."""
+    return bool(
+        store.claim_runs(
+            lambda running, queued: [(run_id, None)] if any(r.id == run_id for r in queued) else []
+        )
+    )
+
+
 class Scheduler:
     """Starts queued runs while the machine has room: `max_cpu` CPU runs, `per_gpu` per GPU.
 

@@ -79,12 +79,11 @@ def _executor(folder: Path, params: dict[str, Any]) -> Any:
 
 def task(db_url: str, run_id: int) -> str:
     """One array task: claim the run if it is still queued, then train it as a worker."""
+    from caat_app.runs.launcher import claim_run
     from caat_app.runs.worker import main
 
     with Store.open(db_url) as store:
-        claimed = store.claim_runs(
-            lambda running, queued: [(run_id, None)] if any(r.id == run_id for r in queued) else []
-        )
+        claimed = claim_run(store, run_id)
     if not claimed:
         return f"run {run_id}: taken or cancelled before this job started"
     return f"run {run_id}: worker exit {main(['--db', db_url, '--run', str(run_id)])}"

@@ -130,16 +130,14 @@ def _follower(rank: int, world: int, port: int, device_type: str, work: Callable
 
 
 @contextlib.contextmanager
-def spawned(
-    world: int, device_type: str, follow: Callable[[], Any]
-) -> Iterator[mp.ProcessContext | None]:
+def spawned(world: int, device_type: str, follow: Callable[[], Any]) -> Iterator[None]:
     """Rank 0 here, ranks 1..world−1 as spawned processes running `follow`.
 
     `follow` must be picklable (a module-level function or a `functools.partial` of
     one). Leaving the block waits for the followers and leaves the group.
     """
     if world <= 1:
-        yield None
+        yield
         return
     port = free_port()
     ctx = mp.start_processes(
@@ -152,7 +150,7 @@ def spawned(
     join(0, world, port, device_type)
     done = False
     try:
-        yield ctx
+        yield
         dist.barrier()  # the followers' own barrier: all leave the group together
         done = True
     finally:
