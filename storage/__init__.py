@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import StoreError
 from .labels import check_name, check_sweep_name, lost_worker_error, normalise_tags, split_tags
-from .location import caat_home, resolve_db_url
+from .location import ARTIFACTS_ENV, artifacts_root, caat_home, resolve_db_url
 from .status import ACTIVE_STATUSES, TERMINAL_STATUSES, RunStatus
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ACTIVE_STATUSES",
+    "ARTIFACTS_ENV",
     "SCHEMA_VERSION",
     "SEARCH_COLUMNS",
     "SORTABLE_COLUMNS",
@@ -59,6 +60,7 @@ __all__ = [
     "StepMetric",
     "Store",
     "StoreError",
+    "artifacts_root",
     "caat_home",
     "check_name",
     "check_sweep_name",

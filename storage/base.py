@@ -1,5 +1,6 @@
 """What every part of the store stands on: the engines, short transactions, its location."""
 
+import os
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -7,18 +8,39 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, event, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.orm import QueryContext
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
 
 from .engine import _sqlite_file, write_engine
 from .errors import StoreError
-from .location import caat_home
+from .location import artifacts_root
 from .models import Meta, Run
 
 STORE_ID_KEY = "store_id"
 """The `caat_meta` key of the store's identity, a UUID made when the store is first opened."""
+
+
+RUNS_FOLDER = "runs"
+"""The folder of the artifacts root that holds every store's run folders."""
+ARTIFACTS_KEY = "caat_artifacts"
+"""`Session.info` key of the artifacts root that stored run folders are relative to."""
+
+
+@event.listens_for(Run, "load")
+def _absolute_run_dir(run: Run, context: QueryContext) -> None:
+    """A run read from the store carries its folder as a path on this host.
+
+    Run folders are stored relative to the artifacts root; runs made before that carry
+    an absolute path, which is kept as it is.
+    """
+    folder = run.__dict__.get("run_dir")
+    root = context.session.info.get(ARTIFACTS_KEY) if context.session is not None else None
+    if folder and root is not None and not os.path.isabs(folder):
+        set_committed_value(run, "run_dir", str(root / folder))
 
 
 def check_store_id(value: str, where: str) -> str:
@@ -27,6 +49,15 @@ def check_store_id(value: str, where: str) -> str:
         return str(uuid.UUID(value))
     except ValueError:
         raise StoreError(f"the store at {where} has an unreadable store id {value!r}") from None
+
+
+def sqlite_path_of(url: str) -> Path | None:
+    """The file of a SQLite store URL; None for other stores (and unreadable URLs)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    return _sqlite_file(parsed.database) if parsed.get_backend_name() == "sqlite" else None
 
 
 def describe_location(url: str) -> str:
@@ -60,13 +91,19 @@ class StoreBase:
     the life of a dashboard or a worker.
     """
 
-    def __init__(self, url: str, engine: Engine) -> None:
+    def __init__(self, url: str, engine: Engine, artifacts: Path | str | None = None) -> None:
         self.url = url
+        self.artifacts = artifacts_root(sqlite_path_of(url), artifacts)
+        """The artifacts root (`location.artifacts_root`); run folders are stored relative to it."""
         self._engine = engine
         self._writer = write_engine(engine)
         self._where = describe_location(url)
         self._store_id: str | None = None
         self.upgraded: str | None = None  # opening upgraded the store: what was done
+
+    @property
+    def _session_options(self) -> dict[str, Any]:
+        return {"expire_on_commit": False, "info": {ARTIFACTS_KEY: self.artifacts}}
 
     def close(self) -> None:
         self._engine.dispose()
@@ -100,15 +137,10 @@ class StoreBase:
         return self._store_id
 
     def shared_runs_root(self) -> Path:
-        """The `runs` folder next to a SQLite file (else in caat's home), shared by every
-        store there: each keeps its runs in its own folder inside, and runs of stores made
-        before store ids lie directly in it."""
-        parsed = make_url(self.url)
-        if parsed.get_backend_name() == "sqlite":
-            path = _sqlite_file(parsed.database)
-            if path is not None:
-                return path.absolute().parent / "runs"
-        return caat_home() / "runs"
+        """The `runs` folder of the artifacts root (by default next to a SQLite file, else
+        in caat's home), shared by every store there: each keeps its runs in its own folder
+        inside, and runs of stores made before store ids lie directly in it."""
+        return self.artifacts / RUNS_FOLDER
 
     def runs_root(self) -> Path:
         """Where this store's new run folders go: `<shared runs root>/<store id>`.
@@ -116,18 +148,22 @@ class StoreBase:
         Named by the store's id, so a store made anew at the same path (or another store
         in the same folder) never finds an old store's `runs/1` and its weights.
         """
-        return self.shared_runs_root() / self.store_id
+        return self.artifacts / self.stored_runs_root()
+
+    def stored_runs_root(self) -> Path:
+        """`runs_root` as the store records it: relative to the artifacts root."""
+        return Path(RUNS_FOLDER) / self.store_id
 
     @contextmanager
     def _read(self) -> Iterator[Session]:
         # A plain BEGIN: readers never take the write lock, so polling never stalls a worker.
-        with Session(self._engine, expire_on_commit=False) as session, session.begin():
+        with Session(self._engine, **self._session_options) as session, session.begin():
             yield session
 
     @contextmanager
     def _write(self) -> Iterator[Session]:
         # BEGIN IMMEDIATE: the lock is waited for up front, where busy_timeout applies.
-        with Session(self._writer, expire_on_commit=False) as session, session.begin():
+        with Session(self._writer, **self._session_options) as session, session.begin():
             yield session
 
     def _no_run(self, ref: int | str) -> StoreError:

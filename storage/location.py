@@ -16,6 +16,22 @@ def caat_home() -> Path:
     return Path(platformdirs.user_data_dir("caat"))
 
 
+ARTIFACTS_ENV = "CAAT_ARTIFACTS"
+"""The artifacts root every host of a shared store sees (checkpoints, logs, configs)."""
+
+
+def artifacts_root(sqlite_file: Path | None, given: Path | str | None = None) -> Path:
+    """Where run folders live: `given`, else $CAAT_ARTIFACTS, else the folder of a SQLite
+    store's file, else caat's home. Stored run folders are relative to it, so hosts that
+    mount one shared folder at different places still find every run's files."""
+    chosen = given or os.environ.get(ARTIFACTS_ENV)
+    if chosen:
+        return Path(chosen).expanduser().absolute()
+    if sqlite_file is not None:
+        return sqlite_file.absolute().parent
+    return caat_home()
+
+
 def _to_url(db: str) -> str:
     """A string with a scheme is a SQLAlchemy URL already; anything else is a SQLite file."""
     if "://" in db:

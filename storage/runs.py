@@ -169,11 +169,14 @@ def new_run(
 
 
 def insert_run(session: Session, run: Run, root: Path) -> int:
-    """Insert `run` and fix its folder from its new id, in the caller's transaction."""
+    """Insert `run` and fix its folder from its new id, in the caller's transaction.
+
+    `root` is `stored_runs_root()`, relative to the artifacts root, as every host reads it.
+    """
     session.add(run)
     session.flush()
     assert run.id is not None
-    run.run_dir = str(root / str(run.id))
+    run.run_dir = (root / str(run.id)).as_posix()
     return run.id
 
 
@@ -184,7 +187,7 @@ class RunsMixin(StoreBase):
         """Record a queued run (`new_run`'s fields); its folder path is fixed now so every
         process agrees on it."""
         run = new_run(**fields)
-        root = self.runs_root()
+        root = self.stored_runs_root()
         with self._write() as session:
             return insert_run(session, run, root)
 

@@ -6,6 +6,7 @@ module over the shared `StoreBase`.
 The names this module exported before the split are still importable from here.
 """
 
+from pathlib import Path
 from typing import Self
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -68,8 +69,11 @@ class Store(
     """
 
     @classmethod
-    def open(cls, url: str) -> Self:
-        """Connect and make sure the schema is there and is one this code understands."""
+    def open(cls, url: str, *, artifacts: Path | str | None = None) -> Self:
+        """Connect and make sure the schema is there and is one this code understands.
+
+        `artifacts`: the root run folders live under (`location.artifacts_root`).
+        """
         where = describe_location(url)
         try:
             engine = make_engine(url)
@@ -78,7 +82,7 @@ class Store(
             raise StoreError(f"cannot open the store at {where}: {one_line(exc)}{hint}") from exc
         except (SQLAlchemyError, OSError, ValueError) as exc:
             raise StoreError(f"cannot open the store at {where}: {one_line(exc)}") from exc
-        store = cls(url, engine)
+        store = cls(url, engine, artifacts)
         try:
             opened = prepare_schema(store._writer, where)
         except StoreError:

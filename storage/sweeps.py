@@ -62,7 +62,7 @@ class SweepsMixin(StoreBase):
         """
         sweep = check_sweep_name(sweep)
         new = [new_run(**dict(fields), sweep=sweep) for fields in runs]
-        root = self.runs_root()
+        root = self.stored_runs_root()
         created: list[int] = []
         held: list[int] = []
         with self._write() as session:

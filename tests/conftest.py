@@ -18,12 +18,14 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     home = tmp_path / "caat-home"
     monkeypatch.setenv("CAAT_HOME", str(home))
     monkeypatch.delenv("CAAT_DB", raising=False)
     monkeypatch.delenv("CAAT_DATA", raising=False)
-    return home
+    os.environ.pop("CAAT_ARTIFACTS", None)
+    yield home
+    os.environ.pop("CAAT_ARTIFACTS", None)  # `caat --artifacts` in-process sets it
 
 
 @pytest.fixture(autouse=True)

@@ -417,8 +417,9 @@ def test_front_json_csv_and_plot(
 def test_caat_alone_opens_the_dashboard_without_the_command_parser() -> None:
     from caat_app.cli import dashboard_options
 
-    defaults = {"db": None, "per_gpu": 1, "max_cpu": 1}
+    defaults = {"db": None, "per_gpu": 1, "max_cpu": 1, "artifacts": None}
     assert dashboard_options([]) == defaults
+    assert dashboard_options(["--artifacts", "/shared"]) == {**defaults, "artifacts": "/shared"}
     assert dashboard_options(["--db", "x.db", "--per-gpu=2"]) == {
         **defaults,
         "db": "x.db",

@@ -72,7 +72,12 @@ app.callback(invoke_without_command=True)(dashboard.root)
 for _name, _command in COMMANDS:
     app.command(name=_name)(_command)
 
-ROOT_OPTIONS = {"--db": "db", "--per-gpu": "per_gpu", "--max-cpu": "max_cpu"}
+ROOT_OPTIONS = {
+    "--db": "db",
+    "--per-gpu": "per_gpu",
+    "--max-cpu": "max_cpu",
+    "--artifacts": "artifacts",
+}
 
 
 def dashboard_options(args: list[str]) -> dict[str, Any] | None:
@@ -82,7 +87,7 @@ def dashboard_options(args: list[str]) -> dict[str, Any] | None:
     coerce values (0.1 s of the dashboard's 0.5 s to its first page). Anything else, a
     bad value included, goes to typer, which says what is wrong.
     """
-    options: dict[str, Any] = {"db": None, "per_gpu": 1, "max_cpu": 1}
+    options: dict[str, Any] = {"db": None, "per_gpu": 1, "max_cpu": 1, "artifacts": None}
     rest = list(args)
     while rest:
         flag, given, value = rest.pop(0).partition("=")
@@ -90,7 +95,7 @@ def dashboard_options(args: list[str]) -> dict[str, Any] | None:
             return None
         value = value if given else rest.pop(0)
         name = ROOT_OPTIONS[flag]
-        if name == "db":
+        if name in ("db", "artifacts"):
             options[name] = value
         elif value.isdecimal() and int(value) >= 1:
             options[name] = int(value)
@@ -118,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     options = dashboard_options(args)
     try:
         if options is not None:
+            dashboard.use_artifacts(options.pop("artifacts"))
             dashboard.open_dashboard(**options)
             sys.exit(0)
         code = app(args=args, standalone_mode=False)

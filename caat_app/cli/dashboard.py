@@ -6,10 +6,13 @@ so the CLI's other commands never pay for Textual.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import typer
 
 from caat_app.cli.options import DbOption, MaxCpuOption, PerGpuOption
-from caat_storage import resolve_db_url
+from caat_storage import ARTIFACTS_ENV, resolve_db_url
 
 
 def root(
@@ -19,10 +22,23 @@ def root(
     ),
     per_gpu: int = PerGpuOption,
     max_cpu: int = MaxCpuOption,
+    artifacts: Path | None = typer.Option(
+        None,
+        "--artifacts",
+        help="root of the run folders, seen by every host (default: $CAAT_ARTIFACTS, "
+        "else next to a SQLite store, else $CAAT_HOME); goes before the command",
+    ),
 ) -> None:
     """With no command: the dashboard."""
+    use_artifacts(artifacts)
     if ctx.invoked_subcommand is None:
         open_dashboard(db, per_gpu=per_gpu, max_cpu=max_cpu)
+
+
+def use_artifacts(folder: Path | str | None) -> None:
+    """`--artifacts` for this process and every worker it starts (they inherit it)."""
+    if folder:
+        os.environ[ARTIFACTS_ENV] = str(Path(folder).expanduser().absolute())
 
 
 def tui(
