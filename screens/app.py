@@ -20,6 +20,7 @@ from textual.screen import Screen
 
 from .calls import call_service, start_evaluation
 from .keys import Key, help_markdown, palette_commands
+from .messages import StoreReach
 from .runs import RunsScreen
 
 if TYPE_CHECKING:
@@ -97,6 +98,7 @@ class CaatApp(App[None]):
         self.housekeeper: Timer | None = None
         self.store_file: tuple[int, int] | None = None  # the store file's (device, inode)
         self.store_moved = False  # its file was deleted or replaced under us
+        self.unreachable: str | None = None  # why the store's server cannot be reached
         if not isinstance(store, str):
             from caat_app.runs.service import Workbench
 
@@ -153,6 +155,23 @@ class CaatApp(App[None]):
         """Close the store if this app opened it."""
         if self.bench is not None:
             self.bench.close()
+
+    def on_store_reach(self, message: StoreReach) -> None:
+        """A server store went away or came back: say so once each way; the polls go on
+        and the screens fill in what they missed once it is back."""
+        was, self.unreachable = self.unreachable, message.unreachable
+        if was is None and message.unreachable is not None:
+            self.sub_title = "STORE UNREACHABLE: retrying"
+            self.notify(
+                f"{message.unreachable}; retrying, nothing is lost",
+                title="store unreachable",
+                severity="error",
+                timeout=15,
+                markup=False,
+            )
+        elif was is not None and message.unreachable is None:
+            self.sub_title = self.SUB_TITLE
+            self.notify("store reachable again", markup=False)
 
     # ------------------------------------------------------------------ housekeeping
 

@@ -15,6 +15,8 @@ from textual.worker import Worker
 
 from caat_app.errors import CaatError
 
+from .messages import StoreReach, read_failed
+
 if TYPE_CHECKING:
     from caat_app.evaluation.plan import EvalSpec
     from caat_app.runs.service import Workbench
@@ -54,7 +56,11 @@ def call_service(
             result = call()
         except refusals() as exc:
             app = node.app
-            app.call_from_thread(app.notify, one_line(exc), severity="error", markup=False)
+            failed = read_failed(exc)
+            if isinstance(failed, StoreReach):  # the app says so once, not once per call
+                app.call_from_thread(app.post_message, failed)
+            else:
+                app.call_from_thread(app.notify, one_line(exc), severity="error", markup=False)
             return
         if then is not None:
             node.app.call_from_thread(then, result)

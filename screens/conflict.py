@@ -38,7 +38,7 @@ from caat_app.runs.service import CONFLICT_LOG
 
 from .calls import call_service, one_line
 from .keys import Key
-from .messages import StoreFailed
+from .messages import StoreFailed, StoreReach, read_failed
 
 if TYPE_CHECKING:
     import subprocess
@@ -206,8 +206,9 @@ class ConflictScreen(Screen[None]):
                     body = bench.lab_body(stamp[0]) if stamp is not None else None
                     reports[kind] = Report(stamp, body)
         except Exception as exc:  # a locked store or a broken report must not kill the UI
-            self.post_message(StoreFailed(one_line(exc)))
+            self.post_message(read_failed(exc, "cannot read the conflict lab"))
             return
+        self.post_message(StoreReach())
         finished = {}
         for kind, computation in self.computations.items():
             code = computation.proc.poll() if computation.proc is not None else None

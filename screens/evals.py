@@ -29,7 +29,7 @@ from caat_storage import ACTIVE_STATUSES
 from .calls import call_service, start_evaluation
 from .eval_form import EvalForm
 from .keys import Key
-from .messages import StoreFailed
+from .messages import StoreFailed, StoreReach, read_failed
 from .modals import ConfirmScreen
 
 if TYPE_CHECKING:
@@ -124,8 +124,9 @@ class EvalScreen(Screen[None]):
             jobs = store.eval_jobs(self.run_id)
             results = store.evals(self.run_id)
         except Exception as exc:  # a locked or vanished store must not kill the UI
-            self.post_message(StoreFailed(f"cannot read the store: {exc}"))
+            self.post_message(read_failed(exc))
             return
+        self.post_message(StoreReach())
         job = jobs[0] if jobs else None
         key = (
             (run.name, run.status, run.config),
@@ -177,7 +178,9 @@ class EvalScreen(Screen[None]):
             return
         text = Text()
         text.append(f"evaluation {job.id} ", style="bold")
-        text.append(job.status, style=STATUS_STYLE.get(job.status, ""))
+        starting = job.status == "running" and job.pid is None  # claimed, worker not up yet
+        status = f"starting on {job.host}" if starting else job.status
+        text.append(status, style=STATUS_STYLE.get(job.status, ""))
         text.append(f"  {job.done}/{job.total}")
         if job.current and job.status in ACTIVE:
             text.append("  now: ")

@@ -38,3 +38,23 @@ class StoreFailed(Message):
     """A store call from a worker failed; the screen shows the one-line reason."""
 
     error: str
+
+
+@dataclass
+class StoreReach(Message):
+    """Whether a store call got through (None) or why the store is unreachable.
+
+    Posted by every poller and bubbled to the app, which says so once as an outage begins
+    and once as it ends, instead of a notification per poll.
+    """
+
+    unreachable: str | None = None
+
+
+def read_failed(exc: BaseException, what: str = "cannot read the store") -> Message:
+    """The message for a failed poll: an outage (`StoreReach`), or a failure to show."""
+    from caat_storage import StoreUnreachable
+
+    if isinstance(exc, StoreUnreachable):
+        return StoreReach(str(exc))
+    return StoreFailed(f"{what}: {exc}")

@@ -20,7 +20,7 @@ from caat_storage import ACTIVE_STATUSES, RunStatus
 from .calls import cancel_run
 from .charts import MetricChart
 from .keys import Key
-from .messages import RunLoaded, StoreFailed
+from .messages import RunLoaded, StoreFailed, StoreReach, read_failed
 from .modals import ConfirmScreen
 from .series import eta_seconds
 
@@ -141,8 +141,9 @@ class MonitorScreen(Screen[None]):
             steps = store.steps(self.run_id, after_step=self.last_step)
             epochs = store.epochs(self.run_id)
         except Exception as exc:  # the UI survives a store hiccup
-            self.post_message(StoreFailed(f"cannot read the store: {exc}"))
+            self.post_message(read_failed(exc))
             return
+        self.post_message(StoreReach())
         tail = read_tail(Path(run.run_dir) / "worker.log") if run.run_dir else []
         self.post_message(RunLoaded(run, steps, epochs, tail))
 

@@ -17,7 +17,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from .calls import call_service
 from .keys import Key
-from .messages import RunsLoaded, StoreFailed
+from .messages import RunsLoaded, StoreFailed, StoreReach, read_failed
 from .run_actions import RunActions
 from .runs_table import COLUMNS, PAGE_SIZE, run_cells
 
@@ -226,8 +226,9 @@ class RunsScreen(RunActions):
                 # is a second pass over the table (a fifth of a second at 100 000 runs).
                 total = store.count_runs(search=self.search or None)
         except Exception as exc:  # a locked or vanished store must not kill the UI
-            self.post_message(StoreFailed(f"cannot read the store: {exc}"))
+            self.post_message(read_failed(exc))
             return
+        self.post_message(StoreReach())
         self.post_message(RunsLoaded(runs, total))
 
     def on_runs_loaded(self, message: RunsLoaded) -> None:

@@ -9,7 +9,7 @@ CLI's start and the dashboard's first paint do not pay for them.
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from .errors import StoreError
+from .errors import StoreError, StoreUnreachable
 from .labels import check_name, check_sweep_name, lost_worker_error, normalise_tags, split_tags
 from .location import ARTIFACTS_ENV, artifacts_root, caat_home, resolve_db_url
 from .status import ACTIVE_STATUSES, TERMINAL_STATUSES, RunStatus
@@ -60,6 +60,7 @@ __all__ = [
     "StepMetric",
     "Store",
     "StoreError",
+    "StoreUnreachable",
     "artifacts_root",
     "caat_home",
     "check_name",

@@ -10,13 +10,13 @@ from typing import Any, Self
 
 from sqlalchemy import Engine, event, select, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import QueryContext
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
 
 from .engine import _sqlite_file, write_engine
-from .errors import StoreError
+from .errors import StoreError, StoreUnreachable
 from .location import artifacts_root
 from .models import Meta, Run
 
@@ -58,6 +58,16 @@ def sqlite_path_of(url: str) -> Path | None:
     except ArgumentError:
         return None
     return _sqlite_file(parsed.database) if parsed.get_backend_name() == "sqlite" else None
+
+
+def unreachable(exc: BaseException, dialect: str, where: str) -> StoreUnreachable | None:
+    """The `StoreUnreachable` a driver's error means, if it means a lost server; a SQLite
+    file has no connection to lose, so its errors are real failures."""
+    if not isinstance(exc, OperationalError | InterfaceError):
+        return None
+    if dialect == "sqlite" and not exc.connection_invalidated:
+        return None
+    return StoreUnreachable(f"store unreachable at {where}: {one_line(exc)}")
 
 
 def describe_location(url: str) -> str:
@@ -157,14 +167,35 @@ class StoreBase:
     @contextmanager
     def _read(self) -> Iterator[Session]:
         # A plain BEGIN: readers never take the write lock, so polling never stalls a worker.
-        with Session(self._engine, **self._session_options) as session, session.begin():
+        with (
+            self._reaching(),
+            Session(self._engine, **self._session_options) as session,
+            session.begin(),
+        ):
             yield session
 
     @contextmanager
     def _write(self) -> Iterator[Session]:
         # BEGIN IMMEDIATE: the lock is waited for up front, where busy_timeout applies.
-        with Session(self._writer, **self._session_options) as session, session.begin():
+        with (
+            self._reaching(),
+            Session(self._writer, **self._session_options) as session,
+            session.begin(),
+        ):
             yield session
+
+    @contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """A server store's lost connection becomes `StoreUnreachable`, which callers may
+        wait out; the transaction it broke was rolled back whole (or, when the commit's
+        answer was lost, perhaps committed: writes that may be retried are idempotent)."""
+        try:
+            yield
+        except (OperationalError, InterfaceError) as exc:
+            lost = unreachable(exc, self._engine.dialect.name, self._where)
+            if lost is None:
+                raise
+            raise lost from exc
 
     def _no_run(self, ref: int | str) -> StoreError:
         """The one "no such run" error, so every path names the store the same way.

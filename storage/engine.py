@@ -36,6 +36,9 @@ class AdvisoryLock(IntEnum):
     """`add_to_sweep`: two `caat sweep` calls must not queue one config twice."""
 
 
+CONNECT_TIMEOUT_S = 10
+"""How long one try to connect to a PostgreSQL server may take."""
+
 WAL_WAIT_S = 30.0
 """How long a new connection keeps trying to switch a fresh file to WAL."""
 
@@ -120,9 +123,14 @@ def make_engine(url: str) -> Engine:
     the write lock."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        engine = create_engine(url, pool_pre_ping=True)
-        if parsed.get_backend_name() == "postgresql":
-            event.listen(engine, "begin", _on_postgresql_begin)
+        if parsed.get_backend_name() != "postgresql":
+            return create_engine(url, pool_pre_ping=True)
+        # A server that cannot be reached must fail a try in seconds, not after TCP's
+        # minutes: workers retry, dashboards say "store unreachable" and poll on.
+        engine = create_engine(
+            url, pool_pre_ping=True, connect_args={"connect_timeout": CONNECT_TIMEOUT_S}
+        )
+        event.listen(engine, "begin", _on_postgresql_begin)
         return engine
     path = _sqlite_file(parsed.database)
     if path is not None:

@@ -53,6 +53,16 @@ def _upsert_epoch(session: Session, row: dict[str, Any]) -> None:
         )
 
 
+def _forget_from(
+    session: Session, table: type[StepMetric] | type[LayerMetric], run_id: int, step: int
+) -> None:
+    """Delete a run's rows of `table` from `step` on (none, unless a batch comes again)."""
+    session.execute(
+        delete(table).where(table.run_id == run_id, table.step >= step),  # type: ignore[arg-type, operator]
+        execution_options={"synchronize_session": False},
+    )
+
+
 def trim_after(
     session: Session, run_id: int, *, step: int, epochs_done: int
 ) -> tuple[float | None, float | None]:
@@ -89,7 +99,10 @@ class MetricsMixin(StoreBase):
         """Write a batch in one transaction, so readers see all of it or none of it.
 
         An epoch that is already stored is updated with the values given again; a None
-        never erases a value already there. `layers` are per-layer conflict rows.
+        never erases a value already there. `layers` are per-layer conflict rows. A batch
+        written again replaces what it wrote before (step and per-layer rows from its
+        first step on): a worker whose connection broke while it committed cannot know
+        whether the commit landed, and sends the batch again.
         """
         step_rows = _step_rows(run_id, steps)
         per_layer = layer_rows(run_id, layers)
@@ -100,10 +113,10 @@ class MetricsMixin(StoreBase):
         with self._write() as session:
             # The run first: a missing run is a StoreError, not a foreign-key failure.
             self._update_run(session, run_id, fields)
-            if step_rows:
-                session.execute(insert(StepMetric), step_rows)
-            if per_layer:
-                session.execute(insert(LayerMetric), per_layer)
+            for table, rows in ((StepMetric, step_rows), (LayerMetric, per_layer)):
+                if rows:
+                    _forget_from(session, table, run_id, rows[0]["step"])
+                    session.execute(insert(table), rows)
             for row in epoch_rows:
                 _upsert_epoch(session, row)
 

@@ -11,7 +11,7 @@ from typing import Self
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from .base import StoreError, describe_location, one_line
+from .base import StoreError, describe_location, one_line, unreachable
 from .engine import make_engine
 from .evals import EvalsMixin
 from .jobs import JobsMixin
@@ -90,6 +90,9 @@ class Store(
             raise
         except (SQLAlchemyError, OSError, ImportError) as exc:
             engine.dispose()
+            lost = unreachable(exc, engine.dialect.name, where)
+            if lost is not None:
+                raise lost from exc
             raise StoreError(f"cannot open the store at {where}: {one_line(exc)}") from exc
         store._store_id, store.upgraded = opened.store_id, opened.upgraded
         return store

@@ -107,6 +107,13 @@ class PgServer:
         name = url.rsplit("/", 1)[1]
         self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
+    def stop(self) -> None:
+        """Shut the server down, cutting every connection (as a restart or a crash would)."""
+        _pg_ctl(self.folder, self.port, "stop")
+
+    def start(self) -> None:
+        _pg_ctl(self.folder, self.port, "start")
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -137,13 +144,26 @@ def _start_cluster(folder: Path) -> int:
     quiet = {"check": True, "capture_output": True, "timeout": 120}
     init = ["initdb", "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8"]
     subprocess.run(_as_pg_user([*init, "--locale=C", "--no-sync"]), **quiet)  # type: ignore[call-overload]
+    _pg_ctl(folder, port, "start")
+    return port
+
+
+def _pg_ctl(folder: Path, port: int, action: str) -> None:
+    """`pg_ctl start` (with the test cluster's settings) or `stop` (fast: connections cut)."""
     options = (
         f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c max_connections=200 "
         "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     )
-    start = ["pg_ctl", "-D", str(data), "-l", str(folder / "log"), "-o", options, "-w", "start"]
-    subprocess.run(_as_pg_user(start), **quiet)  # type: ignore[call-overload]
-    return port
+    data, log = str(folder / "data"), str(folder / "log")
+    how = ["-l", log, "-o", options] if action == "start" else ["-m", "fast"]
+    command = ["pg_ctl", "-D", data, *how, "-w", action]
+    subprocess.run(_as_pg_user(command), check=True, capture_output=True, timeout=120)
+
+
+def _remove_cluster(folder: Path) -> None:
+    stop = ["pg_ctl", "-D", str(folder / "data"), "-m", "immediate", "-w", "stop"]
+    subprocess.run(_as_pg_user(stop), capture_output=True, timeout=60)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -166,9 +186,17 @@ def pg_server() -> Iterator[PgServer]:
     try:
         yield PgServer(port, folder)
     finally:
-        stop = ["pg_ctl", "-D", str(folder / "data"), "-m", "immediate", "-w", "stop"]
-        subprocess.run(_as_pg_user(stop), capture_output=True, timeout=60)
-        shutil.rmtree(folder, ignore_errors=True)
+        _remove_cluster(folder)
+
+
+@pytest.fixture
+def own_pg_server(pg_server: PgServer) -> Iterator[PgServer]:
+    """A cluster of this test's own, to stop and start without disturbing the others'."""
+    folder = Path(tempfile.mkdtemp(prefix="caat-pg-own-"))
+    try:
+        yield PgServer(_start_cluster(folder), folder)
+    finally:
+        _remove_cluster(folder)
 
 
 @pytest.fixture

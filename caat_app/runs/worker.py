@@ -33,6 +33,7 @@ from caat_app.runs.diskfull import DiskReserve, disk_full_reason
 from caat_app.runs.stored import config_of
 from caat_app.training.resume_point import discard_resume
 from caat_storage import BatchWriter, RunStatus, Store, StoreError
+from caat_storage.writer import patiently
 
 RESERVE_FILE = ".disk-reserve"
 """Held in the run's folder while it trains (`DiskReserve`)."""
@@ -80,7 +81,7 @@ class StoreSink:
         self, names: Sequence[str], sizes: Sequence[int], rows: list[dict[str, Any]]
     ) -> None:
         if not self.layers_named:
-            self.writer.store.set_run_layers(self.writer.run_id, names, sizes)
+            self.writer.name_layers(names, sizes)
             self.layers_named = True
         self.writer.add_layers(rows)
 
@@ -114,7 +115,7 @@ class LogSink:
         return False
 
 
-def _with_heartbeat(beat: Callable[[], None], work: Callable[[], Any], every: float = 5.0) -> Any:
+def _with_heartbeat(beat: Callable[[], object], work: Callable[[], Any], every: float = 5.0) -> Any:
     """Run slow work (a data set download, an attack) in a thread while this one beats.
 
     Without it a dashboard would take a worker that is still downloading CIFAR, or deep
@@ -154,12 +155,12 @@ def execute_run(store: Store, run_id: int, flag: StopFlag, *extra: Any) -> RunSt
     run_dir = Path(run.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     store.mark_running(run_id, os.getpid())
-    writer = BatchWriter(store, run_id)
+    writer = BatchWriter(store, run_id, on_outage=_say_outage)
     reserve = DiskReserve(run_dir, RESERVE_FILE)  # room to record a full disk
     try:
         config = config_of(run)
         (run_dir / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
-        data = _with_heartbeat(lambda: store.heartbeat(run_id), lambda: load_for_run(config))
+        data = _with_heartbeat(writer.flush, lambda: load_for_run(config))
         sink = StoreSink(writer, flag, *extra)
         result = train(
             config, sink, run_dir=run_dir, data=data, resume_step=resume_step, flush=writer.flush
@@ -168,17 +169,17 @@ def execute_run(store: Store, run_id: int, flag: StopFlag, *extra: Any) -> RunSt
         full = disk_full_reason(exc)
         reserve.release()
         try:
-            writer.flush()
+            writer.drain()
         finally:
             error = str(exc) if isinstance(exc, CaatError) else traceback.format_exc()
-            store.finish(run_id, RunStatus.FAILED, error=full or error)
+            patiently(lambda: store.finish(run_id, RunStatus.FAILED, error=full or error))
         if full:
             raise CaatError(f"run {run_id}: {full}") from exc
         raise
     reserve.release()
-    writer.flush()
+    writer.drain()  # a store that went away meanwhile gets every buffered row first
     status = RunStatus(result.status)  # the trainer's stop reason names a run status
-    store.finish(run_id, status, fields=result.summary)
+    patiently(lambda: store.finish(run_id, status, fields=result.summary))
     if status in (RunStatus.FINISHED, RunStatus.DIVERGED):
         discard_resume(run_dir)
     return status
@@ -235,6 +236,14 @@ def execute_eval(
     store.eval_progress(job_id, done=len(rows))
     store.finish_eval_job(job_id, RunStatus.FINISHED)
     return RunStatus.FINISHED, rows
+
+
+def _say_outage(reason: str | None) -> None:
+    """Into the worker's log: training goes on while the store is away, rows wait."""
+    if reason is None:
+        print("store reachable again: buffered rows written", flush=True)
+    else:
+        print(f"{reason}; training on, rows kept until it is back", flush=True)
 
 
 def _log_result(row: dict[str, Any]) -> None:
