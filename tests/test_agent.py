@@ -175,3 +175,106 @@ def test_sigterm_cancels_with_a_checkpoint_and_a_killed_agent_takes_its_worker(
         assert run is not None and run.status == "failed"
         assert f"died without reporting (pid {worker} on {this_host()}" in (run.error or "")
     capsys.readouterr()
+
+
+# -- evaluations ------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeEvalLaunch:
+    """Records each evaluation worker's environment; `fail` makes every launch fail."""
+
+    procs: dict[int, FakeProc] = field(default_factory=dict)
+    envs: dict[int, dict[str, str]] = field(default_factory=dict)
+    die_with_parent: set[bool] = field(default_factory=set)
+    fail: str = ""
+
+    def __call__(self, db_url: str, job_id: int, run_dir: Path, **kwargs: Any) -> FakeProc:
+        if self.fail:
+            raise OSError(self.fail)
+        self.die_with_parent.add(kwargs["die_with_parent"])
+        self.envs[job_id] = kwargs["env"]
+        self.procs[job_id] = FakeProc(pid=os.getpid())
+        return self.procs[job_id]
+
+
+def _eval_job(store: Store, run_id: int, device: str = "auto") -> int:
+    from caat_app.evaluation.plan import eval_spec
+
+    return store.create_eval_job(
+        run_id, eval_spec(attacks="fgsm", budgets="0.1", device=device).to_json()
+    )
+
+
+def _status(store: Store, job_id: int) -> tuple[str, str | None]:
+    job = store.get_eval_job(job_id)
+    assert job is not None
+    return job.status, job.error
+
+
+def test_evaluations_take_the_slots_runs_leave_and_hold_them(store: Store) -> None:
+    gpus = [Gpu(0, "a", 1), Gpu(1, "b", 1)]
+    launch, evals = FakeLaunch(), FakeEvalLaunch()
+    agent = Agent(store, gpus=gpus, poll=0.01, launch=launch, launch_eval=evals)
+    first = _queue(store, "first")
+    auto, waits, cpu, missing, pinned = (
+        _eval_job(store, first, device) for device in ("auto", "cuda", "cpu", "cuda:5", "cuda:0")
+    )
+    agent.step()
+    assert agent.report.started == [first]  # runs first: GPU 0
+    assert agent.report.evals == [auto, cpu]  # GPU 1, then the CPU slot
+    assert evals.envs[auto] == {"CUDA_VISIBLE_DEVICES": "1"}
+    assert evals.envs[cpu] == {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}
+    assert evals.die_with_parent == {True}
+    claimed = store.get_eval_job(auto)
+    assert claimed is not None
+    assert (claimed.status, claimed.pid, claimed.host) == ("running", None, this_host())
+    assert _status(store, missing) == ("failed", "device cuda:5: this machine has GPU(s) 0, 1")
+    assert _status(store, waits) == _status(store, pinned) == ("queued", None)
+    second = _queue(store, "second")
+    agent.step()
+    assert agent.report.started == [first]  # GPU 1 is the evaluation's
+    evals.procs[auto].alive = False  # its worker exited before it started the job
+    agent.step()
+    assert agent.report.started == [first, second]  # the freed GPU goes to the queued run
+    assert agent.report.evals == [auto, cpu]
+    status, error = _status(store, auto)
+    assert status == "failed" and f"exited (code 0) before it started; see eval-{auto}" in (
+        error or ""
+    )
+
+
+def test_max_runs_counts_runs_only_and_a_failed_launch_ends_the_job(store: Store) -> None:
+    run_id = _queue(store, "only", device="cpu")
+    job = _eval_job(store, run_id, "cpu")
+    agent = Agent(store, gpus=[], max_cpu=2, max_runs=1, poll=0.01, launch=FakeLaunch(),
+                  launch_eval=FakeEvalLaunch())  # fmt: skip
+    agent.step()
+    assert (agent.report.started, agent.report.evals) == ([run_id], [job])
+    later = _eval_job(store, run_id, "cpu")
+    agent.step()  # its one run started: it takes nothing new
+    assert agent.report.evals == [job] and _status(store, later) == ("queued", None)
+    broken = Agent(store, gpus=[], poll=0.01, launch=FakeLaunch(),
+                   launch_eval=FakeEvalLaunch(fail="no python\nhere"))  # fmt: skip
+    broken.step()
+    assert broken.report.evals == []
+    assert _status(store, later) == ("failed", "could not start its worker: no python here")
+
+
+def test_a_stopped_agent_cancels_its_evaluation_workers(store: Store) -> None:
+    run_id = _queue(store, "r", device="cpu")
+    store.finish(run_id, RunStatus.FINISHED)
+    job = _eval_job(store, run_id, "cpu")
+    sleepers: list[subprocess.Popen[bytes]] = []
+
+    def launch_eval(db_url: str, job_id: int, run_dir: Path, **kwargs: Any) -> Any:
+        # a worker still starting (it has not claimed the job for itself) when SIGTERM comes
+        sleepers.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]))
+        agent.ask_stop()
+        return sleepers[-1]
+
+    agent = Agent(store, gpus=[], poll=0.01, launch=FakeLaunch(), launch_eval=launch_eval)
+    report = agent.run(until_idle=True)
+    assert (report.stopped_by, report.evals) == ("signal", [job])
+    assert sleepers[0].wait(timeout=10) == -signal.SIGTERM
+    assert _status(store, job) == ("cancelled", None)

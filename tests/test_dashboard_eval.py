@@ -305,11 +305,12 @@ def test_form_checks_as_one_types_and_starts_the_job(
             force=True,
         )
         assert json.loads(job.spec) == want.to_json()
-        assert (job.status, job.total, job.pid) == ("queued", len(plan(want)), None)
+        # claimed by this host as it is recorded, so no agent takes it before its worker
+        assert (job.status, job.total, job.pid) == ("running", len(plan(want)), None)
         assert launched == [job.id]
         await wait_for(pilot, lambda: any(f"evaluation {job.id}" in n for n in notes(app)))
-        await wait_for(pilot, lambda: "queued" in text_of(app, "#eval-job-text"))
-        await pilot.press("c")  # a queued job: cancelled at once, after asking
+        await wait_for(pilot, lambda: "starting on" in text_of(app, "#eval-job-text"))
+        await pilot.press("c")  # a job not started: cancelled at once, after asking
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("y")
         await wait_for(pilot, lambda: store.get_eval_job(job.id).status == "cancelled")  # type: ignore[arg-type, union-attr]

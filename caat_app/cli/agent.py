@@ -30,21 +30,31 @@ def agent_command(
     gpus: str | None = typer.Option(
         None, "--gpus", help="GPU indices this agent uses, e.g. 0,1, or none (default: all listed)"
     ),
-    per_gpu: int = typer.Option(1, "--per-gpu", min=1, help="runs at once on each GPU"),
-    max_cpu: int = typer.Option(1, "--max-cpu", min=1, help="runs at once on the CPU"),
+    per_gpu: int = typer.Option(
+        1, "--per-gpu", min=1, help="runs and evaluations at once on each GPU"
+    ),
+    max_cpu: int = typer.Option(
+        1, "--max-cpu", min=1, help="runs and evaluations at once on the CPU"
+    ),
     max_runs: int | None = typer.Option(
-        None, "--max-runs", min=1, help="start this many runs, wait for them, then exit"
+        None,
+        "--max-runs",
+        min=1,
+        help="start this many runs (evaluations do not count), wait for them, then exit",
     ),
     drain: bool = typer.Option(
-        False, "--drain", help="on Ctrl-C or SIGTERM let running runs finish (default: cancel)"
+        False, "--drain", help="on Ctrl-C or SIGTERM let running work finish (default: cancel)"
     ),
     until_idle: bool = typer.Option(
-        False, "--until-idle", help="exit once nothing is queued and nothing of ours runs"
+        False,
+        "--until-idle",
+        help="exit once no run or evaluation is queued and nothing of ours runs",
     ),
     poll: float = typer.Option(2.0, "--poll", min=0.05, help="seconds between looks at the queue"),
 ) -> None:
-    """Train queued runs from the store on this host's GPUs until stopped (any number of
-    agents, on any hosts, may serve one store; no run starts twice)."""
+    """Train queued runs and run queued evaluations (`caat eval --queue`) from the store on
+    this host's GPUs until stopped (any number of agents, on any hosts, may serve one
+    store; nothing starts twice). An evaluation takes a slot as a run does."""
     from caat_app.runs.agent import Agent, install_signals
     from caat_app.runs.launcher import Gpu, list_gpus
     from caat_storage.status import this_host
@@ -61,4 +71,8 @@ def agent_command(
     out.print(Text(f"agent on {this_host()}: GPUs {where}, {max_cpu} CPU slot(s), {store.url}"))
     report = agent.run(until_idle=until_idle)
     ended = {"signal": "stopped", "max-runs": "started its --max-runs", "idle": "queue empty"}
-    out.print(Text(f"agent {ended.get(report.stopped_by, 'ended')}: {len(report.started)} run(s)"))
+    evals = f", {len(report.evals)} evaluation(s)"
+    if report.evals:
+        evals += f" ({', '.join(str(job) for job in report.evals)})"
+    ending = ended.get(report.stopped_by, "ended")
+    out.print(Text(f"agent {ending}: {len(report.started)} run(s){evals}"))

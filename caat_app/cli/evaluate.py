@@ -61,6 +61,9 @@ def eval_command(
     csv_out: bool = typer.Option(False, "--csv", help="CSV on stdout"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
     detach: bool = typer.Option(False, "--detach", help="evaluate in a worker, return now"),
+    queue: bool = typer.Option(
+        False, "--queue", help="record it for a `caat agent` (any host's) to run, return now"
+    ),
     db: str | None = DbOption,
 ) -> None:
     """Robust accuracy of saved runs under the attack zoo, with a gradient-masking report.
@@ -69,6 +72,7 @@ def eval_command(
     """
     if as_table + as_json + csv_out > 1:
         raise CaatError("give one of --table, --json and --csv")
+    _check_queue(queue, detach=detach, prints=as_table or as_json or csv_out)
     check = {"attacks": attacks, "norm": norm, "n": n, "checkpoint": checkpoint}
     check |= {"force": force, "device": device}
     eval_spec(budgets=eps or "1", **check)  # fail before the store
@@ -80,6 +84,9 @@ def eval_command(
         records += _finished_of_sweep(store, sweep)
     records = list({r.id: r for r in records}.values())  # a run named twice is measured once
     specs = [eval_spec(budgets=eps or [options_of(r)["eps"]], **check) for r in records]
+    if queue:
+        _queue_jobs(store, records, specs)
+        return
     if detach:
         _start_workers(store, records, specs, device=device)
         return
@@ -96,6 +103,30 @@ def _finished_of_sweep(store: Store, sweep: str) -> list[Run]:
     if not finished:
         raise CaatError(f"--sweep: no run of {sweep!r} has finished yet")
     return finished
+
+
+def _check_queue(queue: bool, *, detach: bool, prints: bool) -> None:
+    """`--queue` measures nowhere here: no worker of ours, no results to print now."""
+    if queue and detach:
+        raise CaatError("give one of --detach (a worker here, now) and --queue (for an agent)")
+    if queue and prints:
+        raise CaatError(
+            "--queue prints no results: drop --table/--json/--csv, and read them once an "
+            "agent has measured them (`caat show RUN`, or `caat eval` again)"
+        )
+
+
+def _queue_jobs(store: Store, records: list[Run], specs: list[EvalSpec]) -> None:
+    """Every run's job waits in the store for an agent; every checkpoint is checked first."""
+    from caat_app.runs.manage import evaluable, queue_eval
+
+    for record, spec in zip(records, specs, strict=True):
+        evaluable(store, record, spec)
+    for record, spec in zip(records, specs, strict=True):
+        job = queue_eval(store, record, spec)
+        out.print(
+            Text(f"evaluation {job} of run {run_label(record)} queued: it waits for a `caat agent`")
+        )
 
 
 def _start_workers(store: Store, records: list[Run], specs: list[EvalSpec], *, device: str) -> None:

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -74,15 +74,18 @@ def eval_log(run_dir: Path, job_id: int) -> Path:
 
 
 def launch_eval_worker(
-    db_url: str, job_id: int, run_dir: Path, *, env: dict[str, str] | None = None
+    db_url: str,
+    job_id: int,
+    run_dir: Path,
+    *,
+    env: dict[str, str] | None = None,
+    die_with_parent: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """Start an evaluation worker for a queued job; output in the run's `eval-<job>.log`.
-
-    Evaluations are not queued behind training: asking for one is asking to start it.
-    """
+    """Start an evaluation worker for a queued or claimed job; output in the run's
+    `eval-<job>.log`. `die_with_parent`: as for `launch_worker` (an agent's workers)."""
     env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", **(env or {})}
     command = worker_command(db_url, job_id, kind="eval")
-    return _spawn(command, eval_log(run_dir, job_id), env)  # type: ignore[no-any-return]
+    return _spawn(command, eval_log(run_dir, job_id), env, die_with_parent)  # type: ignore[no-any-return]
 
 
 def cpu_share(workers: int) -> dict[str, str]:
@@ -209,7 +212,7 @@ def _device(run: Run) -> str:
     return device if isinstance(device, str) else "auto"
 
 
-def _gpus(run: Run) -> int:
+def run_gpus(run: Run) -> int:
     """How many GPUs the run trains on (`--gpus`): 1 when unreadable."""
     count = option(run, "gpus", 1)
     return count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else 1
@@ -247,7 +250,9 @@ class Scheduler:
     their device says (`auto`/`cuda` on GPU 0). Runs whose worker records another host
     are not counted (that host's agent counts them); a claimed run whose worker has not
     started yet has no host and counts here, for a moment. Reap stale runs (Store.
-    reap_stale) before dispatching, or a dead worker keeps its slot until then.
+    reap_stale) before dispatching, or a dead worker keeps its slot until then. `held`
+    lists the slots of work that is no run (an agent's evaluations: a GPU index, or None
+    for a CPU slot); they count as runs do.
     """
 
     def __init__(
@@ -259,6 +264,7 @@ class Scheduler:
         max_cpu: int = 1,
         launch: Launch = launch_worker,
         share_cores: bool = True,
+        held: Callable[[], Iterable[int | None]] | None = None,
     ) -> None:
         if per_gpu < 1 or max_cpu < 1:
             raise ValueError("per_gpu and max_cpu must be at least 1")
@@ -268,6 +274,7 @@ class Scheduler:
         self.max_cpu = max_cpu
         self.launch = launch
         self.share_cores = share_cores  # give each of `max_cpu` CPU workers its share of cores
+        self.held = held  # slots taken by work that is no run (an agent's evaluations)
         self.children = Children()
 
     def _want(self, device: str) -> int | str:
@@ -298,9 +305,14 @@ class Scheduler:
             if where == "cpu":
                 cpu += 1
                 continue
-            for index in range(int(where), int(where) + _gpus(run)):  # consecutive GPUs
+            for index in range(int(where), int(where) + run_gpus(run)):  # consecutive GPUs
                 if index in load:
                     load[index] += 1
+        for slot in self.held() if self.held is not None else ():  # a GPU index, None: CPU
+            if slot is None:
+                cpu += 1
+            elif slot in load:
+                load[slot] += 1
         picks: list[tuple[int, int | None]] = []
         for run in queued:
             assert run.id is not None
@@ -312,7 +324,7 @@ class Scheduler:
                     cpu += 1
                     picks.append((run.id, None))
                 continue
-            need = _gpus(run)
+            need = run_gpus(run)
             if isinstance(want, int) and want not in load:
                 have = ", ".join(str(i) for i in load)
                 rejected.append((run.id, f"device cuda:{want}: this machine has GPU(s) {have}"))
@@ -348,7 +360,7 @@ class Scheduler:
             return cpu_share(self.max_cpu) if self.share_cores else {}
         env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
         if not _CUDA_INDEX.fullmatch(_device(run)):
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu + k) for k in range(_gpus(run)))
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu + k) for k in range(run_gpus(run)))
         return env
 
     def dispatch(self, only: Collection[int] | None = None, limit: int | None = None) -> list[int]:

@@ -19,6 +19,7 @@ from caat_app.runs.launcher import Launch, request_cancel
 from caat_app.runs.stored import options_of
 from caat_app.training.resume_point import ResumePoint, read_resume_point
 from caat_storage import RunStatus, StoreError, lost_worker_error
+from caat_storage.status import this_host
 
 if TYPE_CHECKING:
     from caat_app.config import RunConfig
@@ -231,23 +232,30 @@ def resume_run(store: Store, run: Run) -> ResumePoint:
 # --------------------------------------------------------------------------- evaluations
 
 
-def start_eval(store: Store, run: Run, spec: EvalSpec, *, launch: Launch | None = None) -> int:
-    """Record an evaluation of a run and start its worker now; returns the job id.
-
-    Only a run with a checkpoint can be evaluated; a launch that fails ends the job
-    `failed` with the reason, so nothing stays queued forever. `launch` defaults to
-    `launcher.launch_eval_worker`, looked up at call time.
-    """
-    launch = launch or launcher.launch_eval_worker
+def evaluable(store: Store, run: Run, spec: EvalSpec) -> Run:
+    """The run as stored now, if it has the checkpoint `spec` evaluates (else CaatError)."""
     current = _current(store, run)
-    assert current.id is not None
     checkpoint = Path(current.run_dir) / f"{spec.checkpoint}.pt"
     if not checkpoint.is_file():
         raise CaatError(
             f"run {current.id} has no {spec.checkpoint} checkpoint yet ({checkpoint}); "
             "evaluate it once it has trained an epoch"
         )
-    job_id = store.create_eval_job(current.id, spec.to_json(), total=len(plan(spec)))
+    return current
+
+
+def start_eval(store: Store, run: Run, spec: EvalSpec, *, launch: Launch | None = None) -> int:
+    """Record an evaluation of a run and start its worker now; returns the job id.
+
+    Only a run with a checkpoint can be evaluated. The job is recorded claimed by this
+    host, so no agent takes it while its worker starts; a launch that fails ends it
+    `failed` with the reason, so nothing stays claimed. `launch` defaults to
+    `launcher.launch_eval_worker`, looked up at call time.
+    """
+    launch = launch or launcher.launch_eval_worker
+    current = evaluable(store, run, spec)
+    assert current.id is not None
+    job_id = store.create_eval_job(current.id, spec.to_json(), total=len(plan(spec)), claim=True)
     try:
         launch(store.url, job_id, Path(current.run_dir))
     except Exception as exc:
@@ -259,20 +267,38 @@ def start_eval(store: Store, run: Run, spec: EvalSpec, *, launch: Launch | None 
     return job_id
 
 
+def queue_eval(store: Store, run: Run, spec: EvalSpec) -> int:
+    """Record an evaluation `queued` for a `caat agent` (any host's) to run; starts nothing.
+
+    The same check as `start_eval`: only a run with the checkpoint can be evaluated.
+    """
+    current = evaluable(store, run, spec)
+    assert current.id is not None
+    return store.create_eval_job(current.id, spec.to_json(), total=len(plan(spec)))
+
+
 def cancel_eval(store: Store, job: EvalJob) -> None:
     """Stop an evaluation: a queued one ends `cancelled` now, a running one gets SIGTERM.
 
     Its worker stops between two batches and ends the job `cancelled`; what it had
-    measured by then stays stored. Run only where the worker runs (the pid is local).
+    measured by then stays stored. A claimed job whose worker has not started yet ends
+    `cancelled` at once. A worker on another host is not signalled from here.
     """
     assert job.id is not None
     if store.finish_eval_job(job.id, RunStatus.CANCELLED, when=RunStatus.QUEUED.value):
         return
+    if store.finish_eval_job(job.id, RunStatus.CANCELLED, unstarted=True):
+        return  # claimed, its worker starting: it finds the job cancelled and exits
     current = store.get_eval_job(job.id)
     if current is None:
         raise CaatError(f"evaluation {job.id} no longer exists")
     if current.status != RunStatus.RUNNING:
         raise CaatError(f"evaluation {job.id} is {current.status}, not running")
+    if current.host not in (None, this_host()):
+        raise CaatError(
+            f"evaluation {job.id} runs on {current.host}; cancel it there "
+            "(or stop its agent, which cancels its workers)"
+        )
     if current.pid is None or not pid_alive(current.pid) or not request_cancel(current.pid):
         store.finish_eval_job(
             job.id,
