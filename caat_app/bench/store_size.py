@@ -129,7 +129,7 @@ def build_store(url: str, runs: int) -> dict[str, Any]:
 
     begun = time.perf_counter()
     with Store.open(url) as store:  # the schema, as caat makes it
-        root = str(store.runs_root())
+        root = store.stored_runs_root().as_posix()  # as caat stores it
     engine = create_engine(url)
     rows = run_rows(runs, root)
     config_bytes, newest = 0, ""
