@@ -40,7 +40,7 @@ def _absolute_run_dir(run: Run, context: QueryContext) -> None:
     folder = run.__dict__.get("run_dir")
     root = context.session.info.get(ARTIFACTS_KEY) if context.session is not None else None
     if folder and root is not None and not os.path.isabs(folder):
-        set_committed_value(run, "run_dir", str(root / folder))
+        set_committed_value(run, "run_dir", root + folder)  # cheap: every run read pays it
 
 
 def check_store_id(value: str, where: str) -> str:
@@ -113,7 +113,8 @@ class StoreBase:
 
     @property
     def _session_options(self) -> dict[str, Any]:
-        return {"expire_on_commit": False, "info": {ARTIFACTS_KEY: self.artifacts}}
+        root = os.path.join(self.artifacts, "")  # with its separator, for the load event
+        return {"expire_on_commit": False, "info": {ARTIFACTS_KEY: root}}
 
     def close(self) -> None:
         self._engine.dispose()
