@@ -44,6 +44,8 @@ TORCH_FREE = [
     "caat_app.cli.lab",
     "caat_storage.lab",
     "caat_app.cli.layers",
+    "caat_app.cli.paper_list",
+    "caat_app.cli.paper_slurm",
     "caat_app.runs.service",
     "caat_app.runs.manage",
     "caat_app.runs.launcher",

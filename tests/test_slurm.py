@@ -4,6 +4,7 @@ submitit's local executor (the same submission path as Slurm's)."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -13,7 +14,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from caat_app.errors import CaatError
-from caat_app.runs.slurm import JOB_FILE, minutes, parameters
+from caat_app.runs.slurm import (
+    JOB_FILE,
+    eval_job_file,
+    job_alive,
+    job_of,
+    minutes,
+    parameters,
+    submit_evals,
+)
 from caat_storage import Store
 
 
@@ -101,3 +110,71 @@ def test_a_sweep_trains_as_a_local_job_array_and_cancel_reaches_the_job(
     assert run_cli("cancel", "3", "--db", db) == 0
     assert "local job" in capsys.readouterr().out
     _wait(db, [3], {"cancelled"})
+
+    # an evaluation submitted as a job: `caat cancel --eval` reaches its job too
+    square = ["--attacks", "square", "--eps", "0.3", "--n", "0"]
+    assert run_cli("eval", "1", "--db", db, "--queue", *square) == 0
+    with Store.open(f"sqlite:///{db}") as store:
+        (job,) = store.eval_jobs(1)
+        assert job.id is not None and submit_evals(store, [job.id], "time=10")
+        deadline = time.monotonic() + 60
+        while (job := store.get_eval_job(job.id)).pid is None:  # type: ignore[arg-type, union-attr]
+            assert time.monotonic() < deadline, "the evaluation's task never started it"
+            time.sleep(0.2)
+    assert run_cli("cancel", "--eval", str(job.id), "--db", db) == 0
+    assert f"evaluation {job.id}: local job" in capsys.readouterr().out
+    deadline = time.monotonic() + 60
+    with Store.open(f"sqlite:///{db}") as store:
+        while store.get_eval_job(job.id).status == "running":  # type: ignore[arg-type, union-attr]
+            assert time.monotonic() < deadline, "the evaluation never stopped"
+            time.sleep(0.2)
+        assert store.get_eval_job(job.id).status == "cancelled"  # type: ignore[arg-type, union-attr]
+
+
+def _fake_squeue(folder: Path, stdout: str, stderr: str, code: int) -> None:
+    folder.mkdir()
+    script = folder / "squeue"
+    script.write_text(f"#!/bin/sh\necho '{stdout}'\necho '{stderr}' >&2\nexit {code}\n")
+    script.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    ("stdout", "stderr", "code", "alive"),
+    [
+        ("PENDING", "", 0, True),
+        ("RUNNING", "", 0, True),
+        ("COMPLETED", "", 0, False),
+        ("TIMEOUT", "", 0, False),
+        ("", "slurm_load_jobs error: Invalid job id specified", 1, False),
+        ("", "slurm_load_jobs error: Unable to contact slurm controller", 1, True),
+    ],
+)
+def test_a_slurm_job_is_alive_while_squeue_says_it_may_still_run(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    stdout: str,
+    stderr: str,
+    code: int,
+    alive: bool,
+) -> None:
+    _fake_squeue(tmp_path / "bin", stdout, stderr, code)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    assert job_alive({"job_id": "123_4", "cluster": "slurm"}) is alive
+
+
+def test_a_local_job_is_alive_while_its_process_is(tmp_path: Path) -> None:
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        assert job_alive({"job_id": str(proc.pid), "cluster": "local"})
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not job_alive({"job_id": str(proc.pid), "cluster": "local"})
+
+
+def test_evaluation_jobs_are_recorded_beside_their_runs_job(tmp_path: Path) -> None:
+    (tmp_path / JOB_FILE).write_text(json.dumps({"job_id": "7_0", "cluster": "slurm"}))
+    (tmp_path / eval_job_file(3)).write_text(json.dumps({"job_id": "9_1", "cluster": "slurm"}))
+    assert job_of(tmp_path) == {"job_id": "7_0", "cluster": "slurm"}
+    assert job_of(tmp_path, eval_job=3) == {"job_id": "9_1", "cluster": "slurm"}
+    assert job_of(tmp_path, eval_job=4) is None

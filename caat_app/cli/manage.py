@@ -43,16 +43,22 @@ def cancel(
         raise CaatError("name a run, or an evaluation with --eval JOB (not both)")
     store = open_store(db)
     bench = Workbench(store)
+    from caat_app.runs.slurm import cancel_job, job_of
+
     if eval_job is not None:
         job = store.get_eval_job(eval_job)
         if job is None:
             raise CaatError(f"no evaluation {eval_job} in {store.url}")
+        owner = store.get_run(job.run_id)
+        slurm = job_of(owner.run_dir, eval_job) if owner and job.status == "running" else None
+        if slurm is not None:  # a Slurm task runs it: scancel reaches its worker
+            out.print(Text(f"evaluation {eval_job}: {cancel_job(slurm)}"))
+            return
         bench.cancel_eval(job)
         out.print(Text(f"asked evaluation {eval_job} to stop; what it measured stays stored"))
         return
     assert run is not None
     record = store.find_run(run)
-    from caat_app.runs.slurm import cancel_job, job_of
 
     job = job_of(record.run_dir) if record.status in ("queued", "running") else None
     if job is not None:  # a Slurm job: its task ends a queued run at once, scancel the rest

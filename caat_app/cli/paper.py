@@ -22,9 +22,17 @@ from rich.text import Text
 from caat_app.cli.base import err, open_store, out
 from caat_app.cli.lab import PAPER_GRID as SYNTH_GRID
 from caat_app.cli.options import DbOption, JsonOption
+from caat_app.cli.paper_list import list_experiments
+from caat_app.cli.paper_slurm import (
+    SlurmOption,
+    Workers,
+    evaluate_on_slurm,
+    stopped_text,
+    train_on_slurm,
+    workers,
+)
 from caat_app.cli.progress import interruptible
 from caat_app.errors import CaatError
-from caat_app.paper.catalogue import EXPERIMENTS, REPORTS, Experiment
 from caat_app.paper.peft import weights_complaint
 from caat_app.present import format_budget, norm_text
 from caat_app.runs.grid import parse_list
@@ -38,6 +46,12 @@ if TYPE_CHECKING:
 ExperimentArgument = typer.Argument(
     None, help="an experiment: fig3, fig4, fig5, fig6a, fig6b, fig6c, fig7a, fig7b, fig8, table1"
 )
+ScaleOption = typer.Option(
+    "paper", help="paper, or smoke: digits and a small model, minutes on a CPU, no claims"
+)
+JobsOption = typer.Option(
+    None, "--jobs", min=1, help="runs (then evaluations) at once, default 1; not with --slurm"
+)
 WeightsOption = typer.Option(
     None, "--weights", help="fig4/fig5: the robust ImageNet base weights (paper scale)"
 )
@@ -45,13 +59,11 @@ WeightsOption = typer.Option(
 
 def paper_command(
     experiment: str | None = ExperimentArgument,
-    scale: str = typer.Option(
-        "paper", help="paper, or smoke: digits and a small model, minutes on a CPU, no claims"
-    ),
+    scale: str = ScaleOption,
     dry_run: bool = typer.Option(
         False, "--dry-run", help="print the runs, evaluations and GPU hours; store nothing"
     ),
-    jobs: int = typer.Option(1, "--jobs", min=1, help="runs (then evaluations) at once"),
+    jobs: int | None = JobsOption,
     seeds: str | None = typer.Option(None, "--seeds", help="seeds of every config: 0,1,2"),
     device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N"),
     epochs: int | None = typer.Option(
@@ -76,23 +88,25 @@ def paper_command(
     csv_out: bool = typer.Option(False, "--csv", help="the experiment's table as CSV on stdout"),
     db: str | None = DbOption,
     yes: bool = typer.Option(False, "--yes", help="queue over 1000 runs without asking"),
+    slurm: str | None = SlurmOption,
 ) -> None:
     """The paper's experiments: none named lists them; one named runs it to its figure.
 
     Queues the experiment as a sweep (`paper-<id>`, resumable: run it again to train and
-    evaluate only what is missing), trains it in workers, evaluates it, then writes its
-    figure, table and computed verdict under --out. Over 1000 runs (many --seeds) are
-    queued only when confirmed (or --yes).
+    evaluate only what is missing), trains and evaluates it in workers (--slurm: Slurm
+    jobs it waits for), then writes its figure, table and verdict under --out. Over 1000
+    runs (many --seeds) are queued only when confirmed (or --yes).
     """
     from caat_app.paper.scale import Overrides, check_scale, resolve
 
     if as_json and csv_out:
         raise CaatError("give one of --json and --csv")
     if experiment is None:
-        return _list(as_json)
+        return list_experiments(as_json)
     if check_scale(scale) and experiment == "fig2":  # no runs: the synthetic experiment
         return _synth(out_dir, scale, epochs, dry_run, as_json)
     seed_list = tuple(parse_list(seeds, "int", option="--seeds")) if seeds else None
+    how = workers(jobs, slurm, check=not dry_run)
     overrides = Overrides(seed_list, epochs, eval_n, device, weights)
     reference, bench = _gpu(gpu), _bench(bench_file)
     plan = resolve(experiment, scale, overrides)
@@ -100,7 +114,7 @@ def paper_command(
         _dry_run(plan, reference, bench, as_json=as_json)
         return
     _check_runnable(plan, yes=yes, quiet=as_json or csv_out)
-    code = _run(plan, jobs=jobs, db=db, out_dir=out_dir, as_json=as_json, csv_out=csv_out)
+    code = _run(plan, jobs=how, db=db, out_dir=out_dir, as_json=as_json, csv_out=csv_out)
     raise typer.Exit(code)
 
 
@@ -146,88 +160,6 @@ def _synth(out_dir: Path, scale: str, epochs: int | None, dry_run: bool, as_json
     out.print(synth_table(rep))
     for sentence in findings:
         out.print(Text(sentence))
-
-
-# --------------------------------------------------------------------------- listing
-
-
-def _values(values: tuple[float, ...]) -> str:
-    return "{" + ", ".join(f"{v:g}" for v in values) + "}"
-
-
-def trains_text(exp: Experiment) -> str:
-    """What an experiment trains, in one line: presets, families and what else it sweeps."""
-    if exp.report == "synth":
-        return (
-            "logistic regression on digits 1 vs 2, Vanilla AT λ = 0.5 with the exact inner "
-            f"maximisation, one model per δ ∈ {{{SYNTH_GRID}}} (`caat synth`)"
-        )
-    grids = exp.grids
-    panels = ", ".join(dict.fromkeys(g.preset for g in grids))
-    lam = sorted({v for g in grids for v in g.lam})
-    gamma = sorted({v for g in grids for v in g.gamma})
-    swept = {k: {v for g in grids for v in g.fields.get(k, ())} for g in grids for k in g.fields}
-    extra = "; ".join(
-        f"{k} {', '.join(format_budget(v) if k == 'eps' else str(v) for v in sorted(vs, key=str))}"
-        for k, vs in swept.items()
-    )
-    return f"{panels}; Vanilla AT λ ∈ {_values(tuple(lam))}, CA-AT γ ∈ {_values(tuple(gamma))}" + (
-        f"; {extra}" if extra else ""
-    )
-
-
-def measures_text(exp: Experiment) -> str:
-    """What an experiment measures and how it is reported, in one line."""
-    evals = [
-        f"{', '.join(r.attacks)} at "
-        + (",".join(format_budget(b) for b in r.budgets) if r.budgets else "the training ε")
-        + f" {norm_text(r.norm)} on {r.n or 'all'} test images"
-        for r in exp.evaluations
-    ]
-    what = "; ".join(evals) or "μ recorded while training"
-    if exp.report == "synth":
-        what = "test SA, exact AA, μ and its factors, Theorem 1's bound"
-    return f"{what} → {REPORTS[exp.report]}"
-
-
-def catalogue_json() -> list[dict[str, Any]]:
-    """Every experiment as `caat paper --json` lists it."""
-    return [
-        {
-            "id": exp.id,
-            "title": exp.help,
-            "source": exp.source,
-            "paper_shows": exp.shows,
-            "available": exp.available,
-            "why_not": exp.unavailable or None,
-            "trains": trains_text(exp) if exp.available else None,
-            "measures": measures_text(exp) if exp.available else None,
-            "report": exp.report,
-            "notes": list(exp.notes),
-        }
-        for exp in EXPERIMENTS.values()
-    ]
-
-
-def _list(as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(catalogue_json(), indent=2))
-        return
-    table = Table(title="the paper's experiments (caat paper ID runs one)", title_justify="left")
-    for col in ("id", "experiment", "trains", "measures"):
-        table.add_column(col)
-    for exp in EXPERIMENTS.values():
-        if exp.available:
-            table.add_row(exp.id, exp.help, trains_text(exp), measures_text(exp))
-        else:
-            table.add_row(
-                exp.id,
-                exp.help,
-                Text("not yet available", style="magenta"),
-                f"it {exp.unavailable}",
-            )
-    out.print(table)
-    out.print(Text("cost first: caat paper ID --dry-run; the path on a CPU: --scale smoke"))
 
 
 # --------------------------------------------------------------------------- dry run
@@ -333,11 +265,14 @@ def _check_runnable(plan: Plan, *, yes: bool, quiet: bool) -> None:
     confirm_size(len(plan.runs), what, yes=yes, prompt_on_stderr=quiet)
 
 
-def _train(store: Store, sweep: str, jobs: int, say: Console) -> tuple[dict[str, int], bool]:
-    """The sweep's queued runs, in workers, with `caat sweep`'s bar."""
+def _train(store: Store, sweep: str, how: Workers, say: Console) -> tuple[dict[str, int], bool]:
+    """The sweep's queued runs, in workers (or Slurm jobs), with `caat sweep`'s bar."""
     from caat_app.cli.progress import SweepProgress
     from caat_app.runs.launcher import list_gpus
     from caat_app.runs.sweep import run_sweep
+
+    if how.slurm is not None:
+        return train_on_slurm(store, sweep, how.slurm, say)
 
     def work(should_stop: Callable[[], bool]) -> dict[str, int]:
         with SweepProgress(say, sweep) as progress:
@@ -349,7 +284,7 @@ def _train(store: Store, sweep: str, jobs: int, say: Console) -> tuple[dict[str,
             return run_sweep(
                 store,
                 sweep,
-                jobs=jobs,
+                jobs=how.jobs,
                 gpus=list_gpus(),
                 on_progress=progress,
                 should_stop=stopping,
@@ -358,8 +293,9 @@ def _train(store: Store, sweep: str, jobs: int, say: Console) -> tuple[dict[str,
     return interruptible(work)
 
 
-def _evaluate(store: Store, plan: Plan, jobs: int, say: Console) -> tuple[int, bool]:
-    """What the finished runs lack, in evaluation workers; (failures, whether stopped)."""
+def _evaluate(store: Store, plan: Plan, how: Workers, say: Console) -> tuple[int, bool]:
+    """What the finished runs lack, in evaluation workers (or Slurm jobs); (failures,
+    whether stopped)."""
     from rich.progress import TimeElapsedColumn
 
     from caat_app.cli.progress import LiveBar
@@ -367,6 +303,8 @@ def _evaluate(store: Store, plan: Plan, jobs: int, say: Console) -> tuple[int, b
     from caat_app.runs.launcher import list_gpus
     from caat_app.runs.service import Workbench
 
+    if how.slurm is not None:
+        return evaluate_on_slurm(store, plan, how.slurm, say)
     todo = missing_evaluations(store, stored_runs(store, plan))
     say.print(Text(f"evaluations: {len(todo)} to measure, the rest read back from the store"))
     if not todo:
@@ -382,7 +320,7 @@ def _evaluate(store: Store, plan: Plan, jobs: int, say: Console) -> tuple[int, b
                 bar.progress.update(bar.task, completed=progress.ended, live=counts)
 
             return run_evaluations(
-                bench, todo, jobs=jobs, gpus=gpus, on_progress=shown, should_stop=should_stop
+                bench, todo, jobs=how.jobs, gpus=gpus, on_progress=shown, should_stop=should_stop
             )
 
     progress, stopped = interruptible(work)
@@ -392,7 +330,7 @@ def _evaluate(store: Store, plan: Plan, jobs: int, say: Console) -> tuple[int, b
 
 
 def _run(
-    plan: Plan, *, jobs: int, db: str | None, out_dir: Path, as_json: bool, csv_out: bool
+    plan: Plan, *, jobs: Workers, db: str | None, out_dir: Path, as_json: bool, csv_out: bool
 ) -> int:
     """Queue, train, evaluate, report; the exit code (130 when stopped, 1 when incomplete)."""
     from caat_app.paper.run import queue
@@ -420,14 +358,14 @@ def _run(
     if not stopped:
         failed, stopped = _evaluate(store, plan, jobs, say)
     if stopped:
-        say.print(Text(f"stopped; run the same command again to resume ({plan.sweep})"))
+        say.print(Text(stopped_text(jobs, plan.sweep)))
         return 130
     _report(store, plan, out_dir, as_json=as_json, csv_out=csv_out)
     incomplete = failed or any(counts.get(k) for k in ("failed", "diverged", "cancelled"))
     return 1 if incomplete else 0
 
 
-def _stage1(store: Store, plan: Plan, jobs: int, say: Console) -> Plan | int:
+def _stage1(store: Store, plan: Plan, jobs: Workers, say: Console) -> Plan | int:
     """Stage 1 (its own sweep; a finished one is reused), then the plan on its best.pt;
     an exit code when it was stopped or did not finish."""
     from caat_app.paper.run import queue_pretrain, stage1_weights
@@ -441,7 +379,7 @@ def _stage1(store: Store, plan: Plan, jobs: int, say: Console) -> Plan | int:
     counts, stopped = _train(store, plan.pretrain_sweep, jobs, say)
     say.print(Text(f"stage 1: {counts_text(counts)}"))
     if stopped:
-        say.print(Text(f"stopped; run the same command again to resume ({plan.pretrain_sweep})"))
+        say.print(Text(stopped_text(jobs, plan.pretrain_sweep)))
         return 130
     weights = stage1_weights(store, plan)
     if weights is None:

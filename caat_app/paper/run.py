@@ -10,6 +10,7 @@ not started at all, and the worker reads back any it finds stored.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -96,6 +97,31 @@ def missing_evaluations(
         for spec in planned.evaluations
         if not has_evaluation(run, spec, results.get(run.id or -1, []))
     ]
+
+
+def queue_evaluations(
+    store: Store, todo: Sequence[tuple[Run, EvalSpec]]
+) -> tuple[list[int], list[str]]:
+    """Record each evaluation as a queued job for workers elsewhere (Slurm tasks, agents);
+    one already queued or running for the run with the same request is taken as it is,
+    so asking again never measures twice. (Job ids, why any could not be queued.)"""
+    from caat_app.runs.manage import queue_eval
+
+    ids: list[int] = []
+    errors: list[str] = []
+    for run, spec in todo:
+        assert run.id is not None
+        wanted = json.loads(json.dumps(spec.to_json()))
+        same = [
+            job.id
+            for job in store.eval_jobs(run.id, active=True)
+            if job.id is not None and json.loads(job.spec) == wanted
+        ]
+        try:
+            ids.append(same[-1] if same else queue_eval(store, run, spec))  # the oldest
+        except CaatError as exc:
+            errors.append(f"run {run.id}: {exc}")
+    return ids, errors
 
 
 @dataclass
