@@ -4,6 +4,8 @@ submitit's local executor (the same submission path as Slurm's)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -178,3 +180,25 @@ def test_evaluation_jobs_are_recorded_beside_their_runs_job(tmp_path: Path) -> N
     assert job_of(tmp_path) == {"job_id": "7_0", "cluster": "slurm"}
     assert job_of(tmp_path, eval_job=3) == {"job_id": "9_1", "cluster": "slurm"}
     assert job_of(tmp_path, eval_job=4) is None
+
+
+def test_slurms_time_limit_warning_checkpoints_the_run_for_a_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Slurm sends SIGUSR2 before a job's time limit (submitit asks for it): the worker
+    stops as on SIGTERM, with a checkpoint, `cancelled` and resumable."""
+    db = str(tmp_path / "caat.db")
+    tiny = ["--model", "linear", "--attack-steps", "2", "--eval-steps", "2", "--log-every", "1"]
+    assert run_cli("train", "--db", db, *tiny, "--epochs", "300", "--detach") == 0
+    deadline = time.monotonic() + 60
+    with Store.open(f"sqlite:///{db}") as store:
+        while not ((run := store.get_run(1)) and run.pid and run.steps_done):  # type: ignore[assignment]
+            assert time.monotonic() < deadline, "the worker never trained a step"
+            time.sleep(0.2)
+        os.kill(run.pid, signal.SIGUSR2)
+        _wait(db, [1], {"cancelled"}, timeout=60)
+    capsys.readouterr()
+    assert run_cli("resume", "1", "--db", db, "--detach") == 0
+    assert "resumes at step" in capsys.readouterr().out
+    assert run_cli("cancel", "1", "--db", db) == 0
+    _wait(db, [1], {"cancelled", "finished"}, timeout=60)

@@ -1,8 +1,9 @@
 """The worker process: `python -m caat_app.runs.worker --db URL --run ID` (or `--eval JOB`).
 
 It trains one stored run, streams its metrics into the store through one batched
-writer, keeps a heartbeat, and ends the run `finished`, `cancelled` (SIGTERM or
-SIGINT: a checkpoint is written first), `diverged` or `failed` (with the traceback).
+writer, keeps a heartbeat, and ends the run `finished`, `cancelled` (SIGTERM, SIGINT,
+or SIGUSR2, Slurm's time-limit warning: a checkpoint is written first), `diverged` or
+`failed` (with the traceback).
 `execute_run` is also what `caat train` runs in the foreground. With `--eval` it runs
 one evaluation job instead (`execute_eval`, which `caat eval` runs in the foreground).
 A run with `gpus` > 1 spawns its other ranks from here (`training.distributed`); under
@@ -289,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     what.add_argument("--eval", type=int, help="id of a queued evaluation job")
     args = parser.parse_args(argv)
     flag = StopFlag()
-    flag.install(signal.SIGTERM, signal.SIGINT)
+    # SIGUSR2: Slurm's warning before a job's time limit (submitit asks for it), so a run
+    # out of time checkpoints and ends `cancelled`, to be resumed, as on SIGTERM.
+    flag.install(signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
     subject = f"run {args.run}" if args.run is not None else f"evaluation {args.eval}"
     try:
         with Store.open(args.db) as store:
