@@ -13,6 +13,9 @@ from .errors import StoreUnreachable
 
 T = TypeVar("T")
 
+HEARTBEAT_S = 5.0
+"""How often a worker with nothing to write proves it is alive."""
+
 STORE_WAIT_S = 600.0
 """How long a worker that has finished waits for an unreachable store before it gives up."""
 
@@ -61,7 +64,7 @@ class BatchWriter:
         run_id: int,
         *,
         interval: float = 0.5,
-        heartbeat_interval: float = 5.0,
+        heartbeat_interval: float = HEARTBEAT_S,
         retry_interval: float = 1.0,
         on_outage: Callable[[str | None], None] | None = None,
     ) -> None:

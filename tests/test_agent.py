@@ -21,6 +21,7 @@ from caat_app.runs.launcher import Gpu
 from caat_app.runs.manage import pid_alive
 from caat_storage import RunStatus, Store
 from caat_storage.status import this_host
+from caat_storage.writer import HEARTBEAT_S
 
 TINY = {"model": "linear", "epochs": 1, "eval_n": 16, "attack_steps": 2, "eval_steps": 2}
 
@@ -163,17 +164,21 @@ def test_sigterm_cancels_with_a_checkpoint_and_a_killed_agent_takes_its_worker(
         second = _queue(store, "orphaned", device="cpu", epochs=200, log_every=1)
     agent = _agent(db, "--gpus", "none", "--max-runs", "1")
     worker = _wait_running(db, second)
-    os.kill(agent.pid, signal.SIGKILL)
-    agent.wait(timeout=30)
-    deadline = time.monotonic() + 30
-    while pid_alive(worker) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not pid_alive(worker)  # the kernel took it with its agent
-    assert run_cli("runs", "--db", db) == 0  # opening the store reaps it
-    with Store.open(db) as store:
-        run = store.get_run(second)
+    other = _agent(db, "--gpus", "none", "--max-cpu", "1")  # a second agent, nothing to take
+    try:
+        os.kill(agent.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        agent.wait(timeout=30)
+        with Store.open(db) as store:  # reading only: the other agent's loop must reap it
+            while (run := store.get_run(second)) and run.status == "running":  # type: ignore[assignment]
+                assert time.monotonic() - killed < 2 * HEARTBEAT_S, "not reaped in 2 heartbeats"
+                time.sleep(0.1)
+        assert not pid_alive(worker)  # the kernel took it with its agent
         assert run is not None and run.status == "failed"
         assert f"died without reporting (pid {worker} on {this_host()}" in (run.error or "")
+    finally:
+        other.send_signal(signal.SIGTERM)
+        other.wait(timeout=60)
     capsys.readouterr()
 
 
