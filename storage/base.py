@@ -17,7 +17,7 @@ from sqlmodel import Session
 
 from .engine import _sqlite_file, write_engine
 from .errors import StoreError, StoreUnreachable
-from .location import artifacts_root
+from .location import artifacts_root, on_this_host
 from .models import Meta, Run
 
 STORE_ID_KEY = "store_id"
@@ -40,7 +40,7 @@ def _absolute_run_dir(run: Run, context: QueryContext) -> None:
     folder = run.__dict__.get("run_dir")
     root = context.session.info.get(ARTIFACTS_KEY) if context.session is not None else None
     if folder and root is not None and not os.path.isabs(folder):
-        set_committed_value(run, "run_dir", root + folder)  # cheap: every run read pays it
+        set_committed_value(run, "run_dir", on_this_host(root, folder))
 
 
 def check_store_id(value: str, where: str) -> str:

@@ -9,16 +9,19 @@ This is the one place that reads the run table without the store, and only the d
 view: newest first, no filter, the first page. Whatever it cannot read (another
 database, a missing file, a table it does not know) is None, and the dashboard waits
 for the store instead. A test holds it to `Store.list_runs` and `Store.count_runs` cell
-by cell. It imports nothing but the standard library.
+by cell. It imports nothing but the standard library (and where the store lives).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
+
+from .location import artifacts_root, on_this_host
 
 SQLITE_PREFIX = "sqlite:///"
 TABLE = "run"
@@ -51,11 +54,13 @@ def _when(value: str | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _row(names: list[str], values: tuple[object, ...]) -> SimpleNamespace:
+def _row(names: list[str], values: tuple[object, ...], root: str) -> SimpleNamespace:
     fields = dict(zip(names, values, strict=True))
     for name in DATETIMES:
         if name in fields:
             fields[name] = _when(fields[name])  # type: ignore[arg-type]
+    if isinstance(fields.get("run_dir"), str):  # as the store reads it: a path on this host
+        fields["run_dir"] = on_this_host(root, fields["run_dir"])  # type: ignore[arg-type]
     return SimpleNamespace(**fields)
 
 
@@ -73,14 +78,14 @@ def first_page(url: str, limit: int) -> tuple[list[SimpleNamespace], int] | None
             names = [column[0] for column in cursor.description]
             rows = cursor.fetchall()
             (total,) = conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()
-            return _page(names, rows, total)
+            return _page(names, rows, total, os.path.join(artifacts_root(path), ""))
     except (sqlite3.Error, ValueError):
         return None
 
 
 def _page(
-    names: list[str], rows: list[tuple[object, ...]], total: int
+    names: list[str], rows: list[tuple[object, ...]], total: int, root: str
 ) -> tuple[list[SimpleNamespace], int] | None:
     if not NEEDED.issubset(names):
         return None
-    return [_row(names, values) for values in rows], int(total)
+    return [_row(names, values, root) for values in rows], int(total)

@@ -32,6 +32,12 @@ def artifacts_root(sqlite_file: Path | None, given: Path | str | None = None) ->
     return caat_home()
 
 
+def on_this_host(root: str, folder: str) -> str:
+    """A stored run folder as a path here: a relative one under `root` (which ends in a
+    separator), an absolute one (stored before the artifacts root) as it is."""
+    return root + folder if folder and not os.path.isabs(folder) else folder
+
+
 def _to_url(db: str) -> str:
     """A string with a scheme is a SQLAlchemy URL already; anything else is a SQLite file."""
     if "://" in db:
