@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -87,12 +86,10 @@ def test_an_experiment_trains_and_evaluates_as_local_job_arrays_then_resumes_wit
                 record = json.loads((Path(run.run_dir) / name).read_text())
                 assert record["cluster"] == "local" and record["job_id"].isdigit(), name
 
-    start = time.monotonic()
     assert run_cli(*args, "--slurm", "time=10") == 0  # all there: nothing is submitted
     again = capsys.readouterr().out
     assert "submitted 0 run(s)" in again and "evaluations: 0 to measure" in again
     assert len(list(submitted.glob("*/*_submitted.pkl"))) == 8  # 4 runs, 4 evaluations
-    assert time.monotonic() - start < 20
 
 
 def test_a_held_run_is_not_resubmitted_and_one_whose_job_ended_unstarted_fails(
