@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -199,7 +198,7 @@ def test_fig4_smoke_pretrains_fine_tunes_and_ends_on_a_front_then_reuses_stage_1
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db, out = str(tmp_path / "caat.db"), tmp_path / "out"
-    args = ["paper", "fig4", "--scale", "smoke", "--epochs", "1", "--eval-n", "50"]
+    args = ["paper", "fig4", "--scale", "smoke", "--epochs", "1", "--eval-n", "20"]
     args += ["--jobs", "2", "--device", "cpu", "--db", db, "--out", str(out)]
     assert run_cli(*args) == 0
     printed = capsys.readouterr().out
@@ -216,8 +215,7 @@ def test_fig4_smoke_pretrains_fine_tunes_and_ends_on_a_front_then_reuses_stage_1
         assert [r.status for r in runs] == ["finished"] * 6, [r.error for r in runs]
         assert {config_of(r).weights for r in runs} == {best}
 
-    start = time.monotonic()
     assert run_cli(*args) == 0  # again: stage 1 is reused, nothing trains or is measured
     again = capsys.readouterr().out
     assert "0 queued now, 1 there" in again and "0 queued now, 6 already there" in again
-    assert time.monotonic() - start < 30
+    assert "evaluations: 0 to measure" in again
