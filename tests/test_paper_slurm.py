@@ -65,6 +65,7 @@ def test_an_experiment_trains_and_evaluates_as_local_job_arrays_then_resumes_wit
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CAAT_SLURM_CLUSTER", "local")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # four local tasks at once share 2 cores
     db, out = str(tmp_path / "caat.db"), tmp_path / "out"
     args = [*SMOKE, "--eval-n", "10", "--device", "cpu", "--db", db, "--out", str(out)]
     assert run_cli(*args, "--slurm", "time=10") == 0

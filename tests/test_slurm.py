@@ -22,6 +22,7 @@ from caat_app.runs.slurm import (
     eval_job_file,
     job_alive,
     job_of,
+    limit_threads,
     minutes,
     parameters,
     submit_evals,
@@ -208,3 +209,14 @@ def test_slurms_time_limit_warning_checkpoints_the_run_for_a_resume(
     assert "resumes at step" in capsys.readouterr().out
     assert run_cli("cancel", "1", "--db", db) == 0
     _wait(db, [1], {"cancelled", "finished"}, timeout=60)
+
+
+def test_a_task_uses_the_cores_slurm_gave_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
+    monkeypatch.setenv("OMP_NUM_THREADS", "")  # recorded: what limit_threads sets is undone
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    limit_threads()
+    assert os.environ["OMP_NUM_THREADS"] == "3"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a choice already made is kept
+    limit_threads()
+    assert os.environ["OMP_NUM_THREADS"] == "1"

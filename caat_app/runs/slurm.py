@@ -89,12 +89,21 @@ def _executor(folder: Path, params: dict[str, Any]) -> Any:
     return executor
 
 
+def limit_threads() -> None:
+    """Torch would start a thread per core of the node; a task has `cpus-per-task` cores
+    (Slurm says how many), and tasks sharing a node must not fight over the rest."""
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if cpus.isdecimal() and int(cpus) > 0 and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = cpus
+
+
 def task(db_url: str, ident: int, kind: str = "run") -> str:
     """One array task: claim the run (`kind` "eval": the evaluation job) if it is still
     queued, then run it as a worker; exit at once when something else took it."""
     from caat_app.runs.launcher import claim_run
     from caat_app.runs.worker import main
 
+    limit_threads()
     what, flag = ("evaluation", "--eval") if kind == "eval" else ("run", "--run")
     with Store.open(db_url) as store:
         claimed = store.claim_eval_job(ident) if kind == "eval" else claim_run(store, ident)
