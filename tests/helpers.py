@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from textual.app import App
 from textual.pilot import Pilot
+
+import caat_screens.app
+from caat_screens.app import CaatApp
 
 
 def run_cli(*args: str) -> int:
@@ -46,3 +50,18 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting in the dashboard")
         await pilot.pause(step)
+
+
+class NotingApp(CaatApp):
+    """The dashboard on a store URL, polling fast, starting no worker, and keeping every
+    notification it shows in `shown`."""
+
+    CSS_PATH = str(Path(caat_screens.app.__file__).with_name("caat.tcss"))
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, poll_interval=0.1, gpus=[], start_workers=False)
+        self.shown: list[str] = []
+
+    def notify(self, message: str, **options: Any) -> None:  # type: ignore[override]
+        self.shown.append(message)
+        super().notify(message, **options)

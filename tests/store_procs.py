@@ -5,10 +5,13 @@ batches of step rows through BatchWriter while readers poll, and each reports on
 from __future__ import annotations
 
 import os
+import queue
 import time
 import traceback
 from dataclasses import dataclass
 from typing import Any
+
+import pytest
 
 from caat_storage import BatchWriter, RunStatus, Store
 
@@ -93,3 +96,30 @@ def reader_proc(url: str, name: str, barrier: Any, stop: Any, results: Any, load
     except BaseException:
         results.put((name, traceback.format_exc()))
         raise SystemExit(1) from None
+
+
+# -- running them ------------------------------------------------------------------------
+
+
+def collect_reports(results: Any, procs: list[Any], count: int, timeout: float = 120) -> list[Any]:
+    """`count` reports; fail at once if a process died without one."""
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < count:
+        try:
+            out.append(results.get(timeout=0.2))
+        except queue.Empty:
+            dead = [p.name for p in procs if p.exitcode not in (None, 0)]
+            if dead and results.empty():
+                pytest.fail(f"died without a report: {', '.join(dead)}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"{count - len(out)} report(s) missing after {timeout:g} s")
+    return out
+
+
+def join_all(procs: list[Any]) -> None:
+    for proc in procs:
+        proc.join(timeout=30)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join()

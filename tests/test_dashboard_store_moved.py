@@ -5,30 +5,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
-from helpers import run_app, wait_for
+from helpers import NotingApp, run_app, wait_for
 from textual.pilot import Pilot
 from textual.widgets import DataTable
 
-import caat_screens.app
 from caat_app.config import build_config
 from caat_app.runs.manage import create_run
-from caat_screens.app import CaatApp
 from caat_screens.modals import ConfirmScreen
 from caat_storage import Store
-
-
-class App(CaatApp):
-    CSS_PATH = str(Path(caat_screens.app.__file__).with_name("caat.tcss"))
-
-    def __init__(self, url: str) -> None:
-        super().__init__(url, poll_interval=0.1, gpus=[], start_workers=False)
-        self.shown: list[str] = []
-
-    def notify(self, message: str, **options: Any) -> None:  # type: ignore[override]
-        self.shown.append(message)
-        super().notify(message, **options)
 
 
 def make_store(path: Path, names: list[str]) -> None:
@@ -42,7 +27,7 @@ def remove_store(path: Path) -> None:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
-def rows(app: App) -> int:
+def rows(app: NotingApp) -> int:
     return app.screen.query(DataTable).first().row_count
 
 
@@ -51,7 +36,7 @@ def test_a_replaced_store_is_named_and_reopened(tmp_path: Path) -> None:
     make_store(path, ["old-a", "old-b"])
     other = tmp_path / "restored.db"
     make_store(other, ["new-a", "new-b", "new-c"])
-    app = App(f"sqlite:///{path}")
+    app = NotingApp(f"sqlite:///{path}")
 
     async def body(pilot: Pilot[None]) -> None:
         await wait_for(pilot, lambda: app.bench is not None and rows(app) == 2)
@@ -68,7 +53,7 @@ def test_a_replaced_store_is_named_and_reopened(tmp_path: Path) -> None:
 def test_a_deleted_store_is_named_and_declining_starts_nothing(tmp_path: Path) -> None:
     path = tmp_path / "caat.db"
     make_store(path, ["a"])
-    app = App(f"sqlite:///{path}")
+    app = NotingApp(f"sqlite:///{path}")
 
     async def body(pilot: Pilot[None]) -> None:
         await wait_for(pilot, lambda: app.bench is not None and rows(app) == 1)

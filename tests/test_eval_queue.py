@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import queue
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 from helpers import run_cli
-from store_procs import new_run
+from store_procs import collect_reports, join_all, new_run
 
 from caat_app.errors import CaatError
 from caat_app.evaluation.plan import eval_spec
@@ -153,23 +152,6 @@ def _claimer_proc(url: str, name: str, barrier: Any, results: Any) -> None:
         results.put((name, traceback.format_exc()))
 
 
-def _reports(results: Any, procs: list[Any], count: int, timeout: float = 60) -> dict[str, Any]:
-    """`count` reports; fail at once when a process died without one."""
-    out: dict[str, Any] = {}
-    deadline = time.monotonic() + timeout
-    while len(out) < count:
-        try:
-            name, payload = results.get(timeout=0.2)
-            out[name] = payload
-        except queue.Empty:
-            dead = [p.name for p in procs if p.exitcode not in (None, 0)]
-            if dead and results.empty():
-                pytest.fail(f"died without a report: {', '.join(dead)}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"{count - len(out)} report(s) missing after {timeout:g} s")
-    return out
-
-
 @pytest.mark.slow
 def test_four_processes_claim_twenty_jobs_each_exactly_once(store_url: str) -> None:
     with Store.open(store_url) as store:
@@ -185,13 +167,9 @@ def test_four_processes_claim_twenty_jobs_each_exactly_once(store_url: str) -> N
     try:
         for proc in procs:
             proc.start()
-        outcome = _reports(results, procs, len(names))
+        outcome = dict(collect_reports(results, procs, len(names)))
     finally:
-        for proc in procs:
-            proc.join(timeout=30)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join()
+        join_all(procs)
     assert {n: r for n, r in outcome.items() if isinstance(r, str)} == {}
     claims = [job for n in names for job in outcome[n][1]]
     assert sorted(claims) == jobs  # every job claimed, none twice

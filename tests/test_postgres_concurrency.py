@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import queue
 import time
 import traceback
 from typing import Any
 
 import pytest
-from store_procs import Load, new_run, reader_proc, writer_proc
+from store_procs import Load, collect_reports, join_all, new_run, reader_proc, writer_proc
 
 from caat_storage import Run, RunStatus, Store
 
@@ -25,30 +24,6 @@ CLAIMERS = 4
 QUEUED = 40
 RUNNING_LIMIT = 6
 """How many runs may run at once, all claimers together: their chooser sees the others'."""
-
-
-def _collect(results: Any, procs: list[Any], count: int, timeout: float = 120) -> list[Any]:
-    """`count` reports; fail at once if a process died without one."""
-    out: list[Any] = []
-    deadline = time.monotonic() + timeout
-    while len(out) < count:
-        try:
-            out.append(results.get(timeout=0.2))
-        except queue.Empty:
-            dead = [p.name for p in procs if p.exitcode not in (None, 0)]
-            if dead and results.empty():
-                pytest.fail(f"died without a report: {', '.join(dead)}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"{count - len(out)} report(s) missing after {timeout:g} s")
-    return out
-
-
-def _join(procs: list[Any]) -> None:
-    for proc in procs:
-        proc.join(timeout=30)
-        if proc.is_alive():
-            proc.terminate()
-            proc.join()
 
 
 # -- 8 writers and a reader -----------------------------------------------------------------
@@ -74,12 +49,12 @@ def test_eight_writers_and_a_reader_lose_nothing(pg_url: str) -> None:
     try:
         for proc in procs:
             proc.start()
-        outcome = dict(_collect(results, procs, WRITERS))
+        outcome = dict(collect_reports(results, procs, WRITERS))
         stop.set()
-        outcome |= dict(_collect(results, procs, 1))
+        outcome |= dict(collect_reports(results, procs, 1))
     finally:
         stop.set()
-        _join(procs)
+        join_all(procs)
     assert {name: error for name, error in outcome.items() if isinstance(error, str)} == {}
     with Store.open(pg_url) as store:
         runs = store.list_runs()
@@ -137,9 +112,9 @@ def test_four_claimers_share_forty_queued_runs(pg_url: str) -> None:
     try:
         for proc in procs:
             proc.start()
-        outcome = dict(_collect(results, procs, CLAIMERS))
+        outcome = dict(collect_reports(results, procs, CLAIMERS))
     finally:
-        _join(procs)
+        join_all(procs)
     assert {name: error for name, error in outcome.items() if isinstance(error, str)} == {}
     claims = [run_id for name in names for run_id in outcome[name]]
     assert sorted(claims) == queued  # every run claimed, and none twice

@@ -13,14 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import run_app, run_cli, wait_for
+from helpers import NotingApp, run_app, run_cli, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from textual.pilot import Pilot
 from textual.widgets import DataTable
 
-import caat_screens.app
-from caat_screens.app import CaatApp
 from caat_storage import BatchWriter, RunStatus, Store, StoreUnreachable
 
 CONFIG = {"name": "r", "method": "caat", "gamma": 0.7, "dataset": "digits", "device": "cpu"}
@@ -171,21 +169,10 @@ def test_a_worker_trains_through_a_server_restart_and_stores_every_row(
 
 
 def test_the_dashboard_says_unreachable_once_and_recovers(own_pg_server: Any) -> None:
-    class App(CaatApp):
-        CSS_PATH = str(Path(caat_screens.app.__file__).with_name("caat.tcss"))
-
-        def __init__(self, url: str) -> None:
-            super().__init__(url, poll_interval=0.1, gpus=[], start_workers=False)
-            self.shown: list[str] = []
-
-        def notify(self, message: str, **options: Any) -> None:  # type: ignore[override]
-            self.shown.append(message)
-            super().notify(message, **options)
-
     url = own_pg_server.url()
     with Store.open(url) as store:
         _new_run(store)
-    app = App(url)
+    app = NotingApp(url)
 
     def rows() -> int:
         return app.screen.query(DataTable).first().row_count
