@@ -101,19 +101,30 @@ def reader_proc(url: str, name: str, barrier: Any, stop: Any, results: Any, load
 # -- running them ------------------------------------------------------------------------
 
 
-def collect_reports(results: Any, procs: list[Any], count: int, timeout: float = 120) -> list[Any]:
-    """`count` reports; fail at once if a process died without one."""
-    out: list[Any] = []
+def collect_reports(
+    results: Any, procs: list[Any], names: list[str], timeout: float = 120
+) -> dict[str, Any]:
+    """Each named process's report (`(name, payload)` on the queue); fail fast if one dies
+    without reporting."""
+    out: dict[str, Any] = {}
     deadline = time.monotonic() + timeout
-    while len(out) < count:
+    while set(names) - set(out):
         try:
-            out.append(results.get(timeout=0.2))
+            name, payload = results.get(timeout=0.2)
         except queue.Empty:
-            dead = [p.name for p in procs if p.exitcode not in (None, 0)]
-            if dead and results.empty():
-                pytest.fail(f"died without a report: {', '.join(dead)}")
+            dead = [p for p in procs if p.name not in out and p.exitcode not in (None, 0)]
+            if dead:
+                time.sleep(0.5)  # a report sent just before exiting may still be in the pipe
+                while not results.empty():
+                    name, payload = results.get(timeout=1)
+                    out[name] = payload
+                silent = [f"{p.name} (exit {p.exitcode})" for p in dead if p.name not in out]
+                if silent:
+                    pytest.fail(f"died without a report: {', '.join(silent)}; see captured stderr")
             if time.monotonic() > deadline:
-                pytest.fail(f"{count - len(out)} report(s) missing after {timeout:g} s")
+                pytest.fail(f"no report within {timeout:g} s from {sorted(set(names) - set(out))}")
+            continue
+        out[name] = payload
     return out
 
 

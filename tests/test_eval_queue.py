@@ -167,7 +167,7 @@ def test_four_processes_claim_twenty_jobs_each_exactly_once(store_url: str) -> N
     try:
         for proc in procs:
             proc.start()
-        outcome = dict(collect_reports(results, procs, len(names)))
+        outcome = collect_reports(results, procs, names)
     finally:
         join_all(procs)
     assert {n: r for n, r in outcome.items() if isinstance(r, str)} == {}

@@ -49,9 +49,9 @@ def test_eight_writers_and_a_reader_lose_nothing(pg_url: str) -> None:
     try:
         for proc in procs:
             proc.start()
-        outcome = dict(collect_reports(results, procs, WRITERS))
+        outcome = collect_reports(results, procs, names)
         stop.set()
-        outcome |= dict(collect_reports(results, procs, 1))
+        outcome |= collect_reports(results, procs, ["reader"])
     finally:
         stop.set()
         join_all(procs)
@@ -112,7 +112,7 @@ def test_four_claimers_share_forty_queued_runs(pg_url: str) -> None:
     try:
         for proc in procs:
             proc.start()
-        outcome = dict(collect_reports(results, procs, CLAIMERS))
+        outcome = collect_reports(results, procs, names)
     finally:
         join_all(procs)
     assert {name: error for name, error in outcome.items() if isinstance(error, str)} == {}

@@ -5,7 +5,6 @@ SQLite file itself (its pragmas, locks, folder) take `db_path` or `sqlite_store`
 """
 
 import multiprocessing
-import queue
 import sqlite3
 import threading
 import time
@@ -16,7 +15,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy.exc import IntegrityError
-from store_procs import Load, reader_proc, writer_proc
+from store_procs import Load, collect_reports, join_all, reader_proc, writer_proc
 
 import caat_storage.writer
 from caat_storage import (
@@ -559,38 +558,6 @@ def _opener_proc(url: str, name: str, barrier: Any, results: Any) -> None:
         raise SystemExit(1) from None
 
 
-def _collect(results: Any, procs: list[Any], names: list[str]) -> dict[str, Any]:
-    """Wait for each named process's report; fail fast if one dies without reporting."""
-    out: dict[str, Any] = {}
-    deadline = time.monotonic() + 60
-    while set(names) - set(out):
-        try:
-            name, payload = results.get(timeout=0.2)
-        except queue.Empty:
-            dead = [p for p in procs if p.name not in out and p.exitcode not in (None, 0)]
-            if dead:
-                time.sleep(0.5)  # a report sent just before exiting may still be in the pipe
-                while not results.empty():
-                    name, payload = results.get(timeout=1)
-                    out[name] = payload
-                silent = [f"{p.name} (exit {p.exitcode})" for p in dead if p.name not in out]
-                if silent:
-                    pytest.fail(f"died without a report: {', '.join(silent)}; see captured stderr")
-            if time.monotonic() > deadline:
-                pytest.fail(f"no report within 60 s from {sorted(set(names) - set(out))}")
-            continue
-        out[name] = payload
-    return out
-
-
-def _stop_all(procs: list[Any]) -> None:
-    for proc in procs:
-        proc.join(timeout=10)
-        if proc.is_alive():
-            proc.terminate()
-            proc.join()
-
-
 @pytest.mark.slow
 def test_processes_opening_a_fresh_store_at_once(tmp_path: Path) -> None:
     ctx = multiprocessing.get_context("spawn")
@@ -604,9 +571,9 @@ def test_processes_opening_a_fresh_store_at_once(tmp_path: Path) -> None:
     try:
         for proc in procs:
             proc.start()
-        outcome = _collect(results, procs, names)
+        outcome = collect_reports(results, procs, names)
     finally:
-        _stop_all(procs)
+        join_all(procs)
     assert {name: error for name, error in outcome.items() if error} == {}
     assert [proc.exitcode for proc in procs] == [0] * len(procs)
     with Store.open(url) as store:
@@ -640,12 +607,12 @@ def test_writers_and_readers_in_parallel_processes(tmp_path: Path) -> None:
     try:
         for proc in writers + readers:
             proc.start()
-        outcome = _collect(results, writers + readers, writer_names)
+        outcome = collect_reports(results, writers + readers, writer_names)
         stop.set()
-        outcome |= _collect(results, writers + readers, reader_names)
+        outcome |= collect_reports(results, writers + readers, reader_names)
     finally:
         stop.set()
-        _stop_all(writers + readers)
+        join_all(writers + readers)
     elapsed = time.monotonic() - started
 
     errors = {name: payload for name, payload in outcome.items() if isinstance(payload, str)}
