@@ -4,10 +4,12 @@ batches of step rows through BatchWriter while readers poll, and each reports on
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import queue
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,3 +136,22 @@ def join_all(procs: list[Any]) -> None:
         if proc.is_alive():
             proc.terminate()
             proc.join()
+
+
+def race(
+    target: Callable[..., None], url: str, names: list[str]
+) -> tuple[dict[str, Any], list[int | None]]:
+    """`target(url, name, barrier, results)` in a spawned process per name, released at once
+    by one barrier; (their reports by name, their exit codes)."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(len(names)), ctx.Queue()
+    procs = [
+        ctx.Process(target=target, args=(url, name, barrier, results), name=name) for name in names
+    ]
+    try:
+        for proc in procs:
+            proc.start()
+        outcome = collect_reports(results, procs, names)
+    finally:
+        join_all(procs)
+    return outcome, [proc.exitcode for proc in procs]

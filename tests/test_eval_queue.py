@@ -4,7 +4,6 @@ whose worker never starts is reaped, a cancelled one is never started."""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from typing import Any
 
 import pytest
 from helpers import run_cli
-from store_procs import collect_reports, join_all, new_run
+from store_procs import new_run, race
 
 from caat_app.errors import CaatError
 from caat_app.evaluation.plan import eval_spec
@@ -157,19 +156,8 @@ def test_four_processes_claim_twenty_jobs_each_exactly_once(store_url: str) -> N
     with Store.open(store_url) as store:
         run_id = new_run(store, "r", epochs_total=1)
         jobs = [store.create_eval_job(run_id, SPEC, total=1) for _ in range(20)]
-    ctx = multiprocessing.get_context("spawn")
     names = [f"claimer-{i}" for i in range(4)]
-    barrier, results = ctx.Barrier(len(names)), ctx.Queue()
-    procs = [
-        ctx.Process(target=_claimer_proc, args=(store_url, n, barrier, results), name=n)
-        for n in names
-    ]
-    try:
-        for proc in procs:
-            proc.start()
-        outcome = collect_reports(results, procs, names)
-    finally:
-        join_all(procs)
+    outcome, _ = race(_claimer_proc, store_url, names)
     assert {n: r for n, r in outcome.items() if isinstance(r, str)} == {}
     claims = [job for n in names for job in outcome[n][1]]
     assert sorted(claims) == jobs  # every job claimed, none twice

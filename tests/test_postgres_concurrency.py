@@ -12,7 +12,7 @@ import traceback
 from typing import Any
 
 import pytest
-from store_procs import Load, collect_reports, join_all, new_run, reader_proc, writer_proc
+from store_procs import Load, collect_reports, join_all, new_run, race, reader_proc, writer_proc
 
 from caat_storage import Run, RunStatus, Store
 
@@ -103,18 +103,8 @@ def _claimer_proc(url: str, name: str, barrier: Any, results: Any) -> None:
 def test_four_claimers_share_forty_queued_runs(pg_url: str) -> None:
     with Store.open(pg_url) as store:
         queued = [new_run(store, f"queued-{i}", epochs_total=1) for i in range(QUEUED)]
-    ctx = multiprocessing.get_context("spawn")
     names = [f"claimer-{i}" for i in range(CLAIMERS)]
-    barrier, results = ctx.Barrier(CLAIMERS), ctx.Queue()
-    procs = [
-        ctx.Process(target=_claimer_proc, args=(pg_url, n, barrier, results), name=n) for n in names
-    ]
-    try:
-        for proc in procs:
-            proc.start()
-        outcome = collect_reports(results, procs, names)
-    finally:
-        join_all(procs)
+    outcome, _ = race(_claimer_proc, pg_url, names)
     assert {name: error for name, error in outcome.items() if isinstance(error, str)} == {}
     claims = [run_id for name in names for run_id in outcome[name]]
     assert sorted(claims) == queued  # every run claimed, and none twice

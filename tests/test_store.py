@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy.exc import IntegrityError
-from store_procs import Load, collect_reports, join_all, reader_proc, writer_proc
+from store_procs import Load, collect_reports, join_all, race, reader_proc, writer_proc
 
 import caat_storage.writer
 from caat_storage import (
@@ -560,22 +560,11 @@ def _opener_proc(url: str, name: str, barrier: Any, results: Any) -> None:
 
 @pytest.mark.slow
 def test_processes_opening_a_fresh_store_at_once(tmp_path: Path) -> None:
-    ctx = multiprocessing.get_context("spawn")
     url = _url(tmp_path / "fresh" / "caat.db")
     names = [f"opener-{i}" for i in range(4)]
-    barrier, results = ctx.Barrier(len(names)), ctx.Queue()
-    procs = [
-        ctx.Process(target=_opener_proc, args=(url, name, barrier, results), name=name)
-        for name in names
-    ]
-    try:
-        for proc in procs:
-            proc.start()
-        outcome = collect_reports(results, procs, names)
-    finally:
-        join_all(procs)
+    outcome, exits = race(_opener_proc, url, names)
     assert {name: error for name, error in outcome.items() if error} == {}
-    assert [proc.exitcode for proc in procs] == [0] * len(procs)
+    assert exits == [0] * len(names)
     with Store.open(url) as store:
         assert sorted(run.name for run in store.list_runs()) == names
     raw = sqlite3.connect(tmp_path / "fresh" / "caat.db")
