@@ -16,12 +16,11 @@ import pytest
 from helpers import NotingApp, run_app, run_cli, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from store_procs import new_run
 from textual.pilot import Pilot
 from textual.widgets import DataTable
 
 from caat_storage import BatchWriter, RunStatus, Store, StoreUnreachable
-
-CONFIG = {"name": "r", "method": "caat", "gamma": 0.7, "dataset": "digits", "device": "cpu"}
 
 
 class FlakyStore:
@@ -89,19 +88,6 @@ def test_drain_gives_up_after_its_wait() -> None:
     assert writer.pending  # the rows are still there for a later try
 
 
-def _new_run(store: Store) -> int:
-    return store.create_run(
-        name="r",
-        config=CONFIG,
-        method="caat",
-        param=0.7,
-        dataset="digits",
-        model="cnn",
-        eps=0.3,
-        epochs_total=1,
-    )
-
-
 def _step(step: int) -> dict[str, Any]:
     return {"step": step, "epoch": 0, "t": float(step), "loss_c": 1.0}
 
@@ -109,7 +95,7 @@ def _step(step: int) -> dict[str, Any]:
 def test_a_batch_sent_again_replaces_itself(store_url: str) -> None:
     """A worker whose commit's answer was lost sends the batch again: no row twice."""
     with Store.open(store_url) as store:
-        run_id = _new_run(store)
+        run_id = new_run(store, "r", epochs_total=1)
         store.append_metrics(run_id, steps=[_step(0), _step(1)])
         for _ in range(2):
             store.append_metrics(run_id, steps=[_step(2), _step(3)], epochs=[{"epoch": 0}])
@@ -122,7 +108,7 @@ def test_a_stopped_server_is_unreachable_then_back(
 ) -> None:
     url = own_pg_server.url()
     with Store.open(url) as store:
-        run_id = _new_run(store)
+        run_id = new_run(store, "r", epochs_total=1)
         own_pg_server.stop()
         try:
             with pytest.raises(StoreUnreachable, match=r"store unreachable at .*127\.0\.0\.1"):
@@ -171,7 +157,7 @@ def test_a_worker_trains_through_a_server_restart_and_stores_every_row(
 def test_the_dashboard_says_unreachable_once_and_recovers(own_pg_server: Any) -> None:
     url = own_pg_server.url()
     with Store.open(url) as store:
-        _new_run(store)
+        new_run(store, "r", epochs_total=1)
     app = NotingApp(url)
 
     def rows() -> int:
@@ -188,7 +174,7 @@ def test_the_dashboard_says_unreachable_once_and_recovers(own_pg_server: Any) ->
         finally:
             own_pg_server.start()
         with Store.open(url) as store:
-            _new_run(store)
+            new_run(store, "r", epochs_total=1)
         await wait_for(pilot, lambda: "store reachable again" in app.shown and rows() == 2)
         assert not app.sub_title.startswith("STORE UNREACHABLE")
 
